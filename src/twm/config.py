@@ -1,0 +1,430 @@
+"""Typed configuration: one dataclass per section, presets, validation and YAML round-trip.
+
+Every number of the paper configuration (SPEC.md) is a default here, so ``Config()`` *is* the
+``atari100k`` preset. Other presets are small sets of overrides on top of it.
+
+Each field carries a help text and, where it matters, an allowed range or a set of choices;
+``Config.from_dict`` and ``apply_overrides`` check them and raise ``ConfigError`` with a
+one-line message naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from twm.envs.games import UnknownGameError, resolve_game
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased as a one-line message for the user."""
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> Any:
+    """A config field with a help text and an optional range [lo, hi] (or (lo, hi] with lo_open)."""
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi, "lo_open": lo_open})
+
+
+# --------------------------------------------------------------------------------------- sections
+
+
+@dataclass
+class EnvConfig:
+    """The Atari 100k protocol (SPEC.md section 1)."""
+
+    game: str = param("Pong", "Atari 100k game name, or 'catch' for the built-in test game")
+    frame_skip: int = param(4, "emulator frames per agent step (the last two are max-pooled)", lo=1)
+    frame_stack: int = param(4, "frames stacked into one observation", lo=1)
+    noop_max: int = param(30, "maximum random no-ops after a training reset", lo=0)
+    episodic_lives: bool = param(True, "a life loss ends a training episode (the game goes on)")
+    time_limit: int = param(27_000, "agent steps before an episode is truncated", lo=1)
+    reward_transform: Literal["tanh", "none"] = param("tanh", "squashing of learning rewards")
+    discount: float = param(0.99, "discount target of a transition that did not terminate", lo=0, hi=1)
+
+
+@dataclass
+class ObservationModelConfig:
+    """Categorical VAE (SPEC.md section 2, observation model)."""
+
+    channels: int = param(48, "encoder channels of the first conv layer (then x2, x4, x8)", lo=1)
+    mlp_hidden: int = param(512, "width of the encoder's 2-layer MLP", lo=1)
+    categoricals: int = param(32, "number of categorical latent variables", lo=1)
+    classes: int = param(32, "classes per categorical latent", lo=2)
+    entropy_coef: float = param(5.0, "weight of the entropy hinge (alpha_1)", lo=0)
+    entropy_threshold: float = param(0.1, "normalised entropy below which the hinge acts", lo=0, hi=1)
+    consistency_coef: float = param(0.01, "weight of the consistency term (alpha_2)", lo=0)
+    lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)
+    eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
+    weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
+    grad_clip: float = param(100.0, "gradient-norm clip", lo=0, lo_open=True)
+
+
+@dataclass
+class DynamicsConfig:
+    """Transformer-XL dynamics model (SPEC.md section 2, dynamics model)."""
+
+    d_model: int = param(256, "model width (token embedding size)", lo=1)
+    layers: int = param(10, "number of transformer layers", lo=1)
+    heads: int = param(4, "attention heads", lo=1)
+    head_dim: int = param(64, "dimension of each attention head", lo=1)
+    ff_dim: int = param(1024, "hidden width of the feed-forward block", lo=1)
+    dropout: float = param(0.1, "dropout on embeddings, positions, attention and blocks", lo=0, hi=1)
+    memory_steps: int = param(16, "time steps the attention reaches back", lo=1)
+    input_rewards: bool = param(True, "feed rewards back in as a third token per step")
+    z_head_hidden: int = param(512, "hidden width of the next-latent head", lo=1)
+    z_head_layers: int = param(4, "hidden layers of the next-latent head", lo=0)
+    reward_head_hidden: int = param(256, "hidden width of the reward head", lo=1)
+    reward_head_layers: int = param(4, "hidden layers of the reward head", lo=0)
+    discount_head_hidden: int = param(256, "hidden width of the discount head", lo=1)
+    discount_head_layers: int = param(4, "hidden layers of the discount head", lo=0)
+    reward_coef: float = param(10.0, "weight of the reward NLL (beta_1)", lo=0)
+    discount_coef: float = param(50.0, "weight of the discount NLL (beta_2)", lo=0)
+    lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)
+    eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
+    weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
+    grad_clip: float = param(100.0, "gradient-norm clip", lo=0, lo_open=True)
+    attention: Literal["plain", "fused"] = param(
+        "plain", "attention path: 'plain' (explicit matmuls) or 'fused' (scaled_dot_product_attention)"
+    )
+
+
+@dataclass
+class ActorCriticConfig:
+    """Policy learned in imagination (SPEC.md section 3)."""
+
+    hidden: int = param(512, "hidden width of actor and critic MLPs", lo=1)
+    layers: int = param(4, "hidden layers of actor and critic MLPs", lo=1)
+    num_starts: int = param(400, "imagined rollouts per update", lo=1)
+    horizon: int = param(15, "imagined steps per rollout", lo=1)
+    lam: float = param(0.95, "lambda of the lambda-returns (GAE)", lo=0, hi=1)
+    discount_threshold: float = param(0.1, "imagined episode ends below this discount product", lo=0, hi=1)
+    entropy_coef: float = param(0.01, "weight of the actor's entropy hinge", lo=0)
+    entropy_threshold: float = param(0.1, "normalised entropy below which the hinge acts", lo=0, hi=1)
+    actor_lr: float = param(1e-4, "actor Adam learning rate", lo=0, lo_open=True)
+    critic_lr: float = param(1e-5, "critic Adam learning rate", lo=0, lo_open=True)
+    eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
+    weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
+    grad_clip: float = param(1.0, "gradient-norm clip", lo=0, lo_open=True)
+
+
+@dataclass
+class ReplayConfig:
+    """Replay buffer and world-model batches (SPEC.md sections 2 and 4)."""
+
+    batch_size: int = param(100, "sequences per world-model batch", lo=1)
+    sequence_length: int = param(16, "steps per world-model sequence", lo=1)
+    obs_batch_size: int = param(1600, "frames per observation-model pretraining batch", lo=1)
+    visit_temperature: float = param(20.0, "softmax(-visits / T) sampling temperature", lo=0, lo_open=True)
+
+
+@dataclass
+class TrainConfig:
+    """Training loop, budgets and evaluation schedule (SPEC.md sections 1 and 4)."""
+
+    total_steps: int = param(100_000, "agent steps (interactions) in the run, prefill included", lo=1)
+    prefill_steps: int = param(5_000, "uniformly random steps before training starts", lo=1)
+    budget: float = param(1e9, "total sample budget; sizes the number of updates", lo=0)
+    pretrain_budget: float = param(5e7, "sample budget of pretraining on the prefill data", lo=0)
+    pretrain_obs_fraction: float = param(0.6, "share of the pretrain budget for the observation model", lo=0)
+    pretrain_dyn_fraction: float = param(0.3, "share of the pretrain budget for the dynamics model", lo=0)
+    pretrain_ac_fraction: float = param(0.7, "share of the pretrain budget for the actor-critic", lo=0)
+    eval_interval: int = param(5_000, "agent steps between evaluations", lo=1)
+    eval_episodes: int = param(10, "episodes per periodic evaluation", lo=1)
+    final_eval_episodes: int = param(100, "episodes of the final evaluation", lo=1)
+    checkpoint_interval: int = param(10_000, "agent steps between checkpoints", lo=1)
+    log_interval: int = param(500, "agent steps between metric lines", lo=1)
+    seed: int = param(0, "random seed", lo=0)
+    device: Literal["auto", "cpu", "cuda"] = param("auto", "torch device ('auto' picks cuda if present)")
+
+
+@dataclass
+class Config:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    obs_model: ObservationModelConfig = field(default_factory=ObservationModelConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    actor_critic: ActorCriticConfig = field(default_factory=ActorCriticConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ------------------------------------------------------------------ derived quantities
+
+    @property
+    def latent_dim(self) -> int:
+        return self.obs_model.categoricals * self.obs_model.classes
+
+    @property
+    def samples_per_update(self) -> int:
+        """Samples one update counts against the budget: world-model sequences + imagined steps."""
+        wm = self.replay.batch_size * self.replay.sequence_length
+        ac = self.actor_critic.num_starts * self.actor_critic.horizon
+        return wm + ac
+
+    @property
+    def num_updates(self) -> int:
+        """Updates after pretraining: (budget - pretrain_budget) / samples per update (125,000 in the paper)."""
+        return max(0, int((self.train.budget - self.train.pretrain_budget) // self.samples_per_update))
+
+    @property
+    def steps_per_update(self) -> float:
+        """Interactions between updates on average (0.76 in the paper: 95,000 steps / 125,000 updates)."""
+        steps = self.train.total_steps - self.train.prefill_steps
+        return math.inf if self.num_updates == 0 else steps / self.num_updates
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: Config | None = None) -> Config:
+        """Build a config from nested mappings on top of ``base`` (default: the paper config)."""
+        cfg = _deepcopy(base) if base is not None else cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        for section_name, values in data.items():
+            section = _get_section(cfg, section_name)
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {section_name!r} must be a mapping of keys to values")
+            for key, value in values.items():
+                _set_value(section, section_name, key, value)
+        cfg.validate()
+        return cfg
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return cls.from_dict(data or {})
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        """Checks across fields (single fields are checked when set)."""
+        try:
+            self.env.game = resolve_game(self.env.game)
+        except UnknownGameError as exc:
+            raise ConfigError(f"env.game: {exc}") from None
+        t = self.train
+        if t.prefill_steps >= t.total_steps:
+            raise ConfigError(
+                f"train.prefill_steps ({t.prefill_steps}) must be smaller than train.total_steps ({t.total_steps})"
+            )
+        if t.pretrain_budget > t.budget:
+            raise ConfigError("train.pretrain_budget must not exceed train.budget")
+        needed = self.replay.sequence_length + 2
+        if t.prefill_steps < needed:
+            raise ConfigError(
+                f"train.prefill_steps ({t.prefill_steps}) must be at least replay.sequence_length + 2 ({needed})"
+            )
+
+
+# --------------------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper's configuration: every default above.
+    "atari100k": {},
+    # A useful short job on a laptop CPU: small networks, few updates.
+    "quick": {
+        "obs_model": {"channels": 16, "mlp_hidden": 256, "categoricals": 16, "classes": 16},
+        "dynamics": {
+            "d_model": 128, "layers": 2, "heads": 2, "head_dim": 64, "ff_dim": 256, "memory_steps": 8,
+            "z_head_hidden": 256, "z_head_layers": 2, "reward_head_hidden": 128, "reward_head_layers": 2,
+            "discount_head_hidden": 128, "discount_head_layers": 2,
+        },
+        "actor_critic": {"hidden": 128, "layers": 2, "num_starts": 64},
+        "replay": {"batch_size": 16, "sequence_length": 8, "obs_batch_size": 128},
+        "train": {
+            "total_steps": 20_000, "prefill_steps": 1_000, "budget": 2e7, "pretrain_budget": 1e6,
+            "eval_interval": 2_000, "final_eval_episodes": 20, "checkpoint_interval": 2_000,
+            "log_interval": 250,
+        },
+    },
+    # Tiny: seconds on a CPU, for tests.
+    "smoke": {
+        "env": {"time_limit": 200},
+        "obs_model": {"channels": 4, "mlp_hidden": 32, "categoricals": 4, "classes": 4},
+        "dynamics": {
+            "d_model": 32, "layers": 1, "heads": 2, "head_dim": 16, "ff_dim": 64, "memory_steps": 4,
+            "z_head_hidden": 32, "z_head_layers": 1, "reward_head_hidden": 16, "reward_head_layers": 1,
+            "discount_head_hidden": 16, "discount_head_layers": 1,
+        },
+        "actor_critic": {"hidden": 32, "layers": 1, "num_starts": 8, "horizon": 5},
+        "replay": {"batch_size": 4, "sequence_length": 4, "obs_batch_size": 16},
+        "train": {
+            "total_steps": 300, "prefill_steps": 100, "budget": 2e4, "pretrain_budget": 1e3,
+            "eval_interval": 100, "eval_episodes": 2, "final_eval_episodes": 2,
+            "checkpoint_interval": 100, "log_interval": 50,
+        },
+    },
+}
+
+
+def load_config(
+    preset: str = "atari100k",
+    overrides: Iterable[str] = (),
+    config_file: str | Path | None = None,
+) -> Config:
+    """The config a command runs with: preset, then a YAML file, then ``--set`` overrides."""
+    if preset not in PRESETS:
+        close = difflib.get_close_matches(preset, PRESETS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown preset {preset!r}{hint}; valid presets: {', '.join(PRESETS)}")
+    cfg = Config.from_dict(PRESETS[preset])
+    if config_file is not None:
+        file_cfg = Config.from_yaml(config_file)
+        cfg = Config.from_dict(file_cfg.to_dict())
+    return apply_overrides(cfg, overrides)
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    """Apply ``section.key=value`` strings; values are parsed as YAML scalars (1e-4, true, [1, 2])."""
+    nested: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        dotted, raw = item.split("=", 1)
+        if "." not in dotted:
+            raise ConfigError(
+                f"override key {dotted!r} must be section.key; {_closest_keys(dotted)}"
+            )
+        section, key = dotted.split(".", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        nested.setdefault(section.strip(), {})[key.strip()] = value
+    return Config.from_dict(nested, base=cfg) if nested else cfg
+
+
+def all_keys() -> list[str]:
+    """Every ``section.key`` of the config, for help and error messages."""
+    return [
+        f"{s.name}.{f.name}"
+        for s in dataclasses.fields(Config)
+        for f in dataclasses.fields(_section_type(s.name))
+    ]
+
+
+def describe_keys() -> list[tuple[str, Any, str]]:
+    """(section.key, paper default, help) for every key."""
+    out = []
+    cfg = Config()
+    for s in dataclasses.fields(Config):
+        section = getattr(cfg, s.name)
+        for f in dataclasses.fields(section):
+            out.append((f"{s.name}.{f.name}", getattr(section, f.name), f.metadata.get("help", "")))
+    return out
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _deepcopy(cfg: Config) -> Config:
+    return Config(**{s.name: dataclasses.replace(getattr(cfg, s.name)) for s in dataclasses.fields(Config)})
+
+
+def _section_type(name: str) -> type:
+    hints = typing.get_type_hints(Config)
+    return hints[name]
+
+
+def _closest_keys(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    if not close:
+        # Fall back to matching the last component, e.g. 'lr' -> every '*.lr'.
+        last = key.split(".")[-1]
+        close = [k for k in all_keys() if k.split(".")[-1] == last][:3]
+    return f"did you mean {', '.join(close)}?" if close else "run 'twm config --keys' to list valid keys"
+
+
+def _get_section(cfg: Config, name: str) -> Any:
+    names = [s.name for s in dataclasses.fields(Config)]
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown config section {name!r}{hint}; valid sections: {', '.join(names)}")
+    return getattr(cfg, name)
+
+
+def _set_value(section: Any, section_name: str, key: str, value: Any) -> None:
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    dotted = f"{section_name}.{key}"
+    if key not in fields:
+        raise ConfigError(f"unknown config key {dotted!r}; {_closest_keys(dotted)}")
+    f = fields[key]
+    hint = typing.get_type_hints(type(section))[key]
+    setattr(section, key, _coerce(dotted, value, hint, f.metadata))
+
+
+def _coerce(dotted: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{dotted} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{dotted} must be true or false; got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, str):
+            try:
+                as_float = float(value)
+            except ValueError:
+                as_float = math.nan
+            if as_float.is_integer():
+                value = int(as_float)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{dotted} must be an integer; got {value!r}")
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{dotted} must be a number; got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{dotted} must be finite; got {value!r}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{dotted} must be a string; got {value!r}")
+        return value
+    lo, hi, lo_open = meta.get("lo"), meta.get("hi"), meta.get("lo_open", False)
+    too_low = lo is not None and (value <= lo if lo_open else value < lo)
+    too_high = hi is not None and value > hi
+    if too_low or too_high:
+        left = "(" if lo_open else "["
+        lo_s = "-inf" if lo is None else f"{lo:g}"
+        hi_s = "inf" if hi is None else f"{hi:g}"
+        raise ConfigError(f"{dotted} must be in {left}{lo_s}, {hi_s}]; got {value!r}")
+    return value
