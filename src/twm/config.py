@@ -10,6 +10,7 @@ one-line message naming the key and what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -252,15 +253,29 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
         "obs_model": {"channels": 16, "mlp_hidden": 256, "categoricals": 16, "classes": 16},
         "dynamics": {
-            "d_model": 128, "layers": 2, "heads": 2, "head_dim": 64, "ff_dim": 256, "memory_steps": 8,
-            "z_head_hidden": 256, "z_head_layers": 2, "reward_head_hidden": 128, "reward_head_layers": 2,
-            "discount_head_hidden": 128, "discount_head_layers": 2,
+            "d_model": 128,
+            "layers": 2,
+            "heads": 2,
+            "head_dim": 64,
+            "ff_dim": 256,
+            "memory_steps": 8,
+            "z_head_hidden": 256,
+            "z_head_layers": 2,
+            "reward_head_hidden": 128,
+            "reward_head_layers": 2,
+            "discount_head_hidden": 128,
+            "discount_head_layers": 2,
         },
         "actor_critic": {"hidden": 128, "layers": 2, "num_starts": 64},
         "replay": {"batch_size": 16, "sequence_length": 8, "obs_batch_size": 128},
         "train": {
-            "total_steps": 20_000, "prefill_steps": 1_000, "budget": 2e7, "pretrain_budget": 1e6,
-            "eval_interval": 2_000, "final_eval_episodes": 20, "checkpoint_interval": 2_000,
+            "total_steps": 20_000,
+            "prefill_steps": 1_000,
+            "budget": 2e7,
+            "pretrain_budget": 1e6,
+            "eval_interval": 2_000,
+            "final_eval_episodes": 20,
+            "checkpoint_interval": 2_000,
             "log_interval": 250,
         },
     },
@@ -269,16 +284,31 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "env": {"time_limit": 200},
         "obs_model": {"channels": 4, "mlp_hidden": 32, "categoricals": 4, "classes": 4},
         "dynamics": {
-            "d_model": 32, "layers": 1, "heads": 2, "head_dim": 16, "ff_dim": 64, "memory_steps": 4,
-            "z_head_hidden": 32, "z_head_layers": 1, "reward_head_hidden": 16, "reward_head_layers": 1,
-            "discount_head_hidden": 16, "discount_head_layers": 1,
+            "d_model": 32,
+            "layers": 1,
+            "heads": 2,
+            "head_dim": 16,
+            "ff_dim": 64,
+            "memory_steps": 4,
+            "z_head_hidden": 32,
+            "z_head_layers": 1,
+            "reward_head_hidden": 16,
+            "reward_head_layers": 1,
+            "discount_head_hidden": 16,
+            "discount_head_layers": 1,
         },
         "actor_critic": {"hidden": 32, "layers": 1, "num_starts": 8, "horizon": 5},
         "replay": {"batch_size": 4, "sequence_length": 4, "obs_batch_size": 16},
         "train": {
-            "total_steps": 300, "prefill_steps": 100, "budget": 2e4, "pretrain_budget": 1e3,
-            "eval_interval": 100, "eval_episodes": 2, "final_eval_episodes": 2,
-            "checkpoint_interval": 100, "log_interval": 50,
+            "total_steps": 300,
+            "prefill_steps": 100,
+            "budget": 2e4,
+            "pretrain_budget": 1e3,
+            "eval_interval": 100,
+            "eval_episodes": 2,
+            "final_eval_episodes": 2,
+            "checkpoint_interval": 100,
+            "log_interval": 50,
         },
     },
 }
@@ -309,9 +339,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
             raise ConfigError(f"override {item!r} must look like section.key=value")
         dotted, raw = item.split("=", 1)
         if "." not in dotted:
-            raise ConfigError(
-                f"override key {dotted!r} must be section.key; {_closest_keys(dotted)}"
-            )
+            raise ConfigError(f"override key {dotted!r} must be section.key; {_closest_keys(dotted)}")
         section, key = dotted.split(".", 1)
         try:
             value = yaml.safe_load(raw) if raw.strip() else raw
@@ -406,10 +434,8 @@ def _coerce(dotted: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{dotted} must be an integer; got {value!r}")
     elif hint is float:
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(f"{dotted} must be a number; got {value!r}")
         value = float(value)

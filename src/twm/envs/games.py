@@ -79,9 +79,7 @@ def resolve_game(name: str) -> str:
             return canonical
     close = difflib.get_close_matches(name, valid_game_names(), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UnknownGameError(
-        f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}"
-    )
+    raise UnknownGameError(f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}")
 
 
 def human_normalized_score(game: str, score: float) -> float | None:
