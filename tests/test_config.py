@@ -1,0 +1,127 @@
+"""Config: paper defaults, presets, YAML round-trip and validation messages."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from twm.config import PRESETS, Config, ConfigError, all_keys, apply_overrides, load_config
+
+
+def test_paper_preset_is_the_spec() -> None:
+    cfg = load_config("atari100k")
+    assert cfg == Config()
+    # A sample of SPEC.md numbers, one per section.
+    assert (cfg.env.frame_skip, cfg.env.frame_stack, cfg.env.noop_max, cfg.env.time_limit) == (
+        4,
+        4,
+        30,
+        27_000,
+    )
+    assert (cfg.obs_model.channels, cfg.obs_model.categoricals, cfg.obs_model.classes) == (48, 32, 32)
+    assert (cfg.obs_model.entropy_coef, cfg.obs_model.consistency_coef) == (5.0, 0.01)
+    d = cfg.dynamics
+    assert (d.d_model, d.layers, d.heads, d.head_dim, d.ff_dim, d.memory_steps) == (256, 10, 4, 64, 1024, 16)
+    assert (d.reward_coef, d.discount_coef, d.grad_clip, d.dropout) == (10.0, 50.0, 100.0, 0.1)
+    ac = cfg.actor_critic
+    assert (ac.num_starts, ac.horizon, ac.lam, ac.actor_lr, ac.critic_lr) == (400, 15, 0.95, 1e-4, 1e-5)
+    assert (cfg.replay.batch_size, cfg.replay.sequence_length, cfg.replay.visit_temperature) == (
+        100,
+        16,
+        20.0,
+    )
+    assert (cfg.train.prefill_steps, cfg.train.eval_interval, cfg.train.final_eval_episodes) == (
+        5000,
+        5000,
+        100,
+    )
+
+
+def test_update_ratio_is_the_papers() -> None:
+    cfg = Config()
+    assert cfg.samples_per_update == 100 * 16 + 400 * 15
+    assert cfg.num_updates == 125_000  # (1e9 - 5e7) / 7600
+    assert cfg.steps_per_update == pytest.approx(0.76)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_yaml_round_trip(preset: str, tmp_path: Path) -> None:
+    cfg = load_config(preset, ["env.game=Boxing", "dynamics.attention=fused"])
+    path = tmp_path / "config.yaml"
+    cfg.to_yaml(path)
+    assert Config.from_yaml(path) == cfg
+    assert load_config(preset, config_file=path) == cfg
+
+
+def test_overrides_parse_values() -> None:
+    cfg = apply_overrides(Config(), ["dynamics.lr=3e-4", "train.total_steps=2e4", "env.episodic_lives=false"])
+    assert cfg.dynamics.lr == 3e-4
+    assert cfg.train.total_steps == 20_000 and isinstance(cfg.train.total_steps, int)
+    assert cfg.env.episodic_lives is False
+    assert apply_overrides(Config(), ["env.game=ms_pacman"]).env.game == "MsPacman"
+
+
+def test_overrides_do_not_mutate_base() -> None:
+    base = Config()
+    apply_overrides(base, ["dynamics.layers=2"])
+    assert base.dynamics.layers == 10
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("dynamics.lrr=1", "unknown config key 'dynamics.lrr'; did you mean dynamics.lr"),
+        ("dynamcs.lr=1", "unknown config section 'dynamcs' (did you mean dynamics?)"),
+        ("lr=1", "did you mean obs_model.lr, dynamics.lr"),
+        ("dynamics.lr=0", "dynamics.lr must be in (0, inf]; got 0.0"),
+        ("env.discount=1.5", "env.discount must be in [0, 1]; got 1.5"),
+        ("train.total_steps=1.5", "train.total_steps must be an integer; got 1.5"),
+        ("train.total_steps=abc", "train.total_steps must be an integer; got 'abc'"),
+        ("env.episodic_lives=3", "env.episodic_lives must be true or false; got 3"),
+        ("dynamics.attention=flash", "dynamics.attention must be one of plain, fused; got 'flash'"),
+        ("env.game=pongg", "unknown game 'pongg' (did you mean Pong?); valid games: Alien"),
+        ("train.prefill_steps=200000", "must be smaller than train.total_steps"),
+        ("novalue", "must look like section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(Config(), [override])
+    text = str(info.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_unknown_preset() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'quik' \\(did you mean quick\\?\\)"):
+        load_config("quik")
+
+
+def test_bad_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("env: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        Config.from_yaml(path)
+    path.write_text("env:\n  gmae: Pong\n")
+    with pytest.raises(ConfigError, match="did you mean env.game"):
+        Config.from_yaml(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        Config.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_every_key_has_help() -> None:
+    keys = all_keys()
+    assert len(keys) == len(set(keys)) > 50
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(getattr(Config(), section.name)):
+            assert f.metadata.get("help"), f"{section.name}.{f.name} has no help text"
+
+
+def test_presets_are_smaller_than_paper() -> None:
+    paper, quick, smoke = (load_config(p) for p in ("atari100k", "quick", "smoke"))
+    assert smoke.train.total_steps < quick.train.total_steps < paper.train.total_steps
+    assert smoke.dynamics.d_model < quick.dynamics.d_model < paper.dynamics.d_model
+    for cfg in (quick, smoke):
+        assert 0 < cfg.num_updates
