@@ -237,10 +237,17 @@ class Config:
             )
         if t.pretrain_budget > t.budget:
             raise ConfigError("train.pretrain_budget must not exceed train.budget")
-        needed = self.replay.sequence_length + 2
-        if t.prefill_steps < needed:
+        # The prefill alone must hold one full world-model batch and one observation batch.
+        starts = t.prefill_steps - self.replay.sequence_length - 1
+        if self.replay.batch_size > starts:
             raise ConfigError(
-                f"train.prefill_steps ({t.prefill_steps}) must be at least replay.sequence_length + 2 ({needed})"
+                f"replay.batch_size ({self.replay.batch_size}) needs at least that many sequence starts in "
+                f"the prefill; train.prefill_steps must be >= {self.replay.batch_size + self.replay.sequence_length + 1}"
+            )
+        if self.replay.obs_batch_size > t.prefill_steps:
+            raise ConfigError(
+                f"replay.obs_batch_size ({self.replay.obs_batch_size}) must not exceed train.prefill_steps "
+                f"({t.prefill_steps})"
             )
 
 
