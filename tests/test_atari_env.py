@@ -1,0 +1,379 @@
+"""Atari 100k environment (SPEC.md section 1) and the vectorised evaluation.
+
+Games: Breakout (action 1 is FIRE, 5 lives), Pong (FIRE at action 1, no lives), Freeway (no FIRE, so
+the no-ops are the only thing after the reset). Each test runs a few hundred agent steps at most.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from twm.config import EnvConfig
+from twm.envs import vector
+from twm.envs.atari import AtariEnv
+from twm.envs.vector import assign_episodes, evaluate_episodes, slot_seeds
+
+
+class ALESpy:
+    """Wraps an ALEInterface, records every action and (optionally) the screen after each frame."""
+
+    def __init__(self, ale: Any, record_screens: bool = False) -> None:
+        self._ale = ale
+        self.record_screens = record_screens
+        self.actions: list[Any] = []
+        self.screens: list[np.ndarray] = []
+        self.resets = 0
+
+    def act(self, action: Any) -> int:
+        self.actions.append(action)
+        reward = self._ale.act(action)
+        if self.record_screens:
+            self.screens.append(self._ale.getScreenGrayscale().copy())
+        return reward
+
+    def reset_game(self) -> None:
+        self.resets += 1
+        self._ale.reset_game()
+
+    def clear(self) -> None:
+        self.actions.clear()
+        self.screens.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ale, name)
+
+
+def make(game: str, mode: str = "train", seed: int = 0, spy: bool = False, **kw: Any) -> AtariEnv:
+    env = AtariEnv(EnvConfig(game=game, **kw), mode=mode, seed=seed)  # type: ignore[arg-type]
+    if spy:
+        env._ale = ALESpy(env._ale)
+    return env
+
+
+def run_until(env: AtariEnv, rng: np.random.Generator, cond: Any, max_steps: int = 1000) -> dict[str, Any]:
+    """Random actions until ``cond(terminated, truncated, info)``; returns the last step's record."""
+    total_raw = 0.0
+    for t in range(1, max_steps + 1):
+        obs, reward, terminated, truncated, info = env.step(int(rng.integers(env.num_actions)))
+        total_raw += info["raw_reward"]
+        if cond(terminated, truncated, info):
+            return {"obs": obs, "terminated": terminated, "truncated": truncated, "info": info, "t": t,
+                    "raw_sum": total_raw}  # fmt: skip
+        assert not (terminated or truncated), "episode ended before the condition held"
+    raise AssertionError("condition not reached")
+
+
+def test_action_set_and_observation_format() -> None:
+    env = make("Breakout")
+    assert env.action_meanings == ["NOOP", "FIRE", "RIGHT", "LEFT"] and env.num_actions == 4
+    obs, info = env.reset()
+    assert obs.shape == (4, 64, 64) and obs.dtype == np.uint8
+    assert info["lives"] == 5 and info["real_reset"]
+    assert obs.max() > obs.min()  # a real picture, not a blank buffer
+
+
+def test_fire_reset_then_noops_and_fire_after_life_loss() -> None:
+    env = make("Breakout", spy=True)
+    spy: ALESpy = env._ale  # type: ignore[assignment]
+    fire, right = env._action_set[1], env._action_set[2]
+    noop = env._action_set[0]
+    _, info = env.reset()
+    n = info["noops"]
+    # FireReset as agent steps (4 frames of FIRE, 4 of action 2), then the no-ops as emulator frames.
+    assert spy.resets == 1
+    assert spy.actions == [fire] * 4 + [right] * 4 + [noop] * n
+    assert 1 <= n <= 30
+    # Play until a life is lost (not the last one): terminated, but the game goes on.
+    rng = np.random.default_rng(0)
+    rec = run_until(env, rng, lambda te, tr, i: te)
+    assert rec["info"]["lives"] == 4 and not rec["info"]["game_over"]
+    spy.clear()
+    _, info = env.reset()
+    # After a life loss: one agent step of FIRE, no action 2, no no-ops, no game reset.
+    assert spy.actions == [fire] * 4 and spy.resets == 1
+    assert not info["real_reset"] and info["noops"] == 0 and info["lives"] == 4
+
+
+def test_eval_presses_fire_inside_the_step_that_lost_a_life() -> None:
+    env = make("Breakout", mode="eval", spy=True)
+    spy: ALESpy = env._ale  # type: ignore[assignment]
+    fire, left = env._action_set[1], env._action_set[3]
+    env.reset()
+    lives = 5
+    for _ in range(500):
+        spy.clear()
+        _, _, terminated, _, info = env.step(3)  # LEFT: the ball is missed quickly
+        assert not terminated or info["game_over"]
+        if info["lives"] < lives:
+            assert spy.actions == [left] * 4 + [fire] * 4  # the serve follows in the same step
+            return
+        assert spy.actions == [left] * 4
+    raise AssertionError("no life lost")
+
+
+def test_noops_in_range_vary_with_seed_and_only_in_train_mode() -> None:
+    counts = []
+    for seed in range(8):
+        env = make("Freeway", seed=seed)  # no FIRE: the reset is reset_game + no-op frames only
+        _, info = env.reset()
+        assert 1 <= info["noops"] <= 30
+        # The ALE counts emulator frames since reset_game: exactly the no-ops.
+        assert info["episode_frame_number"] == info["noops"]
+        counts.append(info["noops"])
+    assert len(set(counts)) > 1
+    _, info = make("Freeway", mode="eval").reset()
+    assert info["noops"] == 0 and info["episode_frame_number"] == 0
+    _, info = make("Freeway", noop_max=0).reset()
+    assert info["noops"] == 0
+
+
+def test_episodic_lives_continue_the_game_and_keep_the_score() -> None:
+    env = make("Breakout", seed=1)
+    rng = np.random.default_rng(1)
+    _, info = env.reset()
+    lives, game_raw = info["lives"], 0.0
+    episodes = 0
+    while True:
+        rec = run_until(env, rng, lambda te, tr, i: te or tr)
+        game_raw += rec["raw_sum"]
+        episodes += 1
+        info = rec["info"]
+        if info["game_over"]:
+            break
+        # A life loss: terminated, one life less, the game not over.
+        assert rec["terminated"] and info["lives"] == lives - 1
+        frame_at_loss = info["episode_frame_number"]
+        _, rinfo = env.reset()
+        # Same game: the frame counter goes on (4 FIRE frames), lives unchanged by the reset.
+        assert not rinfo["real_reset"]
+        assert rinfo["episode_frame_number"] == frame_at_loss + 4
+        assert rinfo["lives"] == lives - 1
+        lives -= 1
+    assert episodes == 5 and info["lives"] == 0 and rec["terminated"]
+    # The game score covers all lives (Breakout gives nothing during FIRE steps).
+    assert info["game_score"] == game_raw
+    _, rinfo = env.reset()
+    assert rinfo["real_reset"] and rinfo["lives"] == 5
+
+
+def test_eval_episode_runs_across_life_losses_to_game_over() -> None:
+    env = make("Breakout", mode="eval")
+    env.reset()
+    rng = np.random.default_rng(2)
+    seen_lives = set()
+    rec = run_until(env, rng, lambda te, tr, i: (seen_lives.add(i["lives"]), te or tr)[1], max_steps=3000)
+    assert seen_lives == {5, 4, 3, 2, 1, 0}  # every life was lost within one episode
+    assert rec["terminated"] and not rec["truncated"] and rec["info"]["game_over"]
+    assert rec["info"]["game_score"] == rec["raw_sum"]
+    with pytest.raises(RuntimeError):
+        env.step(0)
+
+
+def test_time_limit_truncates_and_next_reset_is_real() -> None:
+    env = make("Pong", time_limit=50)
+    env.reset()
+    rng = np.random.default_rng(0)
+    rec = run_until(env, rng, lambda te, tr, i: te or tr)
+    assert rec["t"] == 50 and rec["truncated"] and not rec["terminated"]
+    assert rec["info"]["game_over"] and rec["info"]["game_score"] == rec["raw_sum"]
+    _, info = env.reset()
+    assert info["real_reset"]
+
+
+def test_time_limit_counts_steps_since_the_real_reset_across_lives() -> None:
+    env = make("Breakout", time_limit=60, seed=3)
+    env.reset()
+    rng = np.random.default_rng(3)
+    steps, life_losses = 0, 0
+    while True:
+        rec = run_until(env, rng, lambda te, tr, i: te or tr)
+        steps += rec["t"]
+        if rec["truncated"] or rec["info"]["game_over"]:
+            break
+        life_losses += 1
+        env.reset()
+    assert life_losses >= 1  # the limit really spanned several life-loss episodes
+    assert rec["truncated"] and steps == 60
+
+
+def test_maxpool_and_resize_match_raw_screens() -> None:
+    env = make("Pong", seed=4)
+    spy = ALESpy(env._ale, record_screens=True)
+    env._ale = spy
+    env.reset()
+    rng = np.random.default_rng(4)
+    pooled_differs = 0
+    for _ in range(120):
+        spy.clear()
+        obs, *_ = env.step(int(rng.integers(env.num_actions)))
+        assert len(spy.screens) == 4
+        pooled = np.maximum(spy.screens[-2], spy.screens[-1])
+        expected = cv2.resize(pooled, (64, 64), interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(obs[-1], expected)
+        pooled_differs += not np.array_equal(pooled, spy.screens[-1])
+    assert pooled_differs > 10  # the moving ball makes the max-pool matter
+
+
+def test_frame_stack_padding_and_shift() -> None:
+    env = make("Breakout", seed=5)
+    obs, _ = env.reset()
+    assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))
+    rng = np.random.default_rng(5)
+    prev, changed = obs, 0
+    for _ in range(60):
+        obs, _, terminated, _, _ = env.step(int(rng.integers(env.num_actions)))
+        np.testing.assert_array_equal(obs[:-1], prev[1:])
+        changed += not np.array_equal(obs[-1], prev[-1])
+        prev = obs
+        if terminated:
+            break
+    assert changed > 10  # the shift test is not vacuous: new frames do differ
+    # After a life loss the new episode is padded again from its first frame.
+    if not terminated:
+        run_until(env, rng, lambda te, tr, i: te)
+    obs, info = env.reset()
+    assert not info["real_reset"]
+    assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))
+
+
+def test_reward_transform_tanh_and_raw() -> None:
+    envs = {t: make("Pong", seed=6, reward_transform=t) for t in ("tanh", "none")}
+    for env in envs.values():
+        env.reset()
+    actions = np.random.default_rng(6).integers(6, size=300)
+    nonzero = 0
+    for a in actions:
+        r_tanh, r_raw = (envs[t].step(int(a)) for t in ("tanh", "none"))
+        raw = r_raw[4]["raw_reward"]
+        assert r_tanh[4]["raw_reward"] == raw and r_raw[1] == raw
+        assert r_tanh[1] == pytest.approx(math.tanh(raw))
+        nonzero += raw != 0
+    assert nonzero >= 1
+
+
+def _trajectory(env: AtariEnv, actions: np.ndarray) -> list[tuple[np.ndarray, float, bool, bool, int]]:
+    out = []
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(int(a))
+        out.append((obs, reward, terminated, truncated, info["lives"]))
+        if terminated or truncated:
+            obs, info = env.reset()
+            out.append((obs, float(info["noops"]), False, False, info["lives"]))
+    return out
+
+
+def _assert_same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x[0], y[0])
+        assert x[1:] == y[1:]
+
+
+def test_same_seed_same_trajectory() -> None:
+    actions = np.random.default_rng(7).integers(4, size=300)
+    runs = []
+    for _ in range(2):
+        env = make("Breakout", seed=7, time_limit=100)  # several resets, with no-ops each
+        env.reset()
+        runs.append(_trajectory(env, actions))
+    _assert_same(runs[0], runs[1])
+
+
+def test_get_state_set_state_round_trip() -> None:
+    env = make("Breakout", seed=8, time_limit=150)
+    env.reset()
+    rng = np.random.default_rng(8)
+    _trajectory(env, rng.integers(4, size=50))
+    state = pickle.loads(pickle.dumps(env.get_state()))  # must survive a checkpoint file
+    # Long enough to cross life losses and the time limit, so resets (with no-op draws) are replayed.
+    actions = rng.integers(4, size=250)
+    first = _trajectory(env, actions)
+    other = make("Breakout", seed=999, time_limit=150)  # a different env: the state carries everything
+    other.reset()
+    for target in (env, other):
+        target.set_state(state)
+        _assert_same(_trajectory(target, actions), first)
+
+
+# ------------------------------------------------------------------------- vectorised evaluation
+
+
+def obs_policy(num_actions: int) -> Any:
+    """Deterministic per observation, so its actions do not depend on how observations are batched."""
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        h = obs.reshape(len(obs), -1).astype(np.int64) @ np.arange(1, 64 * 64 * 4 + 1, dtype=np.int64)
+        return h % num_actions
+
+    return policy
+
+
+def test_assignment_is_fixed_up_front() -> None:
+    assert assign_episodes(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
+    assert len(set(slot_seeds(0, 4))) == 4 and slot_seeds(0, 4) == slot_seeds(0, 4)
+
+
+def test_vectorised_scores_equal_sequential_episodes_in_order() -> None:
+    # The catch game draws each episode's balls from its env's generator, so episodes differ and the
+    # order of the returned scores is really checked: episode k is episode k // N of slot k % N.
+    cfg = EnvConfig(game="catch")
+    from twm.envs import make_env
+
+    num_episodes, num_envs, seed = 7, 3, 11
+    batch_sizes: list[int] = []
+    policy = obs_policy(3)
+
+    def counting_policy(obs: np.ndarray) -> np.ndarray:
+        batch_sizes.append(len(obs))
+        return policy(obs)
+
+    scores = evaluate_episodes(cfg, counting_policy, num_episodes, num_envs, seed, backend="sync")
+    expected: list[float] = [0.0] * num_episodes
+    for slot, (episodes, s) in enumerate(
+        zip(assign_episodes(num_episodes, num_envs), slot_seeds(seed, num_envs), strict=True)
+    ):
+        env = make_env(cfg, "eval", s)
+        for k in episodes:
+            obs, _ = env.reset()
+            while True:
+                obs, _, terminated, truncated, info = env.step(int(policy(obs[None])[0]))
+                if terminated or truncated:
+                    expected[k] = info["game_score"]
+                    break
+        assert slot < num_envs
+    assert scores == expected
+    assert len(set(scores)) > 1
+    # Every slot ran its full share: 3 slots while all have work, then 1 (slot 0's third episode).
+    assert batch_sizes[0] == 3 and batch_sizes[-1] == 1
+
+
+def test_vectorised_atari_eval_equals_sequential_and_backends_agree() -> None:
+    cfg = EnvConfig(game="Breakout", time_limit=80)
+    policy = obs_policy(4)
+    sync = evaluate_episodes(cfg, policy, 3, 2, seed=0, backend="sync")
+    env = AtariEnv(cfg, mode="eval", seed=0)
+    sequential = []
+    for _ in range(3):
+        obs, _ = env.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(int(policy(obs[None])[0]))
+            done = terminated or truncated
+        sequential.append(info["game_score"])
+    assert sync == sequential
+    assert evaluate_episodes(cfg, policy, 3, 2, seed=0, backend="async", num_workers=2) == sync
+
+
+def test_async_backend_matches_sync_on_catch() -> None:
+    cfg = EnvConfig(game="catch")
+    policy = obs_policy(3)
+    sync = evaluate_episodes(cfg, policy, 5, 4, seed=3, backend="sync")
+    assert evaluate_episodes(cfg, policy, 5, 4, seed=3, backend="async", num_workers=2) == sync
+    assert vector.default_backend(cfg, 4) == "sync"  # microsecond steps: processes do not pay off
+    assert vector.default_backend(EnvConfig(game="Pong"), 1) == "sync"
