@@ -1,0 +1,82 @@
+"""Actor and critic networks of TWM (SPEC.md §3); the losses live in ``twm.training.ac_losses``.
+
+Both read the latent z_t only -- the (..., C*K) one-hot concatenation from the observation
+model, not the transformer's h_t -- so acting in the real game needs just the encoder and the
+actor. Each is an MLP of ``cfg.layers`` hidden layers of width ``cfg.hidden`` with SiLU.
+
+Initialisation follows the released ``ActorCritic`` (``nets.MLP`` with
+``weight_initializer='orthogonal'``, ``bias_initializer='zeros'``): orthogonal weights with gain
+sqrt(2) for the hidden layers (the released code maps SiLU to the ReLU gain) and gain 1 for the
+output layer (its ``reset_parameters`` re-initialises the last layer as 'linear'); all biases 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical
+
+from twm.config import ActorCriticConfig
+
+HIDDEN_GAIN = math.sqrt(2.0)
+OUTPUT_GAIN = 1.0
+
+
+def orthogonal_mlp(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+    """``layers`` x (Linear, SiLU), then a Linear; orthogonal init (gains above), zero biases."""
+    modules: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        linear = nn.Linear(width, hidden)
+        _orthogonal_(linear, HIDDEN_GAIN)
+        modules += [linear, nn.SiLU()]
+        width = hidden
+    out = nn.Linear(width, out_dim)
+    _orthogonal_(out, OUTPUT_GAIN)
+    modules.append(out)
+    return nn.Sequential(*modules)
+
+
+def _orthogonal_(linear: nn.Linear, gain: float) -> None:
+    nn.init.orthogonal_(linear.weight, gain=gain)
+    nn.init.zeros_(linear.bias)
+
+
+class Actor(nn.Module):
+    """pi(a | z): latents (..., latent_dim) -> action logits (..., num_actions)."""
+
+    def __init__(self, cfg: ActorCriticConfig, latent_dim: int, num_actions: int) -> None:
+        super().__init__()
+        self.latent_dim, self.num_actions = latent_dim, num_actions
+        self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, num_actions)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Action logits (..., num_actions)."""
+        return self.net(z)
+
+    def dist(self, z: Tensor) -> Categorical:
+        """The policy as a distribution with batch shape z.shape[:-1]."""
+        return Categorical(logits=self(z))
+
+    @torch.no_grad()
+    def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Sampled actions (...) long, reproducible with ``generator``; no gradient (acting)."""
+        logits = self(z)
+        probs = logits.float().softmax(dim=-1).reshape(-1, self.num_actions)  # (N, A)
+        actions = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
+        return actions.reshape(logits.shape[:-1])  # (...)
+
+
+class Critic(nn.Module):
+    """v(z): latents (..., latent_dim) -> values (...)."""
+
+    def __init__(self, cfg: ActorCriticConfig, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, 1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Values (...)."""
+        return self.net(z).squeeze(-1)

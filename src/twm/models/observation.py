@@ -1,0 +1,289 @@
+"""TWM's observation model: a categorical VAE over stacked 64x64 frames (SPEC.md §2).
+
+Read top-down:
+
+1. loss pieces        -- ``decoder_nll``, ``latent_entropy``, ``entropy_hinge``, ``consistency_ce``:
+                         pure functions on tensors, tested against hand-computed values
+2. latent sampling    -- ``sample_one_hot`` (straight-through) and ``mode_one_hot`` (argmax)
+3. ``ObservationModel`` -- encoder (frames -> logits), decoder (z -> pixel means) and ``compute_loss``
+
+Shapes. Frames are (..., S, 64, 64) with S = frame_stack stacked grayscale frames, uint8 in
+[0, 255] (or floats already in [0, 1]). Logits are (..., C, K) for C categoricals of K classes; a
+latent z is their flat concatenation of one-hots, (..., C*K) -- the 1024-dim vector the dynamics
+model, actor and critic read. Any number of leading dimensions works (a batch of frames in
+pretraining, (B, T) sequences in the world-model update).
+
+How the world-model update uses it::
+
+    logits = obs_model.encode(frames)              # (B, T, C, K), with gradient
+    z = obs_model.sample(logits, generator)        # (B, T, C*K), straight-through
+    ... dynamics model on [context z, z.detach()] (B, T+1): its output at step t predicts
+        z_{t+1}, so the predictions of these z_t are out.z_logits[:, :-1], (B, T, C, K) ...
+    loss, metrics = obs_model.compute_loss(frames, z, logits, dynamics_logits=out.z_logits[:, :-1])
+
+Pretraining calls ``compute_loss(frames, z, logits)`` without the consistency term.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from twm.config import ObservationModelConfig
+
+FRAME_SIZE = 64
+
+# --------------------------------------------------------------------------------------- loss pieces
+
+
+def frames_to_float(frames: Tensor) -> Tensor:
+    """uint8 frames in [0, 255] -> float32 in [0, 1]; floating frames are assumed in [0, 1] already."""
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    if not frames.is_floating_point():
+        raise TypeError(f"frames must be uint8 or floating point, got {frames.dtype}")
+    return frames
+
+
+def decoder_nll(recon: Tensor, target: Tensor) -> Tensor:
+    """NLL of ``target`` under N(recon, 1) per pixel, summed over (S, H, W), averaged over the rest.
+
+    Args:
+        recon: (..., S, H, W) decoder means.
+        target: (..., S, H, W) frames in [0, 1] (floats; no gradient is taken through them).
+
+    The constant 0.5 log(2 pi) per pixel is included, as the released code's
+    ``Independent(Normal(mean, 1), 3).log_prob``: the value is a true NLL in nats (4*64*64 pixels
+    add 15,055.6 to it) and the constant does not change the gradient. Subtract
+    ``0.5 * log(2 pi) * S*H*W`` for the pure squared-error part.
+    """
+    per_pixel = 0.5 * (target.detach() - recon).square() + 0.5 * math.log(2 * math.pi)
+    return per_pixel.sum(dim=(-3, -2, -1)).mean()
+
+
+def latent_entropy(logits: Tensor) -> Tensor:
+    """Entropy H(z) in nats of the C independent categoricals, summed over them: (..., C, K) -> (...)."""
+    log_p = logits.log_softmax(dim=-1)  # (..., C, K)
+    # p * log p is 0 where p underflows to 0 while log p stays finite, so no 0 * -inf here.
+    return -(log_p.exp() * log_p).sum(dim=(-2, -1))
+
+
+def entropy_hinge(logits: Tensor, coef: float, threshold: float) -> tuple[Tensor, Tensor]:
+    """The entropy regulariser alpha_1: coef * relu(threshold - mean H(z) / (C ln K)).
+
+    H(z) is summed over the C categoricals of each latent and averaged over all latents of the
+    batch; the hinge then acts once on that average, as the released ``compute_entropy_loss``
+    (``relu(t - z_dist.entropy().mean() / max_entropy)``), not once per latent. Below the
+    threshold every latent's entropy gets the same push. Returns (loss, mean H(z) in nats).
+    """
+    C, K = logits.shape[-2:]
+    mean_entropy = latent_entropy(logits).mean()
+    return coef * torch.relu(threshold - mean_entropy / (C * math.log(K))), mean_entropy
+
+
+def consistency_ce(logits: Tensor, dynamics_logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy -sum_k p_dyn log q_enc, summed over categoricals, averaged over latents.
+
+    Args:
+        logits: (..., C, K) encoder logits of z_t (the gradient flows into them).
+        dynamics_logits: (..., C, K) the dynamics model's logits of z_t; detached here, so the
+            term only moves the encoder towards what the dynamics can predict.
+        mask: optional (...) weights (e.g. 0 where the prediction of z_t crosses an episode
+            boundary); the average is then sum(w * ce) / sum(w). The released code uses no mask.
+
+    This is the released ``compute_consistency_loss``: targets are the dynamics model's
+    probabilities ``z_hat_probs.detach()``, and the log-probabilities are the encoder's.
+    """
+    p_dyn = dynamics_logits.detach().softmax(dim=-1)  # (..., C, K)
+    log_q = logits.log_softmax(dim=-1)  # (..., C, K)
+    ce = -(p_dyn * log_q).sum(dim=(-2, -1))  # (...)
+    if mask is None:
+        return ce.mean()
+    w = mask.to(ce.dtype)
+    # A batch with every weight 0 has no consistency target: 0 rather than 0/0.
+    return (w * ce).sum() / w.sum().clamp_min(1.0)
+
+
+# --------------------------------------------------------------------------------------- latents
+
+
+def sample_one_hot(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One-hot samples of each categorical with straight-through gradients: (..., C, K) -> (..., C*K).
+
+    The forward value is exactly one-hot: ``one_hot + (probs - probs.detach())`` adds an exact
+    zero (the bracket is computed first), while the gradient w.r.t. the logits is that of ``probs``.
+    """
+    K = logits.shape[-1]
+    probs = logits.softmax(dim=-1)  # (..., C, K)
+    flat = probs.detach().float().reshape(-1, K)  # (N*C, K) rows for multinomial
+    index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])  # (..., C)
+    one_hot = F.one_hot(index, K).to(probs.dtype)  # (..., C, K)
+    z = one_hot + (probs - probs.detach())  # (..., C, K)
+    return z.flatten(-2)  # (..., C*K)
+
+
+def mode_one_hot(logits: Tensor) -> Tensor:
+    """The most likely latent, one-hot argmax of each categorical, no gradient: (..., C, K) -> (..., C*K)."""
+    K = logits.shape[-1]
+    one_hot = F.one_hot(logits.detach().argmax(dim=-1), K).to(logits.dtype)  # (..., C, K)
+    return one_hot.flatten(-2)  # (..., C*K)
+
+
+# --------------------------------------------------------------------------------------- model
+
+
+class ObservationModel(nn.Module):
+    """Categorical VAE: frames (..., S, 64, 64) <-> latents (..., C*K).
+
+    Attributes:
+        encoder: (N, S, 64, 64) floats -> (N, C*K) logits; 4 convs (c, 2c, 4c, 8c channels, kernel
+            4, stride 2, SiLU after each: 64 -> 31 -> 14 -> 6 -> 2), flatten (8c*2*2), MLP.
+        decoder: (N, C*K) -> (N, S, 64, 64) pixel means; linear to 16c + SiLU, (16c, 1, 1), then
+            transposed convs to 4c, 2c, c, S channels, kernels 5, 5, 6, 6, stride 2
+            (1 -> 5 -> 13 -> 30 -> 64), SiLU between them.
+
+    Initialisation, as the released code actually runs it: the encoder's convs and linears and the
+    decoder's linear use a Kaiming-uniform init with the ReLU gain sqrt(2) (its gain for SiLU),
+    the encoder's output linear gain 1, all their biases 0. The released ``init_`` skips
+    ``ConvTranspose2d`` (it only matches Linear and Conv2d), so the transposed convs keep PyTorch's
+    default init here too -- except the last bias, which SPEC.md (and the released code's intent,
+    ``final_bias_init=0.5``, which never takes effect there) sets to 0.5, the middle of the pixel range.
+    """
+
+    def __init__(self, cfg: ObservationModelConfig, frame_stack: int = 4) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.frame_stack = frame_stack
+        self.categoricals, self.classes = cfg.categoricals, cfg.classes
+        c, hidden = cfg.channels, cfg.mlp_hidden
+
+        conv_channels = [frame_stack, c, 2 * c, 4 * c, 8 * c]
+        encoder: list[nn.Module] = []
+        for c_in, c_out in zip(conv_channels[:-1], conv_channels[1:], strict=True):
+            conv = nn.Conv2d(c_in, c_out, kernel_size=4, stride=2)
+            _kaiming_uniform_(conv, "relu")
+            encoder += [conv, nn.SiLU()]
+        encoder.append(nn.Flatten())  # (N, 8c*2*2)
+        for width_in, width_out in [(8 * c * 2 * 2, hidden), (hidden, hidden)]:
+            linear = nn.Linear(width_in, width_out)
+            _kaiming_uniform_(linear, "relu")
+            encoder += [linear, nn.SiLU()]
+        out = nn.Linear(hidden, self.latent_dim)
+        _kaiming_uniform_(out, "linear")
+        encoder.append(out)
+        self.encoder = nn.Sequential(*encoder)
+
+        decoder_in = nn.Linear(self.latent_dim, 16 * c)
+        _kaiming_uniform_(decoder_in, "relu")
+        decoder: list[nn.Module] = [decoder_in, nn.SiLU(), nn.Unflatten(1, (16 * c, 1, 1))]
+        deconv_channels = [16 * c, 4 * c, 2 * c, c, frame_stack]
+        kernels = [5, 5, 6, 6]
+        for i, k in enumerate(kernels):
+            deconv = nn.ConvTranspose2d(deconv_channels[i], deconv_channels[i + 1], k, stride=2)
+            decoder.append(deconv)
+            if i < len(kernels) - 1:
+                decoder.append(nn.SiLU())  # between the transposed convs, not after the last
+        nn.init.constant_(deconv.bias, 0.5)
+        self.decoder = nn.Sequential(*decoder)
+
+    @property
+    def latent_dim(self) -> int:
+        return self.categoricals * self.classes
+
+    # ------------------------------------------------------------------ encode / decode
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """Logits of q(z | o): frames (..., S, 64, 64) (uint8 or floats in [0, 1]) -> (..., C, K)."""
+        S = self.frame_stack
+        if frames.shape[-3:] != (S, FRAME_SIZE, FRAME_SIZE):
+            raise ValueError(
+                f"frames must end in ({S}, {FRAME_SIZE}, {FRAME_SIZE}), got {tuple(frames.shape)}"
+            )
+        lead = frames.shape[:-3]
+        x = frames_to_float(frames).reshape(-1, S, FRAME_SIZE, FRAME_SIZE)  # (N, S, 64, 64)
+        logits = self.encoder(x)  # (N, C*K)
+        return logits.reshape(*lead, self.categoricals, self.classes)  # (..., C, K)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Means of p(o | z) (unit variance): latents (..., C*K) -> (..., S, 64, 64)."""
+        if z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must end in {self.latent_dim}, got {tuple(z.shape)}")
+        lead = z.shape[:-1]
+        recon = self.decoder(z.reshape(-1, self.latent_dim))  # (N, S, 64, 64)
+        return recon.reshape(*lead, self.frame_stack, FRAME_SIZE, FRAME_SIZE)  # (..., S, 64, 64)
+
+    def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Straight-through one-hot sample: (..., C, K) -> (..., C*K); see ``sample_one_hot``."""
+        return sample_one_hot(logits, generator)
+
+    def mode(self, logits: Tensor) -> Tensor:
+        """One-hot argmax (acting, start of real rollouts): (..., C, K) -> (..., C*K), no gradient."""
+        return mode_one_hot(logits)
+
+    # ------------------------------------------------------------------ loss
+
+    def compute_loss(
+        self,
+        frames: Tensor,
+        z: Tensor,
+        logits: Tensor,
+        dynamics_logits: Tensor | None = None,
+        consistency_mask: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Observation-model loss of SPEC.md §2 for latents z sampled from ``logits`` of ``frames``.
+
+        Args:
+            frames: (..., S, 64, 64) the encoded frames (uint8 or floats in [0, 1]); the target.
+            z: (..., C*K) straight-through samples from ``logits``; decoded here.
+            logits: (..., C, K) encoder logits of the frames.
+            dynamics_logits: optional (..., C, K) the dynamics model's logits of the same z_t
+                (predicted from h_{t-1}); detached here. None (pretraining) drops the term.
+            consistency_mask: optional (...) weights of the consistency term (see ``consistency_ce``).
+
+        Returns:
+            loss = decoder + entropy + consistency, and metrics (detached):
+
+            - "obs/decoder_loss": Gaussian NLL of the frames, summed over S*64*64 pixels (with the
+              0.5 log 2 pi constant, see ``decoder_nll``), averaged over latents;
+            - "obs/entropy_loss": entropy_coef * relu(entropy_threshold - mean H(z)/(C ln K));
+            - "obs/consistency_loss": consistency_coef * "obs/consistency_ce" (only when given);
+            - "obs/entropy" (mean H(z) in nats), "obs/norm_entropy", "obs/recon_mae", "obs/loss".
+        """
+        cfg = self.cfg
+        target = frames_to_float(frames)
+        recon = self.decode(z)  # (..., S, 64, 64)
+        dec_loss = decoder_nll(recon, target)
+        ent_loss, entropy = entropy_hinge(logits, cfg.entropy_coef, cfg.entropy_threshold)
+        loss = dec_loss + ent_loss
+        metrics = {
+            "obs/decoder_loss": dec_loss.detach(),
+            "obs/entropy_loss": ent_loss.detach(),
+            "obs/entropy": entropy.detach(),
+            "obs/norm_entropy": entropy.detach() / (self.categoricals * math.log(self.classes)),
+            "obs/recon_mae": (target - recon.detach()).abs().mean(),
+        }
+        if dynamics_logits is not None:
+            if dynamics_logits.shape != logits.shape:
+                raise ValueError(
+                    f"dynamics_logits {tuple(dynamics_logits.shape)} must match logits {tuple(logits.shape)}"
+                )
+            ce = consistency_ce(logits, dynamics_logits, consistency_mask)
+            con_loss = cfg.consistency_coef * ce
+            loss = loss + con_loss
+            metrics["obs/consistency_loss"] = con_loss.detach()
+            metrics["obs/consistency_ce"] = ce.detach()
+        metrics["obs/loss"] = loss.detach()
+        return loss, metrics
+
+
+def _kaiming_uniform_(layer: nn.Linear | nn.Conv2d, nonlinearity: str) -> None:
+    """U(-b, b) with b = gain * sqrt(3 / fan_in) and zero bias, as the released ``nets`` init.
+
+    ``nonlinearity`` "relu" gives gain sqrt(2) (the released code's gain for SiLU), "linear" gain 1.
+    """
+    nn.init.kaiming_uniform_(layer.weight, nonlinearity=nonlinearity)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
