@@ -73,14 +73,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from twm.info import parameter_counts
+    from twm.info import num_actions_of, parameter_counts
 
     cfg = _config_from_args(args)
-    counts = parameter_counts(cfg)
+    num_actions = num_actions_of(cfg)
+    counts = parameter_counts(cfg, num_actions)
     if args.json:
-        print(json.dumps({"game": cfg.env.game, "preset": args.preset, "parameters": counts}, indent=1))
+        info = {"game": cfg.env.game, "preset": args.preset, "num_actions": num_actions, "parameters": counts}
+        print(json.dumps(info, indent=1))
         return 0
-    print(f"{cfg.env.game} ({args.preset}): parameters")
+    print(f"{cfg.env.game} ({args.preset}, {num_actions} actions): parameters")
     for name, n in counts.items():
         print(f"  {name:<22}{n:>14,}")
     return 0

@@ -1,0 +1,199 @@
+"""The world model (observation model + dynamics model) and its updates (SPEC.md §2 and §4).
+
+One update on a batch of B sequences of T steps, each with one context step before and the
+observation after the last step (``SequenceBatch`` of the replay buffer, step axis 0 = context):
+
+1. context latent z_0 (sampled, no gradient) and the target distribution of z_{T+1}, from the
+   encoder without gradient;
+2. the observation model encodes o_1..o_T (with gradient), samples z_1..z_T straight-through and
+   decodes them;
+3. the dynamics model reads [z_0, z_1..z_T] (detached: the dynamics loss never reaches the
+   encoder) with actions a_0..a_T and rewards/dones r_0..r_{T-1}; its predictions from steps 1..T
+   are trained against z_2..z_{T+1}, r_1..r_T and gamma_1..gamma_T, and the dynamics optimiser steps;
+4. the observation model's loss gets the consistency term, the cross-entropy from the dynamics
+   model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T, and the
+   observation optimiser steps.
+
+This is the order and the alignment of the released code (``WorldModel.optimize``). The returned
+latents [z_0..z_T] and the batch's actions, rewards and flags are the start points of imagination.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from twm.config import Config
+from twm.models.dynamics import DynamicsModel
+from twm.models.observation import ObservationModel
+from twm.replay import SequenceBatch
+
+
+@dataclass
+class TorchSequenceBatch:
+    """A ``SequenceBatch`` on a torch device. obs (B, T+2, S, 64, 64) uint8; the rest (B, T+1)."""
+
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+
+    @classmethod
+    def from_numpy(cls, batch: SequenceBatch, device: torch.device | str) -> TorchSequenceBatch:
+        def put(x: np.ndarray) -> Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
+
+        return cls(
+            obs=put(batch.obs),
+            actions=put(batch.actions).long(),
+            rewards=put(batch.rewards).float(),
+            terminated=put(batch.terminated).bool(),
+            truncated=put(batch.truncated).bool(),
+        )
+
+    @property
+    def dones(self) -> Tensor:
+        return self.terminated | self.truncated
+
+
+@dataclass
+class WorldModelOutput:
+    """What an update hands to the actor-critic: the latents it sampled and the batch's steps.
+
+    z: (B, T+1, C*K) detached latents z_0 (context) .. z_T; actions, rewards, terminated, truncated:
+    (B, T+1) of the same steps; metrics: detached scalars under "obs/..." and "dyn/...".
+    """
+
+    z: Tensor
+    actions: Tensor
+    rewards: Tensor
+    terminated: Tensor
+    truncated: Tensor
+    metrics: dict[str, Tensor]
+
+
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], clip: float
+) -> Tensor:
+    """zero_grad, backward, clip the global gradient norm, step; returns the norm before clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(list(params), clip)
+    optimizer.step()
+    return norm.detach()
+
+
+class WorldModel(nn.Module):
+    """The observation model and the dynamics model of one game, with their two Adam optimisers."""
+
+    def __init__(self, cfg: Config, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.obs_model = ObservationModel(cfg.obs_model, frame_stack=cfg.env.frame_stack)
+        om = cfg.obs_model
+        self.dynamics = DynamicsModel(cfg.dynamics, cfg.latent_dim, om.categoricals, om.classes, num_actions)
+        # Coupled L2 weight decay (torch Adam), as the released code.
+        self.obs_optimizer = torch.optim.Adam(
+            self.obs_model.parameters(), lr=om.lr, eps=om.eps, weight_decay=om.weight_decay
+        )
+        dc = cfg.dynamics
+        self.dyn_optimizer = torch.optim.Adam(
+            self.dynamics.parameters(), lr=dc.lr, eps=dc.eps, weight_decay=dc.weight_decay
+        )
+
+    # ------------------------------------------------------------------ helpers
+
+    @torch.no_grad()
+    def _encode_no_grad(self, frames: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(sampled z, logits) of frames with the encoder in eval mode and no gradient."""
+        was_training = self.obs_model.training
+        self.obs_model.eval()
+        logits = self.obs_model.encode(frames)
+        self.obs_model.train(was_training)
+        return self.obs_model.sample(logits, generator), logits
+
+    def _dynamics_loss(
+        self, z: Tensor, batch: TorchSequenceBatch, target_probs: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Dynamics loss on z = [z_0..z_T] (B, T+1) and the targets of steps 1..T.
+
+        Returns (loss, predicted z logits of steps 0..T-1 for the consistency term, metrics).
+        """
+        dones = batch.dones
+        out = self.dynamics(z, batch.actions, batch.rewards[:, :-1], dones[:, :-1])  # T+1 steps
+        loss, metrics = self.dynamics.compute_loss(
+            out.time_slice(slice(1, None)),  # drop the context step's predictions
+            target_probs,
+            batch.rewards[:, 1:],
+            batch.terminated[:, 1:],
+            batch.truncated[:, 1:],
+            gamma=self.cfg.env.discount,
+        )
+        return loss, out.z_logits[:, :-1], metrics
+
+    # ------------------------------------------------------------------ updates
+
+    def update(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelOutput:
+        """One world-model update (see the module docstring)."""
+        self.train()
+        context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
+        _, next_logits = self._encode_no_grad(batch.obs[:, -1:], generator)  # (B, 1, C, K)
+
+        frames = batch.obs[:, 1:-1]  # (B, T, S, 64, 64)
+        logits = self.obs_model.encode(frames)  # (B, T, C, K)
+        z = self.obs_model.sample(logits, generator)  # (B, T, C*K), straight-through
+
+        z_in = torch.cat([context_z, z.detach()], dim=1)  # (B, T+1, C*K)
+        target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)  # (B, T, C, K): z_2..z_{T+1}
+        dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
+        dyn_norm = optimizer_step(
+            self.dyn_optimizer, dyn_loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
+        )
+
+        obs_loss, obs_metrics = self.obs_model.compute_loss(
+            frames, z, logits, dynamics_logits=z_pred_logits.detach()
+        )
+        obs_norm = optimizer_step(
+            self.obs_optimizer, obs_loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
+        )
+
+        metrics = {**obs_metrics, **dyn_metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
+        return WorldModelOutput(
+            z=z_in.detach(),
+            actions=batch.actions,
+            rewards=batch.rewards,
+            terminated=batch.terminated,
+            truncated=batch.truncated,
+            metrics=metrics,
+        )
+
+    def pretrain_obs_step(
+        self, frames: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Observation model alone on a batch of (N, S, 64, 64) frames: decoder NLL + entropy hinge."""
+        self.obs_model.train()
+        logits = self.obs_model.encode(frames)  # (N, C, K)
+        z = self.obs_model.sample(logits, generator)  # (N, C*K)
+        loss, metrics = self.obs_model.compute_loss(frames, z, logits)
+        metrics["obs/grad_norm"] = optimizer_step(
+            self.obs_optimizer, loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
+        )
+        return metrics
+
+    def pretrain_dyn_step(
+        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Dynamics model alone on a sequence batch; latents and targets from the (fixed) encoder."""
+        self.dynamics.train()
+        z, logits = self._encode_no_grad(batch.obs, generator)  # (B, T+2, C*K), (B, T+2, C, K)
+        loss, _, metrics = self._dynamics_loss(z[:, :-1], batch, logits[:, 2:].softmax(-1))
+        metrics["dyn/grad_norm"] = optimizer_step(
+            self.dyn_optimizer, loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
+        )
+        return metrics

@@ -1,0 +1,209 @@
+"""The world-model update: alignment of targets, where gradients flow, and that it learns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import twm.models.world_model as wm_module
+from twm.config import Config, load_config
+from twm.envs.catch import CatchEnv
+from twm.models.world_model import TorchSequenceBatch, WorldModel
+from twm.replay import ReplayBuffer
+
+NUM_ACTIONS = 3
+
+
+def smoke_config(**dynamics: object) -> Config:
+    overrides = [f"dynamics.{k}={v}" for k, v in dynamics.items()]
+    return load_config("smoke", ["env.game=catch", *overrides])
+
+
+@pytest.fixture(scope="module")
+def replay() -> ReplayBuffer:
+    """300 steps of the catch game with random actions (several episodes)."""
+    cfg = smoke_config()
+    env = CatchEnv(cfg.env, mode="train", seed=0)
+    rng = np.random.default_rng(0)
+    buffer = ReplayBuffer(400, visit_temperature=20.0, seed=0)
+    obs, _ = env.reset()
+    for _ in range(300):
+        action = int(rng.integers(NUM_ACTIONS))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs[-1], action, reward, terminated, truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return buffer
+
+
+def make_batch(replay: ReplayBuffer, cfg: Config, seed: int = 0) -> TorchSequenceBatch:
+    replay.rng = np.random.default_rng(seed)
+    batch = replay.sample_sequences_uniform(cfg.replay.batch_size, cfg.replay.sequence_length)
+    return TorchSequenceBatch.from_numpy(batch, "cpu")
+
+
+def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) -> None:
+    """The logged losses equal a loop over steps with the SPEC's targets (dropout off, same draws)."""
+    cfg = smoke_config(dropout=0.0)
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    batch = make_batch(replay, cfg)
+    # Force an episode end inside the sequences so the masking matters.
+    batch.terminated[0, 2] = True
+    B, T = batch.actions.shape[0], batch.actions.shape[1] - 1
+
+    # Expected values, computed before the update changes the weights, with the same random draws.
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        om = model.obs_model.eval()
+        logits_all = om.encode(batch.obs)  # (B, T+2, C, K)
+        z0 = om.sample(logits_all[:, :1], gen)
+        om.sample(logits_all[:, -1:], gen)  # the update draws the next latent too (unused)
+        z = om.sample(logits_all[:, 1:-1], gen)
+        z_in = torch.cat([z0, z], dim=1)
+        dones = batch.terminated | batch.truncated
+        out = model.dynamics.eval()(z_in, batch.actions, batch.rewards[:, :-1], dones[:, :-1])
+        z_ce, r_nll, g_nll, weight = 0.0, 0.0, 0.0, 0.0
+        for b in range(B):
+            for t in range(1, T + 1):  # the steps after the context step
+                target = logits_all[b, t + 1].softmax(-1)  # encoder distribution of z_{t+1}
+                log_q = out.z_logits[b, t].log_softmax(-1)
+                if not bool(dones[b, t]):
+                    z_ce += float(-(target * log_q).sum())
+                    weight += 1
+                r_nll += 0.5 * float(batch.rewards[b, t] - out.reward_mean[b, t]) ** 2 + 0.5 * math.log(
+                    2 * math.pi
+                )
+                g_target = cfg.env.discount * (0.0 if bool(batch.terminated[b, t]) else 1.0)
+                p = float(torch.sigmoid(out.discount_logit[b, t]))
+                g_nll += -(g_target * math.log(p) + (1 - g_target) * math.log(1 - p))
+        consistency = 0.0
+        for b in range(B):
+            for t in range(1, T + 1):  # z_t predicted at step t-1
+                p_dyn = out.z_logits[b, t - 1].softmax(-1)
+                consistency += float(-(p_dyn * logits_all[b, t].log_softmax(-1)).sum())
+    n = B * T
+
+    metrics = model.update(batch, generator=torch.Generator().manual_seed(1)).metrics
+    assert metrics["dyn/z_loss"].item() == pytest.approx(z_ce / weight, rel=1e-5)
+    assert metrics["dyn/reward_loss"].item() == pytest.approx(r_nll / n, rel=1e-5)
+    assert metrics["dyn/discount_loss"].item() == pytest.approx(g_nll / n, rel=1e-5)
+    assert metrics["obs/consistency_ce"].item() == pytest.approx(consistency / n, rel=1e-5)
+
+
+def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamics step: no gradient in the observation model. Observation step: none in the dynamics."""
+    cfg = smoke_config()
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    seen: list[dict[str, bool]] = []
+    real_step = wm_module.optimizer_step
+
+    def recording_step(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
+        out = real_step(optimizer, loss, params, clip)
+        seen.append(
+            {
+                "encoder": any(
+                    p.grad is not None and p.grad.abs().sum() > 0
+                    for p in model.obs_model.encoder.parameters()
+                ),
+                "decoder": any(
+                    p.grad is not None and p.grad.abs().sum() > 0
+                    for p in model.obs_model.decoder.parameters()
+                ),
+                "dynamics": any(
+                    p.grad is not None and p.grad.abs().sum() > 0 for p in model.dynamics.parameters()
+                ),
+            }
+        )
+        for p in model.parameters():  # start the next backward from clean gradients
+            p.grad = None
+        return out
+
+    monkeypatch.setattr(wm_module, "optimizer_step", recording_step)
+    model.update(make_batch(replay, cfg))
+    dyn_step, obs_step = seen
+    assert dyn_step == {"encoder": False, "decoder": False, "dynamics": True}
+    assert obs_step == {"encoder": True, "decoder": True, "dynamics": False}
+
+
+def _obs_gradients(cfg: Config, batch: TorchSequenceBatch) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    grads: dict[str, torch.Tensor] = {}
+    real_step = wm_module.optimizer_step
+
+    def capture(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
+        if optimizer is model.obs_optimizer:
+            loss.backward()
+            grads.update({n: p.grad.clone() for n, p in model.obs_model.named_parameters()})
+            return torch.tensor(0.0)
+        return real_step(optimizer, loss, params, clip)
+
+    wm_module.optimizer_step, saved = capture, wm_module.optimizer_step
+    try:
+        model.update(batch, generator=torch.Generator().manual_seed(3))
+    finally:
+        wm_module.optimizer_step = saved
+    return grads
+
+
+def test_consistency_term_reaches_the_encoder_only(replay: ReplayBuffer) -> None:
+    with_term = smoke_config(dropout=0.0)
+    without = smoke_config(dropout=0.0)
+    without.obs_model.consistency_coef = 0.0
+    batch = make_batch(replay, with_term)
+    g1, g0 = _obs_gradients(with_term, batch), _obs_gradients(without, batch)
+    for name in g1:
+        if name.startswith("decoder"):
+            torch.testing.assert_close(g1[name], g0[name], rtol=0, atol=0)
+    assert any(not torch.equal(g1[n], g0[n]) for n in g1 if n.startswith("encoder"))
+
+
+def test_update_returns_imagination_starts(replay: ReplayBuffer) -> None:
+    cfg = smoke_config()
+    model = WorldModel(cfg, NUM_ACTIONS)
+    batch = make_batch(replay, cfg)
+    out = model.update(batch)
+    B, T = cfg.replay.batch_size, cfg.replay.sequence_length
+    assert out.z.shape == (B, T + 1, cfg.latent_dim) and not out.z.requires_grad
+    # Latents are one-hot per categorical.
+    per_cat = out.z.reshape(B, T + 1, cfg.obs_model.categoricals, cfg.obs_model.classes)
+    assert torch.equal(per_cat.sum(-1), torch.ones(B, T + 1, cfg.obs_model.categoricals))
+    assert torch.equal(out.actions, batch.actions)
+
+
+def test_world_model_learns_on_a_fixed_batch(replay: ReplayBuffer) -> None:
+    cfg = smoke_config()
+    cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    batch = make_batch(replay, cfg)
+    first = model.update(batch).metrics
+    for _ in range(40):
+        last = model.update(batch).metrics
+    assert last["obs/decoder_loss"] < first["obs/decoder_loss"]
+    assert last["dyn/loss"] < first["dyn/loss"]
+
+
+def test_pretraining_steps_learn(replay: ReplayBuffer) -> None:
+    cfg = smoke_config()
+    cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    frames = torch.from_numpy(replay.stacked_obs(np.arange(64)))
+    first = model.pretrain_obs_step(frames)["obs/decoder_loss"]
+    for _ in range(30):
+        last = model.pretrain_obs_step(frames)["obs/decoder_loss"]
+    assert last < first
+    encoder_before = [p.clone() for p in model.obs_model.parameters()]
+    batch = make_batch(replay, cfg)
+    first = model.pretrain_dyn_step(batch)["dyn/loss"]
+    for _ in range(30):
+        last = model.pretrain_dyn_step(batch)["dyn/loss"]
+    assert last < first
+    # Dynamics pretraining leaves the observation model untouched.
+    for before, after in zip(encoder_before, model.obs_model.parameters(), strict=True):
+        assert torch.equal(before, after)
