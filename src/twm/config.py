@@ -244,6 +244,18 @@ class Config:
                 f"replay.batch_size ({self.replay.batch_size}) needs at least that many sequence starts in "
                 f"the prefill; train.prefill_steps must be >= {self.replay.batch_size + self.replay.sequence_length + 1}"
             )
+        ac = self.actor_critic
+        pairs = self.replay.batch_size * self.replay.sequence_length
+        if ac.num_starts > pairs:
+            raise ConfigError(
+                f"actor_critic.num_starts ({ac.num_starts}) must not exceed the {pairs} start pairs of a "
+                "world-model batch (replay.batch_size x replay.sequence_length)"
+            )
+        if ac.num_starts > t.prefill_steps - ac.horizon - 1:
+            raise ConfigError(
+                f"actor_critic.num_starts ({ac.num_starts}) real sequences of actor_critic.horizon steps must fit "
+                f"in the prefill; train.prefill_steps must be >= {ac.num_starts + ac.horizon + 1}"
+            )
         if self.replay.obs_batch_size > t.prefill_steps:
             raise ConfigError(
                 f"replay.obs_batch_size ({self.replay.obs_batch_size}) must not exceed train.prefill_steps "

@@ -1,0 +1,210 @@
+"""The TWM agent: world model, actor and critic, and the updates that train them (SPEC.md §2-4).
+
+One update (``Agent.update``) is
+1. a world-model step on a replay batch (``WorldModel.update``), which returns the latents it sampled;
+2. ``num_starts`` imagination starts drawn without replacement from all pairs of consecutive steps
+   of that batch (the first of a pair is the context step);
+3. a rollout of ``horizon`` steps in the world model (``imagination.imagine``);
+4. a critic step (Gaussian NLL of λ-returns) and an actor step (REINFORCE + entropy hinge), both
+   weighted by the discount products of the rollout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from twm.config import Config
+from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
+from twm.models.actor_critic import Actor, Critic
+from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput, optimizer_step
+from twm.training.ac_losses import actor_loss, critic_loss, pretrain_actor_loss
+from twm.training.returns import lambda_returns
+
+
+class Agent(nn.Module):
+    def __init__(self, cfg: Config, num_actions: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.num_actions = num_actions
+        self.world_model = WorldModel(cfg, num_actions)
+        ac = cfg.actor_critic
+        self.actor = Actor(ac, cfg.latent_dim, num_actions)
+        self.critic = Critic(ac, cfg.latent_dim)
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=ac.actor_lr, eps=ac.eps, weight_decay=ac.weight_decay
+        )
+        self.critic_optimizer = torch.optim.Adam(
+            self.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, weight_decay=ac.weight_decay
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ acting
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        """Actions (N,) for real observations (N, S, 64, 64) uint8: argmax latent, sampled action."""
+        was_training = self.training
+        self.eval()
+        z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
+        actions = self.actor.sample(z, generator)
+        self.train(was_training)
+        return actions.cpu().numpy().astype(np.int64)
+
+    # ------------------------------------------------------------------ updates
+
+    def update(
+        self,
+        batch: TorchSequenceBatch,
+        sample_start_obs: Callable[[int], Tensor],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """One update: world-model step, imagination from the batch's latents, actor-critic step."""
+        wm_out = self.world_model.update(batch, generator)
+        start = self._imagination_starts(wm_out, generator)
+        obs_model = self.world_model.obs_model
+
+        def fresh_latents(n: int) -> Tensor:
+            with torch.no_grad():
+                return obs_model.sample(obs_model.encode(sample_start_obs(n)), generator)
+
+        ac = self.cfg.actor_critic
+        rollout = imagine(
+            self.world_model.dynamics,
+            obs_model,
+            self.actor,
+            start,
+            ac.horizon,
+            ac.discount_threshold,
+            fresh_latents,
+            generator,
+        )
+        metrics = self.actor_critic_step(rollout)
+        metrics.update(wm_out.metrics)
+        return metrics
+
+    def _imagination_starts(
+        self, wm_out: WorldModelOutput, generator: torch.Generator | None
+    ) -> ImaginationStart:
+        """``num_starts`` pairs (z_{k-1}, z_k) drawn without replacement from the B x T pairs of the batch."""
+        z = wm_out.z  # (B, T+1, Z), step 0 is the batch's context step
+        dones = wm_out.terminated | wm_out.truncated
+        B, T = z.shape[0], z.shape[1] - 1
+        flat = B * T
+        pick = torch.randperm(flat, generator=generator, device="cpu")[: self.cfg.actor_critic.num_starts]
+        pick = pick.to(z.device)
+
+        def pairs_first(x: Tensor) -> Tensor:  # steps 0..T-1 of each sequence, flattened
+            return x[:, :-1].reshape(flat, *x.shape[2:])[pick]
+
+        return ImaginationStart(
+            context_z=pairs_first(z),
+            context_action=pairs_first(wm_out.actions),
+            context_reward=pairs_first(wm_out.rewards),
+            context_done=pairs_first(dones),
+            start_z=z[:, 1:].reshape(flat, -1)[pick],
+        )
+
+    def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
+        """Critic then actor step on an imagined rollout (SPEC.md §3)."""
+        ac = self.cfg.actor_critic
+        with torch.no_grad():
+            values = self.critic(rollout.z)  # (B, H+1)
+        returns, advantages = lambda_returns(
+            rollout.rewards, rollout.discounts, rollout.dones, values, ac.lam
+        )
+        states = rollout.z[:, :-1]  # (B, H, Z): the last latent only bootstraps
+
+        c_loss = critic_loss(self.critic(states), returns, rollout.weights)
+        c_norm = optimizer_step(self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip)
+        a_loss, metrics = actor_loss(
+            self.actor(states),
+            rollout.actions,
+            advantages,
+            rollout.weights,
+            ac.entropy_coef,
+            ac.entropy_threshold,
+        )
+        a_norm = optimizer_step(self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip)
+        metrics.update(
+            {
+                "ac/critic_loss": c_loss.detach(),
+                "ac/critic_grad_norm": c_norm,
+                "ac/actor_grad_norm": a_norm,
+                "ac/value": values.mean(),
+                "ac/return": returns.mean(),
+                "ac/advantage_abs": advantages.abs().mean(),
+                "ac/imagined_reward": rollout.rewards.mean(),
+                "ac/imagined_discount": rollout.discounts.mean(),
+                "ac/imagined_dones": rollout.dones.float().sum(),
+            }
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ pretraining
+
+    def pretrain_obs_step(
+        self, frames: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        return self.world_model.pretrain_obs_step(frames, generator)
+
+    def pretrain_dyn_step(
+        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        return self.world_model.pretrain_dyn_step(batch, generator)
+
+    def pretrain_ac_step(
+        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Actor-critic on real latent sequences of the prefill (released code's pretraining).
+
+        The critic learns λ-returns of the real rewards, with discounts gamma * (1 - d) and no
+        bootstrapping across real episode ends; the actor only gets an entropy bonus, since the
+        data came from a uniformly random policy. The batch's context step is not used.
+        """
+        ac = self.cfg.actor_critic
+        obs_model = self.world_model.obs_model
+        with torch.no_grad():
+            was_training = obs_model.training
+            obs_model.eval()
+            z = obs_model.sample(obs_model.encode(batch.obs[:, 1:]), generator)  # (B, H+1, Z)
+            obs_model.train(was_training)
+            dones = batch.dones[:, 1:]  # (B, H)
+            discounts = self.cfg.env.discount * (~dones).float()
+            values = self.critic(z)
+        returns, _ = lambda_returns(batch.rewards[:, 1:], discounts, dones, values, ac.lam)
+        states = z[:, :-1]
+        c_loss = critic_loss(self.critic(states), returns, torch.ones_like(returns))
+        optimizer_step(self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip)
+        a_loss = pretrain_actor_loss(self.actor(states), ac.entropy_coef)
+        optimizer_step(self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip)
+        return {
+            "ac/critic_loss": c_loss.detach(),
+            "ac/actor_loss": a_loss.detach(),
+            "ac/return": returns.mean(),
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        wm = self.world_model
+        return {
+            "obs": wm.obs_optimizer,
+            "dyn": wm.dyn_optimizer,
+            "actor": self.actor_optimizer,
+            "critic": self.critic_optimizer,
+        }
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        return {name: opt.state_dict() for name, opt in self.optimizers().items()}
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        for name, opt in self.optimizers().items():
+            opt.load_state_dict(state[name])

@@ -1,0 +1,135 @@
+"""Rollouts inside the world model (SPEC.md §3) and the latent used to act in the real game.
+
+Imagine mode: from a start pair (context step k-1, start latent z_k) the actor picks a_t from z_t
+alone, the dynamics model (with its Transformer-XL memory, so a step costs only the new tokens)
+reads the group (r_{t-1}, z_t, a_t) and predicts z_{t+1} (sampled at temperature 1), the mean reward
+r_t and the discount gamma_t = sigmoid(logit). The running product of predicted discounts ends an
+imagined episode when it falls below a threshold: the next latent is then a fresh one, encoded and
+sampled from a random replay observation, and the episode-end flag cuts attention there.
+
+Observe mode (acting in the real game) needs only the encoder and the actor: the latent of a real
+observation is the encoder's one-hot argmax (``observe_latent``); no transformer is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from twm.models.actor_critic import Actor
+from twm.models.dynamics import DynamicsModel
+from twm.models.observation import ObservationModel
+
+
+@dataclass
+class ImaginationStart:
+    """Where B rollouts start: the context step k-1 and the start latent z_k.
+
+    context_z (B, Z), context_action (B,), context_reward (B,), context_done (B,) bool (the context
+    step ended its episode, so attention is cut between it and z_k), start_z (B, Z).
+    """
+
+    context_z: Tensor
+    context_action: Tensor
+    context_reward: Tensor
+    context_done: Tensor
+    start_z: Tensor
+
+
+@dataclass
+class Rollout:
+    """An imagined trajectory of H steps for B starts.
+
+    z (B, H+1, Z): z_0..z_H, where z_{t+1} is a fresh start if dones[:, t];
+    actions (B, H); rewards (B, H) predicted means; discounts (B, H) predicted probabilities;
+    dones (B, H): the imagined episode ended after step t; weights (B, H): product of the predicted
+    discounts before step t within its imagined episode (1 at an episode's first step);
+    h (B, H, d): the transformer states h_t.
+    """
+
+    z: Tensor
+    actions: Tensor
+    rewards: Tensor
+    discounts: Tensor
+    dones: Tensor
+    weights: Tensor
+    h: Tensor
+
+
+@torch.no_grad()
+def observe_latent(obs_model: ObservationModel, obs: Tensor) -> Tensor:
+    """The deterministic latent of real observations (..., S, 64, 64): the one-hot argmax, (..., Z)."""
+    return obs_model.mode(obs_model.encode(obs))
+
+
+@torch.no_grad()
+def imagine(
+    dynamics: DynamicsModel,
+    obs_model: ObservationModel,
+    actor: Actor,
+    start: ImaginationStart,
+    horizon: int,
+    discount_threshold: float,
+    fresh_latents: Callable[[int], Tensor],
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Roll the actor out in the world model for ``horizon`` steps (imagine mode).
+
+    ``fresh_latents(n)`` returns n sampled latents (n, Z) of random replay observations; it is
+    called only when some imagined episode ends. The networks are used in eval mode (no dropout)
+    and restored to their previous mode afterwards.
+    """
+    modes = [(m, m.training) for m in (dynamics, obs_model, actor)]
+    for module, _ in modes:
+        module.eval()
+    B = start.start_z.shape[0]
+    device = start.start_z.device
+    empty = start.context_reward.new_zeros(B, 0)
+    context = dynamics(
+        start.context_z[:, None], start.context_action[:, None], empty, empty.bool()
+    )  # one step, only its memory is needed
+    memory = context.memory
+    prev_reward, prev_done = start.context_reward.float(), start.context_done.bool()
+
+    z = start.start_z
+    running = torch.ones(B, device=device)  # discount product of the current imagined episode
+    zs, actions, rewards, discounts, dones, weights, hs = [z], [], [], [], [], [], []
+    for _ in range(horizon):
+        action = actor.sample(z, generator)  # (B,)
+        out = dynamics(z[:, None], action[:, None], prev_reward[:, None], prev_done[:, None], memory)
+        memory = out.memory
+        next_z = obs_model.sample(out.z_logits[:, 0], generator)  # (B, Z)
+        reward = out.reward_mean[:, 0]  # (B,)
+        discount = torch.sigmoid(out.discount_logit[:, 0])  # (B,)
+
+        weights.append(running)
+        running = running * discount
+        done = running < discount_threshold  # (B,)
+        count = int(done.sum())
+        if count:
+            next_z = next_z.clone()
+            next_z[done] = fresh_latents(count)
+            running = torch.where(done, torch.ones_like(running), running)
+
+        zs.append(next_z)
+        actions.append(action)
+        rewards.append(reward)
+        discounts.append(discount)
+        dones.append(done)
+        hs.append(out.h[:, 0])
+        prev_reward, prev_done, z = reward, done, next_z
+
+    for module, was_training in modes:
+        module.train(was_training)
+    return Rollout(
+        z=torch.stack(zs, dim=1),  # (B, H+1, Z)
+        actions=torch.stack(actions, dim=1),  # (B, H)
+        rewards=torch.stack(rewards, dim=1),
+        discounts=torch.stack(discounts, dim=1),
+        dones=torch.stack(dones, dim=1),
+        weights=torch.stack(weights, dim=1),
+        h=torch.stack(hs, dim=1),  # (B, H, d)
+    )
