@@ -98,8 +98,8 @@ class Agent(nn.Module):
         dones = wm_out.terminated | wm_out.truncated
         B, T = z.shape[0], z.shape[1] - 1
         flat = B * T
-        pick = torch.randperm(flat, generator=generator, device="cpu")[: self.cfg.actor_critic.num_starts]
-        pick = pick.to(z.device)
+        # Drawn on the latents' device, so a CUDA generator works too.
+        pick = torch.randperm(flat, generator=generator, device=z.device)[: self.cfg.actor_critic.num_starts]
 
         def pairs_first(x: Tensor) -> Tensor:  # steps 0..T-1 of each sequence, flattened
             return x[:, :-1].reshape(flat, *x.shape[2:])[pick]

@@ -26,7 +26,7 @@ def create_run_dir(path: str | Path) -> Path:
     run_dir = Path(path)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise RunDirExistsError(
-            f"run folder {run_dir} already exists; choose another --run-dir or continue it with --resume"
+            f"run folder {run_dir} already exists and is not empty; choose another --run-dir"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir

@@ -1,0 +1,90 @@
+"""Evaluating a policy on the eval protocol (SPEC.md section 1): full games, sampled actions.
+
+``evaluate_agent`` runs ``num_episodes`` eval episodes with ``twm.envs.vector.evaluate_episodes``
+(fixed episode-to-slot assignment, so the scores do not depend on timing) and aggregates them.
+The agent's action sampling uses its own ``torch.Generator`` seeded with ``seed``, so an evaluation
+neither consumes nor depends on the training run's random streams, and the same checkpoint, seed
+and episode count give the same scores on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from twm.envs.games import human_normalized_score, resolve_game
+from twm.envs.vector import evaluate_episodes
+
+if TYPE_CHECKING:
+    from twm.config import EnvConfig
+
+# Ten slots: a periodic evaluation (10 episodes in the paper) is one lockstep round, and 100 final
+# episodes split evenly over the slots, so no slot plays a longer tail alone.
+DEFAULT_EVAL_ENVS = 10
+
+
+class Acting(Protocol):
+    """What evaluation needs of an agent (``twm.agent.Agent`` or a scripted stand-in)."""
+
+    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Raw game scores of an evaluation and their aggregates (std is the population std, ddof=0).
+
+    ``hns`` is the human-normalized score of the mean (equal to the mean of per-episode hns, the map
+    being affine); None for games without reference scores (catch).
+    """
+
+    scores: list[float]
+    mean: float
+    std: float
+    min: float
+    max: float
+    hns: float | None
+
+    @classmethod
+    def from_scores(cls, game: str, scores: list[float]) -> EvalResult:
+        if not scores:
+            raise ValueError("an evaluation needs at least one episode")
+        arr = np.asarray(scores, dtype=np.float64)
+        mean = float(arr.mean())
+        return cls(
+            scores=[float(s) for s in scores],
+            mean=mean,
+            std=float(arr.std()),
+            min=float(arr.min()),
+            max=float(arr.max()),
+            hns=human_normalized_score(resolve_game(game), mean),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def eval_generator(device: torch.device | str, seed: int) -> torch.Generator:
+    """A seeded generator on ``device``: acting samples there (``Actor.sample``), and nowhere else."""
+    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+
+
+def evaluate_agent(
+    agent: Acting,
+    env_cfg: EnvConfig,
+    num_episodes: int,
+    seed: int,
+    num_envs: int = DEFAULT_EVAL_ENVS,
+) -> EvalResult:
+    """Scores of ``num_episodes`` eval-mode games played by ``agent.act`` (sampled actions)."""
+    device = getattr(agent, "device", torch.device("cpu"))
+    generator = eval_generator(device, seed)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        return np.asarray(agent.act(obs, generator))
+
+    num_envs = max(1, min(num_envs, num_episodes))
+    scores = evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed)
+    return EvalResult.from_scores(env_cfg.game, scores)
