@@ -50,7 +50,7 @@ def test_observation_format_and_interface() -> None:
     assert info == {"lives": 1, "real_reset": True, "noops": 0}
     # At the start every slot holds the first frame; it shows a ball, a paddle and 10 counter dashes.
     assert all(np.array_equal(obs[k], obs[0]) for k in range(4))
-    assert (obs[0] == 255).sum() == 4 * 4 + 4 * (12 if 0 < env.get_state()["paddle"] < 7 else 10)
+    assert (obs[0] == 255).sum() == 6 * 6 + 6 * (12 if 0 < env.get_state()["paddle"] < 7 else 10)
     assert (obs[0] == 128).sum() == 10 * 2 * 4
     # make_env dispatches the built-in game to this class.
     assert isinstance(make_env(EnvConfig(game="catch"), "eval", 0), CatchEnv)

@@ -10,12 +10,17 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from twm import __version__
 from twm.config import PRESETS, Config, ConfigError, describe_keys, load_config
 from twm.envs.games import ATARI100K_GAMES, BUILTIN_GAME, UnknownGameError
 
+if TYPE_CHECKING:  # the trainer imports torch; commands import it only when they run
+    from twm.training.trainer import Trainer
+
 EXIT_USAGE = 2
+EXIT_FAILURE = 1  # the run itself failed (non-finite loss, disk full): not a usage problem
 
 
 class UsageError(Exception):
@@ -126,44 +131,91 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from twm.training.checkpoint import CheckpointWriteError
     from twm.training.logger import RunDirExistsError
-    from twm.training.trainer import Trainer
+    from twm.training.trainer import Interrupted, NonFiniteLossError, Trainer, TrainingStopped
 
-    given_game = args.game or args.config_file or any(o.startswith("env.game=") for o in args.overrides)
-    if not given_game:
-        raise UsageError(
-            "twm train needs --game GAME (see 'twm games'), or a --config file that sets env.game"
-        )
-    # --seed and --device win over the preset, the config file and --set.
-    if args.seed is not None:
-        args.overrides.append(f"train.seed={args.seed}")
-    if args.device is not None:
-        args.overrides.append(f"train.device={_checked_device(args.device)}")
-    cfg = _config_from_args(args)
-    _checked_device(cfg.train.device)  # the config file may name a device too
-    run_dir = args.run_dir
-    if run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{cfg.env.game}-{args.preset}-s{cfg.train.seed}-{stamp}"
-    try:
-        trainer = Trainer(cfg, run_dir, progress=not args.no_progress, preset=args.preset)
-    except RunDirExistsError as exc:
-        raise UsageError(str(exc)) from None
+    if args.resume is not None:
+        trainer = _resumed_trainer(args)
+    else:
+        given_game = args.game or args.config_file or any(o.startswith("env.game=") for o in args.overrides)
+        if not given_game:
+            raise UsageError(
+                "twm train needs --game GAME (see 'twm games'), or a --config file that sets env.game"
+            )
+        args.preset = args.preset or "atari100k"  # None only tells --resume whether --preset was given
+        # --seed and --device win over the preset, the config file and --set.
+        if args.seed is not None:
+            args.overrides.append(f"train.seed={args.seed}")
+        if args.device is not None:
+            args.overrides.append(f"train.device={_checked_device(args.device)}")
+        cfg = _config_from_args(args)
+        _checked_device(cfg.train.device)  # the config file may name a device too
+        run_dir = args.run_dir
+        if run_dir is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path("runs") / f"{cfg.env.game}-{args.preset}-s{cfg.train.seed}-{stamp}"
+        try:
+            trainer = Trainer(cfg, run_dir, progress=not args.no_progress, preset=args.preset)
+        except RunDirExistsError as exc:
+            resumable = (Path(run_dir) / "checkpoints").is_dir()
+            hint = f"; to continue that run: twm train --resume {run_dir}" if resumable else ""
+            raise UsageError(f"{exc}{hint}") from None
+    total = trainer.cfg.train.total_steps
     try:
         summary = trainer.run()
-    except KeyboardInterrupt:
+    except TrainingStopped as exc:
+        print(f"twm: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:
+        last = f"the last complete checkpoint {exc.checkpoint}" if exc.checkpoint else "no checkpoint"
         print(
-            f"twm: interrupted at {trainer.interactions}/{cfg.train.total_steps} interactions; "
-            f"the partial run (no final checkpoint) is in {trainer.run_dir}",
+            f"twm: interrupted again at {trainer.interactions}/{total} interactions; exited without a new "
+            f"checkpoint; --resume continues from {last}",
             file=sys.stderr,
         )
+        return exc.exit_code
+    except KeyboardInterrupt:  # before the signal handlers are installed (building, loading)
+        print(f"twm: interrupted while starting the run in {trainer.run_dir}", file=sys.stderr)
         return 130
+    except (NonFiniteLossError, CheckpointWriteError) as exc:
+        print(f"twm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # e.g. the disk filled up while logging metrics
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"twm: error: {exc.strerror or exc}{where}; run folder {trainer.run_dir}", file=sys.stderr)
+        return EXIT_FAILURE
     hns = "" if summary["hns"] is None else f", hns {summary['hns']:.3f}"
     print(
         f"{summary['game']}: final mean score {summary['mean']:.2f} ± {summary['std']:.2f} over "
         f"{len(summary['scores'])} episodes{hns}; run folder {summary['run_dir']}"
     )
     return 0
+
+
+def _resumed_trainer(args: argparse.Namespace) -> Trainer:
+    """The trainer of ``twm train --resume RUN_DIR``: the run's own config.yaml, nothing else."""
+    from twm.training.trainer import DeviceUnavailableError, ResumeError, Trainer
+
+    given = {
+        "--game": args.game,
+        "--preset": args.preset,
+        "--config": args.config_file,
+        "--set": args.overrides,
+        "--seed": args.seed is not None,
+        "--run-dir": args.run_dir,
+    }
+    conflicts = [flag for flag, value in given.items() if value]
+    if conflicts:
+        raise UsageError(
+            f"--resume continues a run with its saved config.yaml; it cannot be combined with "
+            f"{', '.join(conflicts)}"
+        )
+    device = _checked_device(args.device) if args.device is not None else None
+    try:
+        return Trainer.resume(args.resume, device=device, progress=not args.no_progress)
+    except (ResumeError, DeviceUnavailableError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -214,6 +266,133 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- dream, play
+
+
+def cmd_dream(args: argparse.Namespace) -> int:
+    # Imported here: the viz package pulls in the agent and Pillow, which other commands skip.
+    from twm.training.trainer import resolve_device
+    from twm.viz import VizError, run_dream
+
+    device = resolve_device(_checked_device(args.device))
+    try:
+        done = run_dream(
+            args.run_dir,
+            args.out,
+            checkpoint=args.checkpoint,
+            horizon=args.horizon,
+            starts=args.starts,
+            seed=args.seed,
+            fps=args.fps,
+            warmup=args.warmup,
+            scale=args.scale,
+            source=args.source,
+            attention=args.attention,
+            attention_step=args.attention_step,
+            device=device,
+        )
+    except VizError as exc:
+        raise UsageError(str(exc)) from None
+    width, height = done["size"]
+    print(
+        f"wrote {done['out']}: {done['frames']} frames of {width}x{height} px, {args.starts} dreams of "
+        f"{args.horizon} steps starting from {done['starts_from']}"
+    )
+    if "attention" in done:
+        print(f"wrote {done['attention']}: attention of dream 0 at step {done['attention_step']}")
+    return 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    from twm.training.trainer import resolve_device
+    from twm.viz import VizError, run_play
+
+    device = resolve_device(_checked_device(args.device))
+    try:
+        done = run_play(
+            args.run_dir,
+            checkpoint=args.checkpoint,
+            seed=args.seed,
+            warmup=args.warmup,
+            fps=args.fps,
+            scale=args.scale,
+            record=args.record,
+            actions=args.actions,
+            device=device,
+        )
+    except VizError as exc:
+        raise UsageError(str(exc)) from None
+    if args.record is not None:
+        print(
+            f"wrote {done['out']}: {done['frames']} frames (the start + one per action), "
+            f"predicted score {done['score']:+.2f}"
+        )
+    else:
+        print(f"played {done['steps']} steps in the dream; predicted score {done['score']:+.2f}")
+    return 0
+
+
+def _add_viz_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "dream",
+        help="animate the policy acting inside the world model (GIF or MP4), from real starts",
+        description="Start from real frames (the run's replay buffer if saved, else the game played by "
+        "the agent's policy for --warmup steps from a seeded reset), let the policy act inside the world "
+        "model and write the decoded frames, captioned with the action, predicted reward and discount.",
+    )
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a folder written by 'twm train' (or a checkpoint file)"
+    )
+    p.add_argument("--out", required=True, metavar="FILE.gif|FILE.mp4", help="animation to write")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)")
+    p.add_argument("--horizon", type=int, default=30, help="dream steps (frames: horizon + 1)")
+    p.add_argument("--starts", type=int, default=4, help="dreams side by side")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real starts and the sampling")
+    p.add_argument("--fps", type=float, default=8.0, help="frames per second of the animation")
+    p.add_argument("--warmup", type=int, default=16, help="real steps before each dream (its context)")
+    p.add_argument("--scale", type=int, default=3, help="upscaling of the 64x64 frames")
+    p.add_argument(
+        "--source", default="auto", choices=["auto", "env", "replay"], help="where starts come from"
+    )
+    p.add_argument("--attention", metavar="FILE.png", help="also write the attention heat map of dream 0")
+    p.add_argument(
+        "--attention-step",
+        type=int,
+        default=-1,
+        help="dream step t of the heat map (the a_t query, which predicts frame t+1); default the last",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_dream)
+
+    p = sub.add_parser(
+        "play",
+        help="play the game inside the world model (needs pygame; --record works headless)",
+        description="Play inside the world model: arrows/WASD move, space fires, nothing pressed is NOOP, "
+        "R restarts from a new real start, Esc quits. With --record FILE --actions SPEC the actions are "
+        "played without a window and the frames written (no pygame needed).",
+    )
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a folder written by 'twm train' (or a checkpoint file)"
+    )
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the real start (R: the next seeds)")
+    p.add_argument("--warmup", type=int, default=8, help="real steps of the policy before the dream starts")
+    p.add_argument("--fps", type=float, default=10.0, help="dream steps per second")
+    p.add_argument(
+        "--scale", type=int, help="upscaling of the 64x64 frames (default 6 in the window, 4 recorded)"
+    )
+    p.add_argument(
+        "--record", metavar="FILE.gif|FILE.mp4", help="play --actions without a window, write frames"
+    )
+    p.add_argument(
+        "--actions",
+        metavar="SPEC",
+        help="with --record: comma-separated action names or indices, or random:N",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=cmd_play)
+
+
 # --------------------------------------------------------------------------------------- parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -243,12 +422,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an agent: prefill, pretraining, training, evaluations")
     _add_config_args(p)
+    p.set_defaults(preset=None)  # default atari100k, applied in cmd_train; None lets --resume see a --preset
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
     p.add_argument("--device", help="auto, cpu or cuda (overrides train.device)")
     p.add_argument(
         "--run-dir", help="run folder (default: runs/GAME-PRESET-sSEED-TIMESTAMP); never overwritten"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its newest good checkpoint, with its config.yaml",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
@@ -280,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", help="name of our row (default: the score file's name, or 'ours')")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     p.set_defaults(func=cmd_report)
+    _add_viz_parsers(sub)
     return parser
 
 

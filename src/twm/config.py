@@ -148,6 +148,9 @@ class TrainConfig:
     eval_episodes: int = param(10, "episodes per periodic evaluation", lo=1)
     final_eval_episodes: int = param(100, "episodes of the final evaluation", lo=1)
     checkpoint_interval: int = param(10_000, "agent steps between checkpoints", lo=1)
+    eval_images: bool = param(
+        True, "after each periodic evaluation write a reconstruction grid and a dream strip to images/"
+    )
     log_interval: int = param(500, "agent steps between metric lines", lo=1)
     seed: int = param(0, "random seed", lo=0)
     device: Literal["auto", "cpu", "cuda"] = param("auto", "torch device ('auto' picks cuda if present)")
@@ -270,7 +273,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "atari100k": {},
     # A useful short job on a laptop CPU: small networks, few updates.
     "quick": {
-        "obs_model": {"channels": 16, "mlp_hidden": 256, "categoricals": 16, "classes": 16},
+        "obs_model": {"channels": 8, "mlp_hidden": 256, "categoricals": 16, "classes": 16},
         "dynamics": {
             "d_model": 128,
             "layers": 2,
@@ -285,14 +288,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "discount_head_hidden": 128,
             "discount_head_layers": 2,
         },
-        "actor_critic": {"hidden": 128, "layers": 2, "num_starts": 64},
+        "actor_critic": {"hidden": 128, "layers": 2, "num_starts": 64, "horizon": 10},
         "replay": {"batch_size": 16, "sequence_length": 8, "obs_batch_size": 128},
         "train": {
             "total_steps": 20_000,
             "prefill_steps": 1_000,
-            "budget": 2e7,
-            "pretrain_budget": 1e6,
-            "eval_interval": 2_000,
+            # (3.4e6 - 3e5) / (16 * 8 + 64 * 10) = 4,036 updates: one per 4.7 interactions.
+            "budget": 3.4e6,
+            "pretrain_budget": 3e5,
+            "eval_interval": 1_000,
             "final_eval_episodes": 20,
             "checkpoint_interval": 2_000,
             "log_interval": 250,

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -50,6 +51,10 @@ import numpy as np
 
 FORMAT_VERSION = 1
 SAVE_CHUNK = 10_000  # steps per frames file (41 MB of 64x64 frames)
+# Steps per frames file of the run's resume checkpoints (twm.training.checkpoint). Only the partial
+# last chunk is rewritten by each checkpoint, so small chunks keep that rewrite small (4 MB here);
+# 100 files for 100k steps is still few (benchmarks/bench_checkpoint.py compares 1,000 with 10,000).
+CHECKPOINT_CHUNK = 1_000
 
 
 class ReplayFullError(RuntimeError):
@@ -318,6 +323,74 @@ class ReplayBuffer:
                 if steps[name].shape != (size,):
                     raise ValueError(f"{path}: {name} has shape {steps[name].shape}, expected ({size},)")
                 array[:size] = steps[name]
+        buf._size = size
+        return buf
+
+    # ------------------------------------------------------------------ incremental checkpoints
+
+    def checkpoint_state(self, frames_from: int) -> dict[str, Any]:
+        """Everything but the frames before ``frames_from`` (the caller stores those, e.g. in chunks).
+
+        Plain numpy arrays and Python values: settings, the generator state, the per-step arrays
+        (visits included) and ``tail_frames``, the frames of steps ``frames_from .. size - 1``.
+        ``from_checkpoint_state`` rebuilds an equal buffer from it plus the earlier frames.
+        """
+        if not 0 <= frames_from <= self._size:
+            raise ValueError(f"frames_from must be in [0, {self._size}], got {frames_from}")
+        return {
+            "format_version": FORMAT_VERSION,
+            "size": self._size,
+            "capacity": self.capacity,
+            "frame_stack": self.frame_stack,
+            "frame_shape": list(self.frame_shape),
+            "visit_temperature": self.visit_temperature,
+            "rng_state": self.rng.bit_generator.state,
+            "arrays": {k: a[: self._size].copy() for k, a in self._arrays().items()},
+            "frames_from": frames_from,
+            "tail_frames": self._frames[frames_from : self._size].copy(),
+        }
+
+    @classmethod
+    def from_checkpoint_state(
+        cls, state: dict[str, Any], frame_blocks: Iterable[tuple[int, np.ndarray]]
+    ) -> ReplayBuffer:
+        """The buffer of ``checkpoint_state``; ``frame_blocks`` yields ``(first step, frames)`` blocks
+        that must cover steps ``0 .. frames_from - 1`` exactly, in order."""
+        if state.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported replay format version {state.get('format_version')}")
+        buf = cls(
+            state["capacity"],
+            frame_stack=state["frame_stack"],
+            frame_shape=tuple(state["frame_shape"]),
+            visit_temperature=state["visit_temperature"],
+        )
+        buf.rng.bit_generator.state = state["rng_state"]
+        size, frames_from = int(state["size"]), int(state["frames_from"])
+        if not 0 <= frames_from <= size <= buf.capacity:
+            raise ValueError(
+                f"inconsistent sizes: frames_from {frames_from}, size {size}, capacity {buf.capacity}"
+            )
+        covered = 0
+        for first, block in frame_blocks:
+            if first != covered or first + len(block) > frames_from:
+                raise ValueError(
+                    f"frame block at step {first} ({len(block)} steps) does not continue at {covered}"
+                )
+            buf._frames[first : first + len(block)] = block
+            covered += len(block)
+        if covered != frames_from:
+            raise ValueError(f"frame blocks cover {covered} steps, expected {frames_from}")
+        tail = np.asarray(state["tail_frames"])
+        if tail.shape != (size - frames_from, *buf.frame_shape):
+            raise ValueError(
+                f"tail frames have shape {tail.shape}, expected {(size - frames_from, *buf.frame_shape)}"
+            )
+        buf._frames[frames_from:size] = tail
+        for name, array in buf._arrays().items():
+            saved = np.asarray(state["arrays"][name])
+            if saved.shape != (size,):
+                raise ValueError(f"{name} has shape {saved.shape}, expected ({size},)")
+            array[:size] = saved
         buf._size = size
         return buf
 

@@ -5,8 +5,8 @@ learns it in about 20k interactions, and its optimal and random returns are know
 
 Rules
 -----
-The screen is a coarse grid of 8 columns of 8 px. A ball (4x4 px) appears in row 0 of a random column
-and falls one row per step; the paddle (12x4 px) sits at the bottom and moves one column per step
+The screen is a coarse grid of 8 columns of 8 px. A ball (6x6 px) appears in row 0 of a random column
+and falls one row per step; the paddle (12x6 px) sits at the bottom and moves one column per step
 (actions 0 NOOP, 1 LEFT, 2 RIGHT; moves into a wall do nothing). In each step the paddle moves
 first, then the ball; when the ball reaches the paddle row (row 7, after 7 steps) it is resolved:
 raw reward +1 if it lands in the paddle's column, -1 otherwise, and the next ball appears at once in
@@ -51,12 +51,13 @@ MAX_BALLS = 10  # the ball counter along the top edge has room for this many das
 BALL_VALUE = 255
 PADDLE_VALUE = 255
 COUNTER_VALUE = 128
-BALL_SIZE = 4
+BALL_SIZE = 6
 PADDLE_WIDTH = 12
-PADDLE_HEIGHT = 4
-# Vertical layout: counter dashes in y [0, 2), ball row r in y [6 + 8r, 10 + 8r) for r = 0..6
-# (the lowest ends at y = 58), paddle in y [60, 64).
-BALL_TOP = 6
+PADDLE_HEIGHT = 6
+# Vertical layout: counter dashes in y [0, 2), ball row r in y [3 + 8r, 9 + 8r) for r = 0..6
+# (the lowest ends at y = 57), paddle in y [58, 64). The objects are large enough (36 and 72 px)
+# that a small world model trained with a pixel likelihood cannot ignore them.
+BALL_TOP = 3
 PADDLE_TOP = FRAME_SIZE - PADDLE_HEIGHT
 
 ACTION_MEANINGS = ["NOOP", "LEFT", "RIGHT"]

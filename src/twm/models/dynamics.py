@@ -166,6 +166,25 @@ def mlp_head(
 
 
 @dataclass
+class AttentionMaps:
+    """What the new tokens of one ``DynamicsModel.forward`` call attended to (``return_attention``).
+
+    Attributes:
+        probs: per transformer layer, (B, heads, N, K) attention probabilities (before attention
+            dropout) of the N new tokens over the K keys (the memory tokens, then the new tokens).
+        allowed: (B, N, K) the attention mask (True where a key may be attended to).
+        query_positions: (N,) stream positions of the new tokens; ``pos // n`` is the token's step
+            and ``pos % n`` its type (``transformer_xl.Z_TOKEN``, ``A_TOKEN``, ``R_TOKEN``).
+        key_positions: (K,) stream positions of the keys.
+    """
+
+    probs: list[Tensor]
+    allowed: Tensor
+    query_positions: Tensor
+    key_positions: Tensor
+
+
+@dataclass
 class DynamicsOutput:
     """Predictions for T steps, all read from h_t (the transformer output at token a_t).
 
@@ -175,6 +194,7 @@ class DynamicsOutput:
         discount_logit: (B, T) Bernoulli logit of gamma_t (the probability is the discount).
         h: (B, T, d) deterministic states.
         memory: what the next call continues from.
+        attention: the attention maps of the call, only with ``return_attention=True``.
     """
 
     z_logits: Tensor
@@ -182,6 +202,7 @@ class DynamicsOutput:
     discount_logit: Tensor
     h: Tensor
     memory: DynamicsMemory
+    attention: AttentionMaps | None = None
 
     def time_slice(self, index: slice) -> DynamicsOutput:
         """The predictions of some steps (e.g. ``slice(1, None)`` drops the context step); same memory."""
@@ -247,6 +268,7 @@ class DynamicsModel(nn.Module):
         rewards: Tensor | None,
         dones: Tensor,
         memory: DynamicsMemory | None = None,
+        return_attention: bool = False,
     ) -> DynamicsOutput:
         """Feed T new steps and predict, for each, z_{t+1}, r_t and gamma_t from h_t.
 
@@ -257,6 +279,8 @@ class DynamicsModel(nn.Module):
                 memory (see the module docstring). May be None when ``cfg.input_rewards`` is false.
             dones: (B, T-1) or (B, T) bool, terminated | truncated of the same steps as ``rewards``.
             memory: the previous call's ``DynamicsOutput.memory``, or None to start a new stream.
+            return_attention: also return the attention probabilities (``DynamicsOutput.attention``)
+                for visualisation; the predictions are exactly the same either way.
         """
         B, T = actions.shape
         n = self.tokens_per_step
@@ -292,7 +316,10 @@ class DynamicsModel(nn.Module):
         allowed = build_attention_mask(
             positions, key_positions, episode, key_episode, n, self.cfg.memory_steps
         )  # (B, N, L+N)
-        out, layer_inputs = self.transformer(tokens, key_positions, allowed, hiddens)  # (B, N, d)
+        attention_out: list[Tensor] | None = [] if return_attention else None
+        out, layer_inputs = self.transformer(
+            tokens, key_positions, allowed, hiddens, attention_out
+        )  # (B, N, d)
 
         # h_t is the output at a_t, the last token of each group.
         a_index = torch.arange(T, device=out.device) * n + (n - 1) - dropped  # (T,)
@@ -308,6 +335,9 @@ class DynamicsModel(nn.Module):
             discount_logit=self.discount_head(h).squeeze(-1),  # (B, T)
             h=h,
             memory=new_memory,
+            attention=None
+            if attention_out is None
+            else AttentionMaps(attention_out, allowed, positions, key_positions),
         )
 
     # ------------------------------------------------------------------ loss

@@ -135,9 +135,15 @@ class RelativeAttention(nn.Module):
         allowed: Tensor,
         u: Tensor,
         v: Tensor,
+        attention_out: list[Tensor] | None = None,
     ) -> Tensor:
         """x (B, Q, d), memory (B, L, d) or None, rel_table (P, d), distance (Q, L+Q) in [0, P),
-        allowed (B, Q, L+Q), u and v (heads, head_dim) -> (B, Q, d)."""
+        allowed (B, Q, L+Q), u and v (heads, head_dim) -> (B, Q, d).
+
+        ``attention_out``: a list to which the attention probabilities (B, h, Q, L+Q), before
+        attention dropout and detached, are appended (for visualisation). It only reads what the
+        computation produces: the output is bitwise the same with or without it.
+        """
         B, Q, _ = x.shape
         h, hd = self.heads, self.head_dim
         # Keys and values come from the memory and the new tokens; queries only from the new ones.
@@ -164,10 +170,18 @@ class RelativeAttention(nn.Module):
             y = F.scaled_dot_product_attention(
                 q_content, k, val, attn_mask=bias, dropout_p=p, scale=self.scale
             )
+            if attention_out is not None:
+                # The fused kernel does not expose its probabilities: recompute them on the side,
+                # so the output above stays the fused one.
+                scores = (q_content @ k.transpose(-1, -2)) * self.scale + bias  # (B, h, Q, K)
+                attention_out.append(scores.softmax(dim=-1).detach())
         else:
             scores = (q_content @ k.transpose(-1, -2) + pos_scores) * self.scale  # (B, h, Q, K)
             scores = scores.masked_fill(~allowed[:, None], float("-inf"))
-            probs = self.attn_drop(scores.softmax(dim=-1))  # (B, h, Q, K)
+            weights = scores.softmax(dim=-1)  # (B, h, Q, K)
+            if attention_out is not None:
+                attention_out.append(weights.detach())
+            probs = self.attn_drop(weights)
             y = probs @ val  # (B, h, Q, hd)
         y = y.transpose(1, 2).reshape(B, Q, h * hd)  # (B, Q, h*hd)
         return self.out(y)
@@ -210,8 +224,10 @@ class TransformerXLLayer(nn.Module):
         allowed: Tensor,
         u: Tensor,
         v: Tensor,
+        attention_out: list[Tensor] | None = None,
     ) -> Tensor:
-        x = self.norm1(x + self.attn_out_drop(self.attn(x, memory, rel_table, distance, allowed, u, v)))
+        attn = self.attn(x, memory, rel_table, distance, allowed, u, v, attention_out)
+        x = self.norm1(x + self.attn_out_drop(attn))
         return self.norm2(x + self.ff(x))
 
 
@@ -250,7 +266,12 @@ class TransformerXL(nn.Module):
         self.pos_drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: Tensor, positions: Tensor, allowed: Tensor, memory: list[Tensor] | None = None
+        self,
+        x: Tensor,
+        positions: Tensor,
+        allowed: Tensor,
+        memory: list[Tensor] | None = None,
+        attention_out: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Run the new tokens x (B, Q, d) on top of an optional memory.
 
@@ -259,6 +280,8 @@ class TransformerXL(nn.Module):
             positions: (K,) absolute positions of all keys, K = L + Q: the L memory tokens, then x.
             allowed: (B, Q, K) mask from ``build_attention_mask``.
             memory: per layer (B, L, d), the inputs that layer saw for the L previous tokens.
+            attention_out: if a list, each layer appends its attention probabilities (B, h, Q, K)
+                (read-only: the outputs do not change).
 
         Returns:
             The output (B, Q, d) and, per layer, its input for the new tokens (B, Q, d) -- what the
@@ -273,5 +296,6 @@ class TransformerXL(nn.Module):
         inputs = []
         for i, layer in enumerate(self.layers):
             inputs.append(x)
-            x = layer(x, None if memory is None else memory[i], rel_table, distance, allowed, self.u, self.v)
+            layer_memory = None if memory is None else memory[i]
+            x = layer(x, layer_memory, rel_table, distance, allowed, self.u, self.v, attention_out)
         return x, inputs

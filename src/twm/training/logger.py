@@ -39,9 +39,21 @@ def _to_float(value: Any) -> float:
 
 
 class MetricsLogger:
-    """Append-only ``metrics.jsonl`` plus TensorBoard event files in the run folder."""
+    """Append-only ``metrics.jsonl`` plus TensorBoard event files in the run folder.
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    A resumed run passes ``elapsed`` (the wall time already spent, so "time" counts on) and
+    ``purge_step`` (TensorBoard then hides events at or after that step, which the interrupted
+    session logged after its last checkpoint and the resumed one will log again).
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        *,
+        elapsed: float = 0.0,
+        purge_step: int | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
         self._file = self.path.open("a", buffering=1)  # line-buffered: a crash loses at most one line
@@ -49,8 +61,8 @@ class MetricsLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
-        self._start = time.time()
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
+        self._start = time.time() - elapsed
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Write one line ``{"step": step, "time": seconds since start, **metrics}``."""

@@ -1,0 +1,237 @@
+"""What ``twm dream`` and ``twm play`` do, callable from Python; the CLI only parses arguments.
+
+Every problem the user can fix (no run folder, no checkpoint, a bad suffix, MP4 without ffmpeg, a
+window without pygame) raises ``VizError`` with a one-line message, checked before any slow work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from twm.agent import Agent
+from twm.config import Config
+from twm.replay import ReplayBuffer
+from twm.viz.attention import attention_heatmap
+from twm.viz.dream import (
+    RealContext,
+    action_meanings_of,
+    context_from_env,
+    context_from_replay,
+    dream,
+)
+from twm.viz.play import import_pygame, parse_actions, play_window, record_play
+from twm.viz.render import VizError, check_animation_path, write_animation
+
+
+@dataclass
+class LoadedRun:
+    agent: Agent
+    cfg: Config
+    run_dir: Path | None
+    checkpoint: Path
+    state: dict[str, Any]
+
+
+def load_run(
+    run_dir: str | Path, checkpoint: str | Path | None = None, device: str | torch.device = "cpu"
+) -> LoadedRun:
+    """The agent of a run folder (``config.yaml`` + ``checkpoints/final.pt``) in eval mode.
+
+    ``checkpoint`` picks another checkpoint file; ``run_dir`` may itself be a checkpoint file. The
+    run folder's ``config.yaml`` is used where there is one, else the config saved in the checkpoint.
+    """
+    from twm.training.checkpoint import (
+        CHECKPOINT_DIR,
+        FINAL_CHECKPOINT,
+        CheckpointError,
+        agent_from_checkpoint,
+        load_checkpoint,
+    )
+
+    path = Path(run_dir)
+    folder: Path | None
+    if path.is_file() and checkpoint is None:
+        folder, ckpt = None, path
+    elif path.is_dir():
+        folder = path
+        if checkpoint is None:
+            if not (path / "config.yaml").is_file():
+                raise VizError(f"{path / 'config.yaml'} not found: {path} is not a twm run folder")
+            ckpt = path / CHECKPOINT_DIR / FINAL_CHECKPOINT
+            if not ckpt.is_file():
+                raise VizError(f"{ckpt} not found: the run has not finished (pass --checkpoint FILE)")
+        else:
+            ckpt = Path(checkpoint)
+    else:
+        raise VizError(f"run folder {path} does not exist")
+    if not ckpt.is_file():
+        raise VizError(f"checkpoint {ckpt} does not exist")
+    config_path = None if folder is None else folder / "config.yaml"
+    cfg = Config.from_yaml(config_path) if config_path is not None and config_path.is_file() else None
+    try:
+        state = load_checkpoint(ckpt, device)
+        agent = agent_from_checkpoint(state, device, cfg, optimizers=False)
+    except CheckpointError as exc:
+        raise VizError(str(exc)) from None
+    agent.eval()
+    return LoadedRun(agent=agent, cfg=agent.cfg, run_dir=folder, checkpoint=ckpt, state=state)
+
+
+def load_replay(run: LoadedRun) -> tuple[ReplayBuffer | None, str]:
+    """The run's replay buffer, from the checkpoint if it holds one, else from the newest resume
+    checkpoint of the run folder (``checkpoints/step_*.pt``); (None, why not) when there is none."""
+    from twm.training import checkpoint as ck
+
+    manager_cls = getattr(ck, "CheckpointManager", None)
+    if manager_cls is None:
+        return None, "this twm version keeps no replay buffer in its checkpoints"
+    # Resume checkpoints live in RUN_DIR/checkpoints/, next to their replay/ frame chunks.
+    if "replay" in run.state:
+        candidates = [(run.checkpoint, run.state)]
+        run_dir = run.checkpoint.parent.parent
+    elif run.run_dir is not None:
+        candidates = [(p, None) for p in manager_cls(run.run_dir).checkpoint_files()]
+        run_dir = run.run_dir
+    else:
+        return None, f"{run.checkpoint} holds no replay buffer"
+    reasons = []
+    for path, state in candidates:
+        try:
+            if state is None:
+                state = ck.load_checkpoint(path, "cpu")
+            if "replay" not in state:
+                reasons.append(f"{path.name} holds no replay buffer")
+                continue
+            # load_replay only reads (the frame chunks, verified by their checksums).
+            replay = manager_cls(run_dir).load_replay(state)
+            return replay, f"the replay buffer of {path.name}"
+        except (ck.CheckpointError, OSError, ValueError, KeyError) as exc:
+            reasons.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return None, "; ".join(reasons) or "the run folder has no resume checkpoint (checkpoints/step_*.pt)"
+
+
+def real_starts(
+    run: LoadedRun, source: str, starts: int, warmup: int, seed: int, generator: torch.Generator
+) -> tuple[RealContext, str]:
+    """Real starts from the replay buffer (``source`` replay, or auto when there is one) or the env."""
+    if source not in ("auto", "env", "replay"):
+        raise VizError(f"--source must be auto, env or replay; got {source!r}")
+    if source != "env":
+        replay, origin = load_replay(run)
+        if replay is not None and len(replay) >= 2:
+            cpu = torch.Generator().manual_seed(seed)
+            return context_from_replay(replay, starts, warmup, cpu), origin
+        if source == "replay":
+            raise VizError(f"--source replay: no usable replay buffer ({origin}); use --source env")
+    return context_from_env(run.agent, run.cfg.env, starts, warmup, seed, generator), "the real game"
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise VizError(f"{name} must be positive; got {value}")
+
+
+def run_dream(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    horizon: int = 30,
+    starts: int = 4,
+    seed: int = 0,
+    fps: float = 8.0,
+    warmup: int = 16,
+    scale: int = 3,
+    source: str = "auto",
+    attention: str | Path | None = None,
+    attention_step: int = -1,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """``twm dream``: K starts side by side dreaming ``horizon`` steps; returns what was written.
+
+    The animation has horizon + 1 frames (the start latent, then one per step), each
+    ``starts * 64 * scale`` px wide. ``attention`` also writes the heat map of start 0 at
+    ``attention_step`` (default: the last step).
+    """
+    out = check_animation_path(out)
+    if attention is not None and Path(attention).suffix.lower() != ".png":
+        raise VizError(f"--attention {attention}: the file name must end in .png")
+    for name, value in (
+        ("--horizon", horizon),
+        ("--starts", starts),
+        ("--fps", fps),
+        ("--warmup", warmup),
+        ("--scale", scale),
+    ):
+        _positive(name, value)
+    if not -horizon <= attention_step < horizon:
+        raise VizError(
+            f"--attention-step must be in [0, {horizon}) (or negative from the end); got {attention_step}"
+        )
+    run = load_run(run_dir, checkpoint, device)
+    generator = torch.Generator(device=run.agent.device).manual_seed(seed)
+    context, origin = real_starts(run, source, starts, warmup, seed, generator)
+    meanings = action_meanings_of(run.cfg.env)
+    result = dream(run.agent, context, horizon, generator, meanings, record_attention=attention is not None)
+    frames = result.animation_frames(scale)
+    write_animation(out, frames, fps)
+    summary: dict[str, Any] = {
+        "out": out,
+        "frames": len(frames),
+        "size": (frames[0].shape[1], frames[0].shape[0]),
+        "starts_from": origin,
+        "dream": result,
+    }
+    if attention is not None:
+        path = Path(attention)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        attention_heatmap(result, 0, attention_step).save(path)
+        summary["attention"] = path
+        summary["attention_step"] = attention_step % horizon
+    return summary
+
+
+def run_play(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    warmup: int = 8,
+    fps: float = 10.0,
+    scale: int | None = None,
+    record: str | Path | None = None,
+    actions: str | None = None,
+    device: str | torch.device = "cpu",
+    max_steps: int | None = None,
+) -> dict[str, Any]:
+    """``twm play``: the window (pygame), or with ``record`` the scripted ``actions`` to a file."""
+    if (record is None) != (actions is None):
+        raise VizError("--record FILE and --actions SPEC go together (they play without a window)")
+    if record is not None:
+        record = check_animation_path(record)
+    else:
+        import_pygame()  # fail before loading anything
+    for name, value in (("--fps", fps), ("--warmup", warmup), ("--scale", scale or 1)):
+        _positive(name, value)
+    run = load_run(run_dir, checkpoint, device)
+    meanings = action_meanings_of(run.cfg.env)
+    generator = torch.Generator(device=run.agent.device).manual_seed(seed)
+
+    def new_context(restart: int) -> RealContext:
+        return context_from_env(run.agent, run.cfg.env, 1, warmup, seed + restart, generator)
+
+    if record is not None:
+        assert actions is not None
+        scripted = parse_actions(actions, meanings, seed)
+        played = record_play(
+            run.agent, meanings, new_context, scripted, generator, record, fps=fps, scale=scale or 4
+        )
+        return {"out": record, "frames": len(played.frames), "score": played.score, "record": played}
+    played = play_window(
+        run.agent, run.cfg, meanings, new_context, generator, fps=fps, scale=scale or 6, max_steps=max_steps
+    )
+    return {"steps": len(played.actions), "score": played.score, "record": played}

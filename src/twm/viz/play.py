@@ -1,0 +1,251 @@
+"""``twm play``: a person plays the game inside the world model.
+
+The dream starts from a real, seeded start (``context_from_env``); then every tick (1/fps s) the
+keys held down are mapped to the game's action and the world model takes one step, whether a key is
+pressed or not (NOOP), as the real game would. The window shows the decoded frame, the action, the
+predicted reward, the running score (sum of predicted rewards; the learning rewards are tanh-squashed
+on Atari) and the predicted discount. R restarts from the next real start, Esc quits.
+
+``record_play`` runs the same loop from a fixed list of actions without any window (and without
+pygame), writing the frames the window would show: that is what the tests run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from twm.agent import Agent
+from twm.config import Config
+from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext
+from twm.viz.render import VizError, panel, write_animation
+
+PLAY_CAPTION_LINES = 3
+# Components of the Atari action names, e.g. "UPRIGHTFIRE" = {UP, RIGHT, FIRE}.
+ACTION_PARTS = ("UP", "DOWN", "LEFT", "RIGHT", "FIRE")
+PYGAME_HINT = (
+    "twm play needs pygame for its window: pip install 'twm[viz]' (or pip install pygame); "
+    "--record FILE.gif --actions SPEC works without it"
+)
+KEY_HELP = "arrows/WASD move, space FIRE, R restart, Esc quit"
+
+
+# --------------------------------------------------------------------------------------- actions
+
+
+def action_parts(meaning: str) -> frozenset[str]:
+    """The buttons of an action name: 'NOOP' -> {}, 'UPLEFTFIRE' -> {UP, LEFT, FIRE}.
+
+    A name that is not made of the Atari buttons (a custom game) is a button of its own.
+    """
+    name = meaning.upper()
+    if name == "NOOP":
+        return frozenset()
+    parts, rest = set(), name
+    while rest:
+        part = next((p for p in ACTION_PARTS if rest.startswith(p)), None)
+        if part is None:
+            return frozenset({name})
+        parts.add(part)
+        rest = rest[len(part) :]
+    return frozenset(parts)
+
+
+def action_from_keys(pressed: Collection[str], meanings: Sequence[str]) -> int:
+    """The action for the buttons held down: the one with the most buttons, all of them pressed.
+
+    Nothing pressed gives NOOP; LEFT+FIRE gives LEFTFIRE where the game has it, else LEFT or FIRE
+    (the first in the game's order); a combination a game lacks never yields a wrong button.
+    """
+    held = {p.upper() for p in pressed}
+    best, best_size = 0, -1
+    for index, meaning in enumerate(meanings):
+        parts = action_parts(meaning)
+        if parts <= held and len(parts) > best_size:
+            best, best_size = index, len(parts)
+    return best
+
+
+def parse_actions(spec: str, meanings: Sequence[str], seed: int = 0) -> list[int]:
+    """Actions from ``--actions``: comma-separated names (any case) or indices, or ``random:N``."""
+    spec = spec.strip()
+    if spec.lower().startswith("random:"):
+        count = spec.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise VizError(f"--actions random:N needs a positive integer N; got {spec!r}")
+        rng = np.random.Generator(np.random.PCG64(seed))
+        return [int(a) for a in rng.integers(len(meanings), size=int(count))]
+    upper = [m.upper() for m in meanings]
+    actions = []
+    for token in (t.strip() for t in spec.split(",")):
+        if token.isdigit() and int(token) < len(meanings):
+            actions.append(int(token))
+        elif token.upper() in upper:
+            actions.append(upper.index(token.upper()))
+        else:
+            valid = ", ".join(f"{i}={m}" for i, m in enumerate(meanings))
+            raise VizError(
+                f"--actions: unknown action {token!r}; this game's actions are {valid}, or random:N"
+            )
+    if not actions:
+        raise VizError("--actions is empty")
+    return actions
+
+
+# --------------------------------------------------------------------------------------- frames
+
+
+def play_caption(
+    t: int, action: str | None, reward: float, score: float, discount: float | None
+) -> list[str]:
+    """The three caption lines of a play frame."""
+    if action is None or discount is None:
+        return [f"t={t} start", f"score={score:+.2f}", "(real start)"]
+    end = " END" if discount < END_DISCOUNT else ""
+    return [f"t={t} {action}", f"r={reward:+.2f} score={score:+.2f}", f"disc={discount:.2f}{end}"]
+
+
+@dataclass
+class PlayRecord:
+    """What a played game showed: captions and actions of every frame (the start + one per action);
+    frames holds every panel for ``record_play``, only the last one for the window."""
+
+    frames: list[np.ndarray]
+    captions: list[list[str]]
+    actions: list[int]
+    score: float
+
+
+class PlayState:
+    """One dream (B = 1) with its score and the panel it currently shows."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        meanings: Sequence[str],
+        new_context: Callable[[int], RealContext],
+        generator: torch.Generator,
+        scale: int,
+    ) -> None:
+        self.session = DreamSession(agent, generator)
+        self.meanings = list(meanings)
+        self.new_context = new_context
+        self.scale = scale
+        self.restarts = 0
+        self.restart()
+
+    def restart(self) -> None:
+        """A new real start (the next seed each time: R shows a different situation)."""
+        self.session.start(self.new_context(self.restarts))
+        self.restarts += 1
+        self.score = 0.0
+        self.caption = play_caption(0, None, 0.0, 0.0, None)
+
+    def step(self, action: int) -> None:
+        out = self.session.step([action])
+        reward, discount = float(out.rewards[0]), float(out.discounts[0])
+        self.score += reward
+        self.caption = play_caption(self.session.t, self.meanings[action], reward, self.score, discount)
+
+    def image(self) -> np.ndarray:
+        """(caption + 64 * scale, 64 * scale, 3) uint8: what the window shows now."""
+        return panel(self.session.frame()[0], self.caption, self.scale, PLAY_CAPTION_LINES)
+
+
+def record_play(
+    agent: Agent,
+    meanings: Sequence[str],
+    new_context: Callable[[int], RealContext],
+    actions: Sequence[int],
+    generator: torch.Generator,
+    out: str | Path | None = None,
+    *,
+    fps: float = 10.0,
+    scale: int = 4,
+) -> PlayRecord:
+    """Play ``actions`` without a window; frames = the start + one per action (written to ``out``)."""
+    state = PlayState(agent, meanings, new_context, generator, scale)
+    frames, captions = [state.image()], [state.caption]
+    for action in actions:
+        state.step(int(action))
+        frames.append(state.image())
+        captions.append(state.caption)
+    if out is not None:
+        write_animation(out, frames, fps)
+    return PlayRecord(frames=frames, captions=captions, actions=[int(a) for a in actions], score=state.score)
+
+
+def import_pygame() -> Any:
+    """The pygame module, or a one-line ``VizError`` telling how to install it."""
+    # pygame prints a greeting on import unless told not to; it would clutter the CLI's output.
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    try:
+        import pygame
+    except ImportError:
+        raise VizError(PYGAME_HINT) from None
+    return pygame
+
+
+def play_window(
+    agent: Agent,
+    cfg: Config,
+    meanings: Sequence[str],
+    new_context: Callable[[int], RealContext],
+    generator: torch.Generator,
+    *,
+    fps: float = 10.0,
+    scale: int = 6,
+    max_steps: int | None = None,
+) -> PlayRecord:
+    """The interactive game in a pygame window; ``max_steps`` stops it (for headless tests)."""
+    pygame = import_pygame()
+    keys = {
+        "UP": (pygame.K_UP, pygame.K_w),
+        "DOWN": (pygame.K_DOWN, pygame.K_s),
+        "LEFT": (pygame.K_LEFT, pygame.K_a),
+        "RIGHT": (pygame.K_RIGHT, pygame.K_d),
+        "FIRE": (pygame.K_SPACE,),
+    }
+    pygame.init()
+    try:
+        state = PlayState(agent, meanings, new_context, generator, scale)
+        first = state.image()
+        screen = pygame.display.set_mode((first.shape[1], first.shape[0]))
+        pygame.display.set_caption(f"twm play {cfg.env.game}: {KEY_HELP}")
+        clock = pygame.time.Clock()
+        # Only the captions and actions are kept: storing every frame would grow without bound.
+        captions, taken = [state.caption], []
+        image = first
+        running = True
+        while running:
+            for event in pygame.event.get():
+                if event.type == pygame.QUIT or (
+                    event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
+                ):
+                    running = False
+                elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
+                    state.restart()
+            if not running:
+                break
+            held = pygame.key.get_pressed()
+            pressed = {button for button, codes in keys.items() if any(held[c] for c in codes)}
+            action = action_from_keys(pressed, meanings)
+            state.step(action)
+            image = state.image()
+            taken.append(action)
+            captions.append(state.caption)
+            # surfarray is (W, H, 3): transpose the (H, W, 3) image.
+            screen.blit(pygame.surfarray.make_surface(np.ascontiguousarray(image.transpose(1, 0, 2))), (0, 0))
+            pygame.display.flip()
+            clock.tick(fps)
+            if max_steps is not None and len(taken) >= max_steps:
+                break
+        return PlayRecord(frames=[image], captions=captions, actions=taken, score=state.score)
+    finally:
+        pygame.quit()
