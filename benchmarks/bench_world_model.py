@@ -13,33 +13,17 @@ import json
 import statistics
 import time
 
-import numpy as np
 import torch
 
+from twm.bench import synthetic_batch
 from twm.config import Config, apply_overrides
-from twm.models.world_model import TorchSequenceBatch, WorldModel
-from twm.replay import SequenceBatch
-
-
-def synthetic_batch(cfg: Config, num_actions: int, seed: int = 0) -> TorchSequenceBatch:
-    rng = np.random.default_rng(seed)
-    B, T = cfg.replay.batch_size, cfg.replay.sequence_length
-    terminated = rng.random((B, T + 1)) < 0.02
-    batch = SequenceBatch(
-        obs=rng.integers(0, 256, size=(B, T + 2, cfg.env.frame_stack, 64, 64), dtype=np.uint8),
-        actions=rng.integers(0, num_actions, size=(B, T + 1)),
-        rewards=np.tanh(rng.normal(size=(B, T + 1))).astype(np.float32),
-        terminated=terminated,
-        truncated=np.zeros_like(terminated),
-        starts=np.arange(B),
-    )
-    return TorchSequenceBatch.from_numpy(batch, "cpu")
+from twm.models.world_model import WorldModel
 
 
 def time_updates(cfg: Config, updates: int, num_actions: int = 6) -> list[float]:
     torch.manual_seed(0)
     model = WorldModel(cfg, num_actions)
-    batch = synthetic_batch(cfg, num_actions)
+    batch = synthetic_batch(cfg, num_actions, "cpu")
     model.update(batch)  # warm-up
     times = []
     for _ in range(updates):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from twm.config import EnvConfig
-from twm.envs.catch import CELL, FRAME_SIZE, PADDLE_TOP, PADDLE_WIDTH
+from twm.envs.catch import CELL_WIDTH, FRAME_SIZE, PADDLE_TOP
 from twm.training.evaluation import EvalResult, evaluate_agent
 
 
@@ -19,10 +19,9 @@ class OptimalCatchAgent:
         for stack in obs:
             frame = stack[-1]
             ball_x = np.flatnonzero((frame[6:PADDLE_TOP] == 255).any(axis=0))
-            # The paddle spans [8c - 2, 8c + 10) clipped to the screen, so its right edge gives c.
-            right = int(np.flatnonzero(frame[FRAME_SIZE - 1] == 255).max()) + 1
-            paddle = round((right - (PADDLE_WIDTH - 2)) / CELL)
-            target = int(ball_x.min()) // CELL if ball_x.size else paddle
+            # The paddle fills its column's cell, so its left edge gives the column.
+            paddle = int(np.flatnonzero(frame[FRAME_SIZE - 1] == 255).min()) // CELL_WIDTH
+            target = int(ball_x.min()) // CELL_WIDTH if ball_x.size else paddle
             actions.append(0 if target == paddle else (1 if target < paddle else 2))
         return np.asarray(actions, dtype=np.int64)
 

@@ -41,6 +41,41 @@ class Agent(nn.Module):
         self.critic_optimizer = torch.optim.Adam(
             self.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, weight_decay=ac.weight_decay
         )
+        if cfg.train.compile:
+            self.compile_networks()
+
+    def compile_networks(self, backend: str = "inductor") -> None:
+        """``torch.compile`` the networks' forward functions (``train.compile``).
+
+        Each network's ``forward`` is replaced by its compiled version on this instance, so the
+        parameters, state dicts and checkpoints are untouched. Compilation happens at the first
+        calls (and again for new shapes: minutes on a CPU); the arithmetic is the same up to fused
+        rounding, but compiled dropout draws other random numbers than eager dropout. Several
+        networks share a forward (every ``nn.Sequential``, the ten transformer layers), so the
+        recompile limit per function is raised to hold them all.
+        """
+        import torch._dynamo
+
+        wm = self.world_model
+        obs, dyn = wm.obs_model, wm.dynamics
+        modules: list[nn.Module] = [obs.encoder, obs.decoder, dyn.transformer, dyn.z_head]
+        modules += [dyn.reward_head, dyn.discount_head, self.actor.net, self.critic.net]
+        for module in modules:
+            module.forward = torch.compile(module.forward, backend=backend)  # type: ignore[method-assign]
+        # The paths that do not go through those forwards: the decoder's fast path and the layers'
+        # blocks after attention in key/value-cached imagination.
+        obs._decode_fast = torch.compile(obs._decode_fast, backend=backend)  # type: ignore[method-assign]
+        for layer in dyn.transformer.layers:
+            layer.finish = torch.compile(layer.finish, backend=backend)  # type: ignore[method-assign]
+        # Per shared function: one entry per instance, a few shapes each (fresh-start batches vary).
+        limit = 4 * (len(dyn.transformer.layers) + len(modules))
+        config = torch._dynamo.config
+        # (named cache_size_limit before torch 2.6)
+        for name, value in [("recompile_limit", limit), ("accumulated_recompile_limit", 4 * limit)]:
+            for key in (name, name.replace("recompile", "cache_size")):
+                if hasattr(config, key):
+                    setattr(config, key, max(getattr(config, key), value))
+                    break
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +103,18 @@ class Agent(nn.Module):
     ) -> dict[str, Tensor]:
         """One update: world-model step, imagination from the batch's latents, actor-critic step."""
         wm_out = self.world_model.update(batch, generator)
+        rollout = self.imagine(wm_out, sample_start_obs, generator)
+        metrics = self.actor_critic_step(rollout)
+        metrics.update(wm_out.metrics)
+        return metrics
+
+    def imagine(
+        self,
+        wm_out: WorldModelOutput,
+        sample_start_obs: Callable[[int], Tensor],
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """Draw the imagination starts from a world-model update's latents and roll the actor out."""
         start = self._imagination_starts(wm_out, generator)
         obs_model = self.world_model.obs_model
 
@@ -76,19 +123,17 @@ class Agent(nn.Module):
                 return obs_model.sample(obs_model.encode(sample_start_obs(n)), generator)
 
         ac = self.cfg.actor_critic
-        rollout = imagine(
-            self.world_model.dynamics,
-            obs_model,
-            self.actor,
-            start,
-            ac.horizon,
-            ac.discount_threshold,
-            fresh_latents,
-            generator,
-        )
-        metrics = self.actor_critic_step(rollout)
-        metrics.update(wm_out.metrics)
-        return metrics
+        with self.world_model.autocast():
+            return imagine(
+                self.world_model.dynamics,
+                obs_model,
+                self.actor,
+                start,
+                ac.horizon,
+                ac.discount_threshold,
+                fresh_latents,
+                generator,
+            )
 
     def _imagination_starts(
         self, wm_out: WorldModelOutput, generator: torch.Generator | None

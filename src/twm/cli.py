@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -174,7 +175,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"checkpoint; --resume continues from {last}",
             file=sys.stderr,
         )
-        return exc.exit_code
+        # Leave at once: no interpreter shutdown, whose joins of background threads (TensorBoard's
+        # writer, torch's pools) can abort a process stopped mid-write. Every file is atomic.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.exit_code)
     except KeyboardInterrupt:  # before the signal handlers are installed (building, loading)
         print(f"twm: interrupted while starting the run in {trainer.run_dir}", file=sys.stderr)
         return 130
@@ -215,6 +220,33 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     try:
         return Trainer.resume(args.resume, device=device, progress=not args.no_progress)
     except (ResumeError, DeviceUnavailableError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    # Imported here: only the sweep needs it (and Ray, imported by it only with --ray-address).
+    from twm.training.sweep import SweepError, SweepOptions, TrainOptions, parse_games, parse_seeds, run_sweep
+
+    try:
+        opts = SweepOptions(
+            games=parse_games(args.games),
+            seeds=parse_seeds(args.seeds),
+            root=args.root or f"runs/sweep-{args.preset}",
+            options=TrainOptions(
+                preset=args.preset,
+                overrides=tuple(args.overrides),
+                config_file=args.config_file,
+                device=_checked_device(args.device) if args.device is not None else None,
+            ),
+            parallel=args.parallel,
+            retries=args.retries,
+            ray_address=args.ray_address,
+            gpus_per_run=args.gpus_per_run,
+            cpus_per_run=args.cpus_per_run,
+            progress=not args.no_progress,
+        )
+        return run_sweep(opts)
+    except SweepError as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -393,6 +425,58 @@ def _add_viz_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_play)
 
 
+# --------------------------------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from twm.bench import format_report, run_bench
+    from twm.training.trainer import resolve_device
+
+    for flag, value, low in (("--updates", args.updates, 1), ("--warmup", args.warmup, 0)):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}; got {value}")
+    if args.env_steps < 0 or args.peak_seconds < 0:
+        raise UsageError("--env-steps and --peak-seconds must not be negative")
+    cfg = _config_from_args(args)
+    device = resolve_device(_checked_device(args.device))
+    if device.type == "cpu" and cfg.train.precision == "bfloat16" and not args.json:
+        print("twm bench: note: bfloat16 on a CPU without bf16 units is emulated and slow", file=sys.stderr)
+    result = run_bench(
+        cfg,
+        device,
+        updates=args.updates,
+        warmup=args.warmup,
+        env_steps=args.env_steps,
+        peak_seconds=args.peak_seconds,
+    )
+    result["preset"] = args.preset
+    print(json.dumps(result, indent=1) if args.json else format_report(result))
+    return 0
+
+
+def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time the parts of one update, count its FLOPs, measure the matmul peak and env speed",
+        description="Time one update (world-model step, imagination rollout, actor-critic step and their "
+        "sum) on synthetic data: medians over --updates updates after --warmup untimed ones. Also prints "
+        "the update's FLOPs (counted from the layer shapes), this machine's float32/bfloat16 matmul peak "
+        "and the fraction of it reached, the peak memory and the real game's agent steps per second. "
+        "Speed switches are config keys: --set dynamics.kv_cache=false, --set train.precision=bfloat16, "
+        "--set train.compile=true, --set dynamics.attention=fused.",
+    )
+    _add_config_args(p)
+    p.add_argument("--updates", type=int, default=3, help="timed updates (the medians are over these)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed updates first")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--env-steps", type=int, default=1000, help="agent steps of the env benchmark (0: skip)")
+    p.add_argument(
+        "--peak-seconds", type=float, default=1.0, help="seconds per dtype of the matmul peak loop (0: skip)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_bench)
+
+
 # --------------------------------------------------------------------------------------- parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -436,6 +520,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser(
+        "sweep",
+        help="train one run per (game, seed), locally or on a Ray cluster; resumes crashed runs",
+        description="One 'twm train' subprocess per (game, seed) in ROOT/<Game>/seed_<N>. Finished runs "
+        "(eval/final.json) are skipped, runs that died are resumed from their newest checkpoint (a run "
+        "without one is moved aside and started again), failed attempts are retried. Start the same "
+        "sweep again to finish what is left. Writes ROOT/sweep.json; exit code 1 if a run failed.",
+    )
+    p.add_argument("--games", required=True, help="comma-separated games (case-insensitive), or 'all' (26)")
+    p.add_argument(
+        "--seeds", default="0", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-4 (default 0)"
+    )
+    p.add_argument("--preset", default="atari100k", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--config", dest="config_file", help="YAML file with config overrides")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value for every run (repeatable)",
+    )
+    p.add_argument("--root", help="sweep folder (default: runs/sweep-PRESET)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        help="runs at a time (local default 1; with Ray default: all, as resources allow)",
+    )
+    p.add_argument(
+        "--retries", type=int, default=2, help="resume attempts after a failed attempt (default 2)"
+    )
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="run the runs as Ray tasks: 'local' (a new local Ray instance), 'auto', or a cluster address",
+    )
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (fractions allowed)")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
+    p.add_argument("--device", help="auto, cpu or cuda (overrides train.device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (event lines still printed)")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'twm train'")
     p.add_argument("--episodes", type=int, help="episodes (default: the run's train.final_eval_episodes)")
@@ -466,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     p.set_defaults(func=cmd_report)
     _add_viz_parsers(sub)
+    _add_bench_parser(sub)
     return parser
 
 

@@ -5,7 +5,9 @@ alone, the dynamics model (with its Transformer-XL memory, so a step costs only 
 reads the group (r_{t-1}, z_t, a_t) and predicts z_{t+1} (sampled at temperature 1), the mean reward
 r_t and the discount gamma_t = sigmoid(logit). The running product of predicted discounts ends an
 imagined episode when it falls below a threshold: the next latent is then a fresh one, encoded and
-sampled from a random replay observation, and the episode-end flag cuts attention there.
+sampled from a random replay observation, and the episode-end flag cuts attention there. By default
+(``dynamics.kv_cache``) the memory holds each layer's keys and values rather than its hidden states,
+so a step projects only its own three tokens (``DynamicsModel.cache_memory``).
 
 Observe mode (acting in the real game) needs only the encoder and the actor: the latent of a real
 observation is the encoder's one-hot argmax (``observe_latent``); no transformer is involved.
@@ -75,12 +77,15 @@ def imagine(
     discount_threshold: float,
     fresh_latents: Callable[[int], Tensor],
     generator: torch.Generator | None = None,
+    kv_cache: bool | None = None,
 ) -> Rollout:
     """Roll the actor out in the world model for ``horizon`` steps (imagine mode).
 
     ``fresh_latents(n)`` returns n sampled latents (n, Z) of random replay observations; it is
     called only when some imagined episode ends. The networks are used in eval mode (no dropout)
-    and restored to their previous mode afterwards.
+    and restored to their previous mode afterwards. ``kv_cache`` (default ``dynamics.cfg.kv_cache``)
+    keeps the transformer's keys and values in buffers for the whole rollout instead of
+    re-projecting the memory at every step: the same rollout, cheaper.
     """
     modes = [(m, m.training) for m in (dynamics, obs_model, actor)]
     for module, _ in modes:
@@ -92,6 +97,8 @@ def imagine(
         start.context_z[:, None], start.context_action[:, None], empty, empty.bool()
     )  # one step, only its memory is needed
     memory = context.memory
+    if dynamics.cfg.kv_cache if kv_cache is None else kv_cache:
+        memory = dynamics.cache_memory(memory, capacity=memory.length + dynamics.tokens_per_step * horizon)
     prev_reward, prev_done = start.context_reward.float(), start.context_done.bool()
 
     z = start.start_z

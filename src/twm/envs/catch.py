@@ -5,8 +5,9 @@ learns it in about 20k interactions, and its optimal and random returns are know
 
 Rules
 -----
-The screen is a coarse grid of 8 columns of 8 px. A ball (6x6 px) appears in row 0 of a random column
-and falls one row per step; the paddle (12x6 px) sits at the bottom and moves one column per step
+The screen is a coarse grid of 4 columns of 16 px and 7 rows of 8 px. A ball (12x7 px) appears in
+row 0 of a random column and falls one row per step; the paddle (16x6 px) sits at the bottom and
+moves one column per step
 (actions 0 NOOP, 1 LEFT, 2 RIGHT; moves into a wall do nothing). In each step the paddle moves
 first, then the ball; when the ball reaches the paddle row (row 7, after 7 steps) it is resolved:
 raw reward +1 if it lands in the paddle's column, -1 otherwise, and the next ball appears at once in
@@ -19,12 +20,12 @@ end of an episode is predictable from a single frame, as a life counter would be
 Returns (raw, unsquashed)
 -------------------------
 - ``optimal_return = num_balls``: from row 0 the ball needs 7 steps to land and the paddle is at most
-  7 columns away from any landing column, so a policy that walks towards the landing column always
+  3 columns away from any landing column, so a policy that walks towards the landing column always
   catches it (``tests/test_catch.py`` checks this with a scripted policy).
-- ``expected_random_return = num_balls * (2 / 8 - 1) = -0.75 * num_balls`` for uniformly random
+- ``expected_random_return = num_balls * (2 / 4 - 1) = -0.5 * num_balls`` for uniformly random
   actions: the paddle starts in a uniformly random column, and the uniform distribution is stationary
   for its clamped random walk (the transition matrix is symmetric, hence doubly stochastic), so at
-  every landing the paddle is uniform over the 8 columns and independent of the ball: P(catch) = 1/8.
+  every landing the paddle is uniform over the 4 columns and independent of the ball: P(catch) = 1/4.
 
 Observations are ``(frame_stack, 64, 64)`` uint8 with the newest frame last; at an episode start the
 stack holds the first frame in every slot, exactly as the Atari environment pads it. ``mode`` is
@@ -43,20 +44,26 @@ if TYPE_CHECKING:  # twm.config imports twm.envs.games; the config is only neede
     from twm.config import EnvConfig
 
 FRAME_SIZE = 64
-COLUMNS = 8
-CELL = FRAME_SIZE // COLUMNS  # 8 px per grid cell
+COLUMNS = 4
+CELL_WIDTH = FRAME_SIZE // COLUMNS  # 16 px per column
+ROW_HEIGHT = 8  # the ball falls 8 px per step
 FALL_STEPS = 7  # steps from the ball's appearance (row 0) to its landing in the paddle row
 MAX_BALLS = 10  # the ball counter along the top edge has room for this many dashes
 
 BALL_VALUE = 255
 PADDLE_VALUE = 255
-COUNTER_VALUE = 128
-BALL_SIZE = 6
-PADDLE_WIDTH = 12
+COUNTER_VALUE = 0
+BACKGROUND_VALUE = 128
+BALL_WIDTH = 12
+BALL_HEIGHT = 7
+PADDLE_WIDTH = 16
 PADDLE_HEIGHT = 6
-# Vertical layout: counter dashes in y [0, 2), ball row r in y [3 + 8r, 9 + 8r) for r = 0..6
-# (the lowest ends at y = 57), paddle in y [58, 64). The objects are large enough (36 and 72 px)
-# that a small world model trained with a pixel likelihood cannot ignore them.
+# Vertical layout: counter dashes in y [0, 2), ball row r in y [3 + 8r, 10 + 8r) for r = 0..6
+# (the lowest ends at y = 58), paddle in y [58, 64). The objects are large (84 and 96 px per frame)
+# because a small world model trained with a pixel likelihood learns small objects late. The
+# background is mid-grey, the decoder's initial output (its last bias starts at 0.5): on a black
+# background the first updates move every latent the same way (towards darker frames) and a small
+# encoder collapses to one code before it learns the objects.
 BALL_TOP = 3
 PADDLE_TOP = FRAME_SIZE - PADDLE_HEIGHT
 
@@ -224,16 +231,13 @@ class CatchEnv:
         self._ball_dx = int(self._rng.integers(-1, 2)) if self.drift else 0
 
     def _render(self) -> np.ndarray:
-        frame = np.zeros((FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        frame = np.full((FRAME_SIZE, FRAME_SIZE), BACKGROUND_VALUE, dtype=np.uint8)
         for i in range(self._balls_left):
             frame[0:2, 6 * i + 2 : 6 * i + 6] = COUNTER_VALUE
         if self._balls_left > 0:
-            y = BALL_TOP + CELL * self._ball_row
-            x = CELL * self._ball_col + (CELL - BALL_SIZE) // 2
-            frame[y : y + BALL_SIZE, x : x + BALL_SIZE] = BALL_VALUE
-        # The paddle is centred on its column's cell and clipped at the screen edges.
-        centre = CELL * self._paddle + CELL // 2
-        left = max(centre - PADDLE_WIDTH // 2, 0)
-        right = min(centre + PADDLE_WIDTH // 2, FRAME_SIZE)
-        frame[PADDLE_TOP:, left:right] = PADDLE_VALUE
+            y = BALL_TOP + ROW_HEIGHT * self._ball_row
+            x = CELL_WIDTH * self._ball_col + (CELL_WIDTH - BALL_WIDTH) // 2
+            frame[y : y + BALL_HEIGHT, x : x + BALL_WIDTH] = BALL_VALUE
+        x = CELL_WIDTH * self._paddle + (CELL_WIDTH - PADDLE_WIDTH) // 2
+        frame[PADDLE_TOP:, x : x + PADDLE_WIDTH] = PADDLE_VALUE
         return frame

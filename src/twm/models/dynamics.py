@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twm.config import DynamicsConfig
-from twm.models.transformer_xl import TransformerXL, build_attention_mask
+from twm.models.observation import full_precision
+from twm.models.transformer_xl import KVCache, TransformerXL, build_attention_mask
 
 # --------------------------------------------------------------------------------------- memory
 
@@ -60,11 +61,15 @@ class DynamicsMemory:
         episode: (B, L) episode id of each of these tokens (number of episode ends before its step).
         num_tokens: tokens fed so far (the same for every batch row), i.e. the stream position of the
             next token; the memory tokens sit at positions num_tokens - L .. num_tokens - 1.
+        kv: instead of ``hiddens``, the keys and values of every layer in a ``KVCache``
+            (``DynamicsModel.cache_memory``; inference only). The cache is extended in place, so only
+            the newest memory of a stream can be continued.
     """
 
     hiddens: list[Tensor]
     episode: Tensor
     num_tokens: int
+    kv: KVCache | None = None
 
     @property
     def length(self) -> int:
@@ -317,28 +322,56 @@ class DynamicsModel(nn.Module):
             positions, key_positions, episode, key_episode, n, self.cfg.memory_steps
         )  # (B, N, L+N)
         attention_out: list[Tensor] | None = [] if return_attention else None
-        out, layer_inputs = self.transformer(
-            tokens, key_positions, allowed, hiddens, attention_out
-        )  # (B, N, d)
+        # Count tokens on the host (no device sync): the stream now ends after the new tokens.
+        num_tokens = (0 if memory is None else memory.num_tokens) + tokens.shape[1]
+        if memory is not None and memory.kv is not None:
+            kv = memory.kv
+            if kv.tokens != memory.num_tokens:
+                raise ValueError("a key/value-cached memory can only be continued from its newest state")
+            out = self.transformer.forward_cached(tokens, key_positions, allowed, kv, attention_out)
+            kv.tokens = num_tokens
+            keep = self.memory_tokens
+            new_memory = DynamicsMemory(
+                hiddens=[], episode=key_episode[:, -keep:], num_tokens=num_tokens, kv=kv
+            )
+        else:
+            out, layer_inputs = self.transformer(tokens, key_positions, allowed, hiddens, attention_out)
+            new_memory = extend_memory(memory, layer_inputs, episode, num_tokens, self.memory_tokens)
 
         # h_t is the output at a_t, the last token of each group.
         a_index = torch.arange(T, device=out.device) * n + (n - 1) - dropped  # (T,)
         h = out[:, a_index]  # (B, T, d)
-
-        # Count tokens on the host (no device sync): the stream now ends after the new tokens.
-        num_tokens = (0 if memory is None else memory.num_tokens) + tokens.shape[1]
-        new_memory = extend_memory(memory, layer_inputs, episode, num_tokens, self.memory_tokens)
-        z_logits = self.z_head(h).reshape(B, T, self.categoricals, self.classes)  # (B, T, C, K)
+        # Under bfloat16 autocast the predictions leave in float32 (losses, sampling).
+        h = full_precision(h)
+        # (B, T, C, K)
+        z_logits = full_precision(self.z_head(h)).reshape(B, T, self.categoricals, self.classes)
         return DynamicsOutput(
             z_logits=z_logits,
-            reward_mean=self.reward_head(h).squeeze(-1),  # (B, T)
-            discount_logit=self.discount_head(h).squeeze(-1),  # (B, T)
+            reward_mean=full_precision(self.reward_head(h)).squeeze(-1),  # (B, T)
+            discount_logit=full_precision(self.discount_head(h)).squeeze(-1),  # (B, T)
             h=h,
             memory=new_memory,
             attention=None
             if attention_out is None
             else AttentionMaps(attention_out, allowed, positions, key_positions),
         )
+
+    def cache_memory(self, memory: DynamicsMemory, capacity: int) -> DynamicsMemory:
+        """The same memory with each layer's keys and values in a ``KVCache`` of ``capacity`` tokens.
+
+        Continuing from it gives the same predictions as continuing from ``memory`` (the keys and
+        values are those the plain path would re-project at every call), at the cost of projecting
+        each token once. For inference only (eval mode, no gradient); ``capacity`` should cover the
+        memory and the tokens still to come (e.g. ``memory.length + 3 * horizon``), more are
+        possible at the cost of a copy.
+        """
+        if memory.kv is not None:
+            return memory
+        if torch.is_grad_enabled():
+            raise RuntimeError("the key/value cache is for inference: run it under torch.no_grad()")
+        kv = self.transformer.start_cache(memory.hiddens, capacity)
+        kv.tokens = memory.num_tokens
+        return DynamicsMemory(hiddens=[], episode=memory.episode, num_tokens=memory.num_tokens, kv=kv)
 
     # ------------------------------------------------------------------ loss
 

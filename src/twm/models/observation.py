@@ -48,6 +48,11 @@ def frames_to_float(frames: Tensor) -> Tensor:
     return frames
 
 
+def full_precision(x: Tensor) -> Tensor:
+    """float32 for a bfloat16/float16 tensor (an output computed under autocast); else x itself."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
 def decoder_nll(recon: Tensor, target: Tensor) -> Tensor:
     """NLL of ``target`` under N(recon, 1) per pixel, summed over (S, H, W), averaged over the rest.
 
@@ -203,8 +208,12 @@ class ObservationModel(nn.Module):
                 f"frames must end in ({S}, {FRAME_SIZE}, {FRAME_SIZE}), got {tuple(frames.shape)}"
             )
         lead = frames.shape[:-3]
-        x = frames_to_float(frames).reshape(-1, S, FRAME_SIZE, FRAME_SIZE)  # (N, S, 64, 64)
-        logits = self.encoder(x)  # (N, C*K)
+        x = frames.reshape(-1, S, FRAME_SIZE, FRAME_SIZE)  # (N, S, 64, 64)
+        if self.cfg.fast_convs:
+            # Channels-last (NHWC) memory: the convs' fast path on CPUs; the flatten after the last
+            # conv reads the logical (C, H, W) order, so the function is the same.
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = full_precision(self.encoder(frames_to_float(x)))  # (N, C*K)
         return logits.reshape(*lead, self.categoricals, self.classes)  # (..., C, K)
 
     def decode(self, z: Tensor) -> Tensor:
@@ -212,8 +221,25 @@ class ObservationModel(nn.Module):
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must end in {self.latent_dim}, got {tuple(z.shape)}")
         lead = z.shape[:-1]
-        recon = self.decoder(z.reshape(-1, self.latent_dim))  # (N, S, 64, 64)
+        x = z.reshape(-1, self.latent_dim)
+        recon = self._decode_fast(x) if self.cfg.fast_convs else self.decoder(x)  # (N, S, 64, 64)
+        recon = full_precision(recon)
         return recon.reshape(*lead, self.frame_stack, FRAME_SIZE, FRAME_SIZE)  # (..., S, 64, 64)
+
+    def _decode_fast(self, z: Tensor) -> Tensor:
+        """``self.decoder(z)`` with the first transposed conv as one matrix product, channels-last after.
+
+        That conv sees a 1x1 map, so out[n, o, i, j] = sum_c x[n, c] W[c, o, i, j] + b[o]: a linear
+        layer with weight W.flatten(1), which runs many times faster than the transposed-conv kernel.
+        """
+        linear, act, _, first, *rest = self.decoder
+        x = act(linear(z))  # (N, 16c)
+        w = first.weight  # (16c, 4c, k, k)
+        x = (x @ w.flatten(1)).unflatten(1, w.shape[1:]) + first.bias[:, None, None]  # (N, 4c, k, k)
+        x = x.contiguous(memory_format=torch.channels_last)
+        for module in rest:
+            x = module(x)
+        return x  # (N, S, 64, 64)
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Straight-through one-hot sample: (..., C, K) -> (..., C*K); see ``sample_one_hot``."""

@@ -8,7 +8,9 @@ Read bottom-up:
 3. ``RelativeAttention``      -- multi-head self-attention over [memory, new tokens] with relative
                                  positions: score = (q + u) k^T + (q + v) R^T, scaled by 1/sqrt(d_model)
 4. ``TransformerXLLayer``     -- post-norm block: x = LN(x + Attn(x)); x = LN(x + FF(x))
-5. ``TransformerXL``          -- the stack, with u, v and the positional table shared by all layers
+5. ``TransformerXL``          -- the stack, with u, v and the positional table shared by all layers;
+                                 ``start_cache`` / ``forward_cached`` run it on a ``KVCache`` (each
+                                 layer's keys and values of the tokens fed so far, for inference)
 
 Faithful to the released TWM code (jrobine/twm, ``nets.py``): scores are scaled by 1/sqrt(d_model),
 not 1/sqrt(head_dim); the q/k/v, position and output projections have no bias; dropout acts on the
@@ -25,6 +27,7 @@ gather the entry for each (query, key) pair, which yields exactly the same numbe
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -105,6 +108,52 @@ def build_attention_mask(
     return (causal & in_window)[None] & same_episode
 
 
+# --------------------------------------------------------------------------------------- cache
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the tokens fed so far, in preallocated buffers.
+
+    During an imagination rollout the weights are fixed, so a token's keys and values never change:
+    they are computed once, when the token is fed, instead of re-projecting the memory's hidden
+    states at every step (the plain Transformer-XL memory). Only the buffers' last tokens are
+    attended to (the memory of the plain path), so the outputs are the same.
+
+    Attributes:
+        keys, values: per layer (B, heads, capacity, head_dim); tokens 0 .. filled-1 are valid.
+        positions: per layer (heads, P, head_dim), the projected relative-position table.
+        filled: valid tokens in the buffers.
+        tokens: the caller's stream position after the last token fed (``DynamicsModel`` uses it
+            to refuse continuing from a memory that is not the newest one).
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    positions: list[Tensor]
+    filled: int
+    tokens: int = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.keys[0].shape[2]
+
+    def make_room(self, new: int, keep: int) -> None:
+        """Make room for ``new`` tokens after the last ``keep`` ones, moving those to the front if needed."""
+        if self.filled + new <= self.capacity:
+            return
+        capacity = self.capacity
+        size = max(capacity, keep + new)
+        for buffers in (self.keys, self.values):
+            for i, buf in enumerate(buffers):
+                kept = buf[:, :, self.filled - keep : self.filled].clone()
+                if size > capacity:
+                    buf = buf.new_empty(*buf.shape[:2], size, buf.shape[3])
+                    buffers[i] = buf
+                buf[:, :, :keep] = kept
+        self.filled = keep
+
+
 # --------------------------------------------------------------------------------------- attention
 
 
@@ -153,11 +202,75 @@ class RelativeAttention(nn.Module):
         q = q[:, K - Q :].reshape(B, Q, h, hd).transpose(1, 2)  # (B, h, Q, hd)
         k = k.reshape(B, K, h, hd).transpose(1, 2)  # (B, h, K, hd)
         val = val.reshape(B, K, h, hd).transpose(1, 2)  # (B, h, K, hd)
-        r = self.pos(rel_table).reshape(-1, h, hd).transpose(0, 1)  # (h, P, hd)
+        r = self.project_positions(rel_table)  # (h, P, hd)
+        return self.attend(q, k, val, r, distance, allowed, u, v, attention_out)
+
+    def project_positions(self, rel_table: Tensor) -> Tensor:
+        """W_{k,R} applied to the relative-position table: (P, d) -> (h, P, hd)."""
+        return self.pos(rel_table).reshape(-1, self.heads, self.head_dim).transpose(0, 1)
+
+    def project_keys_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values (B, h, N, hd) of hidden states x (B, N, d) (the queries are dropped)."""
+        B, N, _ = x.shape
+        _, k, val = self.qkv(x).chunk(3, dim=-1)
+        shape = (B, N, self.heads, self.head_dim)
+        return k.reshape(shape).transpose(1, 2), val.reshape(shape).transpose(1, 2)
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        cache: KVCache,
+        layer: int,
+        r: Tensor,
+        distance: Tensor,
+        allowed: Tensor,
+        u: Tensor,
+        v: Tensor,
+        attention_out: list[Tensor] | None = None,
+    ) -> Tensor:
+        """The same attention as ``forward`` with the memory's keys and values read from ``cache``.
+
+        x (B, Q, d) are the new tokens; their keys and values are written into the cache at
+        ``cache.filled .. cache.filled + Q`` and the keys attended to are the last
+        ``distance.shape[1]`` tokens of the cache (the memory, then x). ``r`` is this layer's
+        projected position table (``cache.positions[layer]``).
+        """
+        B, Q, _ = x.shape
+        h, hd = self.heads, self.head_dim
+        q, k, val = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, Q, h*hd)
+        q = q.reshape(B, Q, h, hd).transpose(1, 2)  # (B, h, Q, hd)
+        end = cache.filled + Q
+        start = end - distance.shape[1]
+        keys, values = cache.keys[layer], cache.values[layer]  # (B, h, capacity, hd)
+        keys[:, :, cache.filled : end] = k.reshape(B, Q, h, hd).transpose(1, 2)
+        values[:, :, cache.filled : end] = val.reshape(B, Q, h, hd).transpose(1, 2)
+        return self.attend(
+            q, keys[:, :, start:end], values[:, :, start:end], r, distance, allowed, u, v, attention_out
+        )
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        val: Tensor,
+        r: Tensor,
+        distance: Tensor,
+        allowed: Tensor,
+        u: Tensor,
+        v: Tensor,
+        attention_out: list[Tensor] | None = None,
+    ) -> Tensor:
+        """Queries (B, h, Q, hd) over keys and values (B, h, K, hd), positions r (h, P, hd) -> (B, Q, d)."""
+        B, h, Q, hd = q.shape
+        K = k.shape[2]
 
         # Position term (terms (b) + (d) of Dai et al.): one score per distance, then the entry of
         # each (query, key) pair is gathered -- the exact equivalent of Transformer-XL's rel-shift.
-        pos_scores = (q + v[:, None, :]) @ r.transpose(1, 2)  # (B, h, Q, P)
+        # One matrix product per head over all B*Q queries: (h, B*Q, hd) @ (h, hd, P). Broadcasting
+        # (B, h, Q, hd) @ (h, hd, P) instead would copy r B times and run B*h tiny products.
+        qv = (q + v[:, None, :]).transpose(0, 1).reshape(h, B * Q, hd)  # (h, B*Q, hd)
+        P = r.shape[1]
+        pos_scores = (qv @ r.transpose(1, 2)).reshape(h, B, Q, P).transpose(0, 1)  # (B, h, Q, P)
         index = distance[None, None].expand(B, h, Q, K)  # (B, h, Q, K)
         pos_scores = pos_scores.gather(-1, index)  # (B, h, Q, K)
         q_content = q + u[:, None, :]  # (B, h, Q, hd), terms (a) + (c)
@@ -227,6 +340,10 @@ class TransformerXLLayer(nn.Module):
         attention_out: list[Tensor] | None = None,
     ) -> Tensor:
         attn = self.attn(x, memory, rel_table, distance, allowed, u, v, attention_out)
+        return self.finish(x, attn)
+
+    def finish(self, x: Tensor, attn: Tensor) -> Tensor:
+        """The residual blocks around the attention output attn (B, Q, d)."""
         x = self.norm1(x + self.attn_out_drop(attn))
         return self.norm2(x + self.ff(x))
 
@@ -288,10 +405,7 @@ class TransformerXL(nn.Module):
             caller appends to the memory.
         """
         Q = x.shape[1]
-        num_distances = self.rel_table.shape[0]
-        # Distance of each key behind each query; keys in the future or beyond the window are masked
-        # anyway, clamping just keeps the gather in range.
-        distance = (positions[-Q:, None] - positions[None, :]).clamp(0, num_distances - 1)  # (Q, K)
+        distance = self._distance(positions, Q)  # (Q, K)
         rel_table = self.pos_drop(self.rel_table)  # (P, d), one dropout mask shared by all layers
         inputs = []
         for i, layer in enumerate(self.layers):
@@ -299,3 +413,59 @@ class TransformerXL(nn.Module):
             layer_memory = None if memory is None else memory[i]
             x = layer(x, layer_memory, rel_table, distance, allowed, self.u, self.v, attention_out)
         return x, inputs
+
+    # ------------------------------------------------------------------ key/value cache
+
+    def _distance(self, positions: Tensor, Q: int) -> Tensor:
+        """Distance of each key behind each query; keys in the future or beyond the window are
+        masked anyway, clamping just keeps the gather in range."""
+        num_distances = self.rel_table.shape[0]
+        return (positions[-Q:, None] - positions[None, :]).clamp(0, num_distances - 1)  # (Q, K)
+
+    def start_cache(self, memory: list[Tensor], capacity: int) -> KVCache:
+        """A cache holding the keys and values of a plain memory (per layer (B, L, d) inputs).
+
+        ``capacity`` is the number of tokens the buffers hold (the memory's L plus the tokens that
+        will be fed); feeding beyond it moves the memory to the front (``KVCache.make_room``).
+        Only in eval mode: the cached position table has no dropout.
+        """
+        if self.training:
+            raise RuntimeError("the key/value cache is for inference: call .eval() first")
+        B, L, _ = memory[0].shape
+        capacity = max(capacity, L)
+        keys, values, positions = [], [], []
+        for layer, hidden in zip(self.layers, memory, strict=True):
+            attn = layer.attn
+            k, val = attn.project_keys_values(hidden)  # (B, h, L, hd)
+            shape = (B, attn.heads, capacity, attn.head_dim)
+            keys.append(k.new_empty(shape))
+            values.append(val.new_empty(shape))
+            keys[-1][:, :, :L] = k
+            values[-1][:, :, :L] = val
+            positions.append(attn.project_positions(self.rel_table))  # (h, P, hd)
+        return KVCache(keys=keys, values=values, positions=positions, filled=L)
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        positions: Tensor,
+        allowed: Tensor,
+        cache: KVCache,
+        attention_out: list[Tensor] | None = None,
+    ) -> Tensor:
+        """``forward`` for new tokens x (B, Q, d) on top of the memory held by ``cache``.
+
+        ``positions`` (K,) are the absolute positions of the keys: the last K - Q tokens of the
+        cache, then x. The cache is extended by x (``cache.filled`` grows by Q). Returns (B, Q, d).
+        """
+        if self.training:
+            raise RuntimeError("the key/value cache is for inference: call .eval() first")
+        Q = x.shape[1]
+        cache.make_room(Q, positions.shape[0] - Q)
+        distance = self._distance(positions, Q)  # (Q, K)
+        for i, layer in enumerate(self.layers):
+            r = cache.positions[i]
+            attn = layer.attn.forward_cached(x, cache, i, r, distance, allowed, self.u, self.v, attention_out)
+            x = layer.finish(x, attn)
+        cache.filled += Q
+        return x

@@ -20,6 +20,7 @@ latents [z_0..z_T] and the batch's actions, rewards and flags are the start poin
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -77,6 +78,18 @@ class WorldModelOutput:
     metrics: dict[str, Tensor]
 
 
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The arithmetic of ``train.precision``: nothing for float32, else bfloat16 autocast on the device.
+
+    Under autocast, matrix products and convolutions run in bfloat16; the networks return their
+    outputs (logits, pixel means, predictions) in float32 (``full_precision``), so losses, sampling
+    and everything after them stay float32. Backward passes run outside the context.
+    """
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], clip: float
 ) -> Tensor:
@@ -108,6 +121,10 @@ class WorldModel(nn.Module):
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``autocast`` for ``cfg.train.precision`` on this model's device."""
+        return autocast(self.cfg.train.precision, next(self.parameters()).device)
 
     @torch.no_grad()
     def _encode_no_grad(self, frames: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -142,23 +159,26 @@ class WorldModel(nn.Module):
     def update(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelOutput:
         """One world-model update (see the module docstring)."""
         self.train()
-        context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
-        _, next_logits = self._encode_no_grad(batch.obs[:, -1:], generator)  # (B, 1, C, K)
+        with self.autocast():
+            context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
+            _, next_logits = self._encode_no_grad(batch.obs[:, -1:], generator)  # (B, 1, C, K)
 
-        frames = batch.obs[:, 1:-1]  # (B, T, S, 64, 64)
-        logits = self.obs_model.encode(frames)  # (B, T, C, K)
-        z = self.obs_model.sample(logits, generator)  # (B, T, C*K), straight-through
+            frames = batch.obs[:, 1:-1]  # (B, T, S, 64, 64)
+            logits = self.obs_model.encode(frames)  # (B, T, C, K)
+            z = self.obs_model.sample(logits, generator)  # (B, T, C*K), straight-through
 
-        z_in = torch.cat([context_z, z.detach()], dim=1)  # (B, T+1, C*K)
-        target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)  # (B, T, C, K): z_2..z_{T+1}
-        dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
+            z_in = torch.cat([context_z, z.detach()], dim=1)  # (B, T+1, C*K)
+            # (B, T, C, K): z_2..z_{T+1}
+            target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)
+            dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
         dyn_norm = optimizer_step(
             self.dyn_optimizer, dyn_loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
         )
 
-        obs_loss, obs_metrics = self.obs_model.compute_loss(
-            frames, z, logits, dynamics_logits=z_pred_logits.detach()
-        )
+        with self.autocast():
+            obs_loss, obs_metrics = self.obs_model.compute_loss(
+                frames, z, logits, dynamics_logits=z_pred_logits.detach()
+            )
         obs_norm = optimizer_step(
             self.obs_optimizer, obs_loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
         )
@@ -178,9 +198,10 @@ class WorldModel(nn.Module):
     ) -> dict[str, Tensor]:
         """Observation model alone on a batch of (N, S, 64, 64) frames: decoder NLL + entropy hinge."""
         self.obs_model.train()
-        logits = self.obs_model.encode(frames)  # (N, C, K)
-        z = self.obs_model.sample(logits, generator)  # (N, C*K)
-        loss, metrics = self.obs_model.compute_loss(frames, z, logits)
+        with self.autocast():
+            logits = self.obs_model.encode(frames)  # (N, C, K)
+            z = self.obs_model.sample(logits, generator)  # (N, C*K)
+            loss, metrics = self.obs_model.compute_loss(frames, z, logits)
         metrics["obs/grad_norm"] = optimizer_step(
             self.obs_optimizer, loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
         )
@@ -191,8 +212,9 @@ class WorldModel(nn.Module):
     ) -> dict[str, Tensor]:
         """Dynamics model alone on a sequence batch; latents and targets from the (fixed) encoder."""
         self.dynamics.train()
-        z, logits = self._encode_no_grad(batch.obs, generator)  # (B, T+2, C*K), (B, T+2, C, K)
-        loss, _, metrics = self._dynamics_loss(z[:, :-1], batch, logits[:, 2:].softmax(-1))
+        with self.autocast():
+            z, logits = self._encode_no_grad(batch.obs, generator)  # (B, T+2, C*K), (B, T+2, C, K)
+            loss, _, metrics = self._dynamics_loss(z[:, :-1], batch, logits[:, 2:].softmax(-1))
         metrics["dyn/grad_norm"] = optimizer_step(
             self.dyn_optimizer, loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
         )

@@ -1,0 +1,363 @@
+"""``twm bench``: where the time of one update goes, how many FLOPs it does, and how close to the
+machine's matrix-multiply peak it runs.
+
+One update (``Agent.update``) is timed in its three parts on synthetic data (random frames, actions,
+rewards and a few episode ends; the networks' arithmetic does not depend on the values):
+
+- ``world_model``:  ``WorldModel.update`` (observation model + dynamics model, forward, backward, Adam);
+- ``imagination``:  ``Agent.imagine`` (start pairs, ``horizon`` steps of actor + Transformer-XL with
+  its memory, fresh starts after imagined episode ends);
+- ``actor_critic``: ``Agent.actor_critic_step`` (λ-returns, critic and actor steps).
+
+Each part is the median over ``updates`` timed updates after ``warmup`` untimed ones (on CUDA the
+device is synchronised around each part); ``total`` is the median of the per-update sums. FLOPs are
+counted analytically (``twm.flops``), the peak is measured here with a short large-matmul loop in
+float32 and bfloat16, and the environment's speed with a short run of the real game.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from twm.agent import Agent
+from twm.config import Config
+from twm.flops import update_flops
+from twm.models.world_model import TorchSequenceBatch
+from twm.replay import SequenceBatch
+
+PARTS = ("world_model", "imagination", "actor_critic")
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def synthetic_batch(
+    cfg: Config, num_actions: int, device: torch.device | str, seed: int = 0
+) -> TorchSequenceBatch:
+    """A replay batch of random data with the config's shapes (2% of steps end an episode)."""
+    rng = np.random.default_rng(seed)
+    B, T = cfg.replay.batch_size, cfg.replay.sequence_length
+    terminated = rng.random((B, T + 1)) < 0.02
+    batch = SequenceBatch(
+        obs=rng.integers(0, 256, size=(B, T + 2, cfg.env.frame_stack, 64, 64), dtype=np.uint8),
+        actions=rng.integers(0, num_actions, size=(B, T + 1)),
+        rewards=np.tanh(rng.normal(size=(B, T + 1))).astype(np.float32),
+        terminated=terminated,
+        truncated=np.zeros_like(terminated),
+        starts=np.arange(B),
+    )
+    return TorchSequenceBatch.from_numpy(batch, device)
+
+
+def synthetic_obs_sampler(cfg: Config, device: torch.device, seed: int = 1) -> Callable[[int], torch.Tensor]:
+    """``sample_start_obs`` for fresh starts in imagination: random frames on the device."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def sample(n: int) -> torch.Tensor:
+        obs = torch.randint(0, 256, (n, cfg.env.frame_stack, 64, 64), generator=gen, dtype=torch.uint8)
+        return obs.to(device)
+
+    return sample
+
+
+# --------------------------------------------------------------------------------------- timing
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class UpdateTimes:
+    """Seconds of each timed update, by part, and the fresh starts each rollout needed."""
+
+    parts: dict[str, list[float]]
+    fresh_starts: list[int]
+
+    @property
+    def totals(self) -> list[float]:
+        return [sum(p) for p in zip(*(self.parts[k] for k in PARTS), strict=True)]
+
+    def medians(self) -> dict[str, float]:
+        out = {k: statistics.median(v) for k, v in self.parts.items()}
+        out["total"] = statistics.median(self.totals)
+        return out
+
+
+def time_update(
+    agent: Agent,
+    batch: TorchSequenceBatch,
+    sample_obs: Callable[[int], torch.Tensor],
+    generator: torch.Generator,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """One update, part by part: (seconds of each part, number of imagined episode ends)."""
+    device = agent.device
+    _sync(device)
+    t0 = time.perf_counter()
+    wm_out = agent.world_model.update(batch, generator)
+    _sync(device)
+    t1 = time.perf_counter()
+    rollout = agent.imagine(wm_out, sample_obs, generator)
+    _sync(device)
+    t2 = time.perf_counter()
+    agent.actor_critic_step(rollout)
+    _sync(device)
+    t3 = time.perf_counter()
+    return dict(zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True)), rollout.dones.sum()
+
+
+def time_updates(
+    agent: Agent,
+    batch: TorchSequenceBatch,
+    sample_obs: Callable[[int], torch.Tensor],
+    updates: int,
+    warmup: int = 1,
+    seed: int = 0,
+) -> UpdateTimes:
+    """Run ``warmup`` + ``updates`` updates part by part; time the last ``updates``."""
+    gen = torch.Generator(device=agent.device).manual_seed(seed)
+    parts: dict[str, list[float]] = {k: [] for k in PARTS}
+    dones = []
+    for i in range(warmup + updates):
+        seconds, ends = time_update(agent, batch, sample_obs, gen)
+        if i >= warmup:
+            for key in PARTS:
+                parts[key].append(seconds[key])
+            dones.append(ends)
+    return UpdateTimes(parts, [int(d) for d in dones])
+
+
+# --------------------------------------------------------------------------------------- peak
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) -> float:
+    """FLOP/s of square matrix products on this device (the best of ``a @ b`` and ``F.linear``).
+
+    The size grows from 256 until one product takes 20 ms (at most 4096 on a CPU, 8192 on a GPU),
+    then each variant runs for about ``seconds / 2``.
+    """
+    limit = 8192 if device.type == "cuda" else 4096
+    gen = torch.Generator(device=device).manual_seed(0)
+    best = 0.0
+    for variant in ("mm", "linear"):
+        n = 256
+        while True:
+            a = torch.randn(n, n, device=device, generator=gen).to(dtype)
+            b = torch.randn(n, n, device=device, generator=gen).to(dtype)
+
+            def product(a: torch.Tensor = a, b: torch.Tensor = b, mm: bool = variant == "mm") -> torch.Tensor:
+                return a @ b if mm else F.linear(a, b)
+
+            product()
+            _sync(device)
+            t = time.perf_counter()
+            product()
+            _sync(device)
+            once = time.perf_counter() - t
+            if once >= 0.02 or n >= limit:
+                break
+            n *= 2
+        count, start = 0, time.perf_counter()
+        while True:
+            product()
+            count += 1
+            if count % 4 == 0 or device.type != "cuda":
+                _sync(device)
+                if time.perf_counter() - start >= seconds / 2:
+                    break
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        best = max(best, 2.0 * n**3 * count / elapsed)
+    return best
+
+
+# --------------------------------------------------------------------------------------- env
+
+
+def env_steps_per_second(cfg: Config, steps: int, seed: int = 0) -> float:
+    """Agent steps per second of the real game (train mode, random actions, resets included)."""
+    from twm.envs import make_env
+
+    env = make_env(cfg.env, mode="train", seed=seed)
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(env.num_actions, size=steps)
+    try:
+        env.reset()
+        start = time.perf_counter()
+        for a in actions:
+            _, _, terminated, truncated, _ = env.step(int(a))
+            if terminated or truncated:
+                env.reset()
+        return steps / (time.perf_counter() - start)
+    finally:
+        env.close()
+
+
+# --------------------------------------------------------------------------------------- memory
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in kilobytes on Linux, bytes on macOS.
+    scale = 1 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device) -> Iterator[dict[str, Any]]:
+    """Peak memory of the code inside: CUDA max_memory_allocated, or the growth of the peak RSS."""
+    info: dict[str, Any] = {}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        yield info
+        info["bytes"] = torch.cuda.max_memory_allocated(device)
+        info["kind"] = "cuda max_memory_allocated"
+    else:
+        before = _peak_rss_bytes()
+        yield info
+        info["bytes"] = _peak_rss_bytes() - before
+        info["kind"] = "growth of the process peak RSS (getrusage ru_maxrss)"
+        info["process_peak_bytes"] = _peak_rss_bytes()
+
+
+# --------------------------------------------------------------------------------------- bench
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):  # noqa: SIM115
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "cpu"
+
+
+def switches(cfg: Config) -> dict[str, Any]:
+    """The speed switches of a config (what ``twm bench`` compares)."""
+    return {
+        "obs_model.fast_convs": cfg.obs_model.fast_convs,
+        "dynamics.kv_cache": cfg.dynamics.kv_cache,
+        "dynamics.attention": cfg.dynamics.attention,
+        "train.precision": cfg.train.precision,
+        "train.compile": cfg.train.compile,
+    }
+
+
+def run_bench(
+    cfg: Config,
+    device: torch.device,
+    updates: int = 3,
+    warmup: int = 1,
+    env_steps: int = 1000,
+    peak_seconds: float = 1.0,
+    num_actions: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Everything ``twm bench`` prints, as one JSON-serialisable dict."""
+    if num_actions is None:
+        from twm.info import num_actions_of
+
+        num_actions = num_actions_of(cfg)
+    with peak_memory(device) as memory:
+        torch.manual_seed(seed)
+        agent = Agent(cfg, num_actions).to(device)
+        batch = synthetic_batch(cfg, num_actions, device, seed)
+        times = time_updates(agent, batch, synthetic_obs_sampler(cfg, device), updates, warmup, seed)
+    medians = times.medians()
+    fresh = round(statistics.mean(times.fresh_starts))
+    flops = update_flops(cfg, num_actions, fresh_starts=fresh)
+    flop_parts = {k: t.total for k, t in flops.items()}
+    flop_parts["total"] = sum(flop_parts.values())
+    by_layer: dict[str, float] = {}
+    for tally in flops.values():
+        for name, value in tally.items.items():
+            by_layer[name] = by_layer.get(name, 0.0) + value
+
+    peaks = {}
+    if peak_seconds > 0:
+        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+            peaks[name] = matmul_peak(device, dtype, peak_seconds)
+    achieved = flop_parts["total"] / medians["total"]
+    result: dict[str, Any] = {
+        "game": cfg.env.game,
+        "num_actions": num_actions,
+        "device": str(device),
+        "device_name": device_name(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "switches": switches(cfg),
+        "shapes": {
+            "batch": [cfg.replay.batch_size, cfg.replay.sequence_length],
+            "imagination": [cfg.actor_critic.num_starts, cfg.actor_critic.horizon],
+            "memory_steps": cfg.dynamics.memory_steps,
+        },
+        "updates": updates,
+        "warmup": warmup,
+        "seconds": medians,
+        "seconds_all": {**{k: [round(s, 4) for s in v] for k, v in times.parts.items()}},
+        "fresh_starts": fresh,
+        "flops": flop_parts,
+        "flops_by_layer": by_layer,
+        "achieved_flops_per_second": achieved,
+        "memory": memory,
+    }
+    if peaks:
+        result["matmul_peak_flops_per_second"] = peaks
+        result["fraction_of_peak"] = achieved / peaks[cfg.train.precision]
+    if env_steps > 0:
+        result["env_steps_per_second"] = env_steps_per_second(cfg, env_steps, seed)
+    return result
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def format_report(r: dict[str, Any]) -> str:
+    """The human-readable form of ``run_bench``'s result."""
+    sw = ", ".join(f"{k}={v}" for k, v in r["switches"].items())
+    B, T = r["shapes"]["batch"]
+    S, H = r["shapes"]["imagination"]
+    lines = [
+        f"twm bench: {r['game']} ({r['num_actions']} actions) on {r['device']} ({r['device_name']}), "
+        f"torch {r['torch']}, {r['threads']} threads",
+        f"  switches: {sw}",
+        f"  one update = world model on {B} x {T} steps + imagination {S} x {H} steps + actor-critic; "
+        f"median of {r['updates']} updates after {r['warmup']} warm-up",
+        "",
+        f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}",
+    ]
+    for part in (*PARTS, "total"):
+        s, f = r["seconds"][part], r["flops"][part]
+        lines.append(f"  {part:<14}{s:>10.3f}{f / 1e9:>12.1f}{f / 1e9 / s:>10.1f}")
+    lines.append(
+        f"  (FLOPs counted analytically, forward + backward; imagination includes {r['fresh_starts']} "
+        "fresh-start encodings)"
+    )
+    layer = sorted(r["flops_by_layer"].items(), key=lambda kv: -kv[1])
+    lines.append("  FLOPs by layer kind: " + ", ".join(f"{k} {v / 1e9:.1f}G" for k, v in layer))
+    peaks = r.get("matmul_peak_flops_per_second")
+    if peaks:
+        lines.append(
+            f"  matmul peak of this machine: float32 {peaks['float32'] / 1e9:.1f} GFLOP/s, "
+            f"bfloat16 {peaks['bfloat16'] / 1e9:.1f} GFLOP/s; the update reaches "
+            f"{100 * r['fraction_of_peak']:.1f}% of the {r['switches']['train.precision']} peak"
+        )
+    mem = r["memory"]
+    lines.append(f"  peak memory: {mem['bytes'] / 2**20:.0f} MiB, {mem['kind']}")
+    if "env_steps_per_second" in r:
+        lines.append(
+            f"  environment: {r['env_steps_per_second']:.0f} agent steps/s ({r['game']}, random actions)"
+        )
+    return "\n".join(lines)

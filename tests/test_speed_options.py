@@ -1,0 +1,183 @@
+"""Speed switches against the plain float32 path on the same inputs (the KV cache: test_kv_cache.py).
+
+- obs_model.fast_convs (same function): float64 outputs and gradients within 1e-10, float32 updates
+  within 1e-5 and with the same sampled latents;
+- train.precision=bfloat16 (precision changes): losses within 2% and gradient norms within 10% of
+  float32 after one update, predictions returned in float32;
+- train.compile: the same update with the compiled networks (aot_eager backend, which traces and
+  differentiates exactly as inductor does but generates no code: inductor takes minutes on a CPU;
+  set TWM_TEST_INDUCTOR=1 to run it too), losses within 1e-5 with dropout off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from twm.agent import Agent
+from twm.bench import synthetic_batch, synthetic_obs_sampler
+from twm.config import Config, ConfigError, load_config
+from twm.models.observation import ObservationModel
+
+NUM_ACTIONS = 3
+
+
+def smoke(*overrides: str) -> Config:
+    return load_config("smoke", ["env.game=catch", *overrides])
+
+
+def one_update(cfg: Config, compile_backend: str | None = None, seed: int = 0) -> tuple[dict, Agent]:
+    """One Agent.update on synthetic data from a seeded init; returns its metrics (floats) and the agent."""
+    torch.manual_seed(seed)
+    agent = Agent(cfg, NUM_ACTIONS)
+    if compile_backend is not None:
+        agent.compile_networks(compile_backend)
+    batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu", seed)
+    gen = torch.Generator().manual_seed(seed)
+    metrics = agent.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen)
+    return {k: float(v) for k, v in metrics.items()}, agent
+
+
+def assert_metrics_close(got: dict, expected: dict, rtol: float, grad_rtol: float | None = None) -> None:
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        tol = grad_rtol if grad_rtol is not None and key.endswith("grad_norm") else rtol
+        assert got[key] == pytest.approx(value, rel=tol, abs=tol), key
+
+
+# --------------------------------------------------------------------------------------- fast convs
+
+
+def obs_models(cfg: Config) -> tuple[ObservationModel, ObservationModel]:
+    torch.manual_seed(0)
+    plain = ObservationModel(load_config("smoke", ["obs_model.fast_convs=false"]).obs_model).double()
+    fast = ObservationModel(cfg.obs_model).double()
+    fast.load_state_dict(plain.state_dict())
+    return plain, fast
+
+
+def test_fast_convs_compute_the_same_function_float64() -> None:
+    cfg = smoke()
+    assert cfg.obs_model.fast_convs is True  # the default
+    plain, fast = obs_models(cfg)
+    frames = torch.rand(3, 2, 4, 64, 64, dtype=torch.float64)
+    results = []
+    for model in (plain, fast):
+        model.zero_grad()
+        logits = model.encode(frames)
+        z = logits.softmax(-1).flatten(-2)  # a differentiable latent, so the decoder's input grad counts
+        recon = model.decode(z)
+        (recon.square().mean() + logits.square().mean()).backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        results.append((logits.detach(), recon.detach(), grads))
+    (l0, r0, g0), (l1, r1, g1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(r1, r0, rtol=1e-10, atol=1e-10)
+    for name in g0:
+        torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_fast_convs_update_matches_plain_float32() -> None:
+    plain, plain_agent = one_update(smoke("obs_model.fast_convs=false"))
+    fast, fast_agent = one_update(smoke("obs_model.fast_convs=true"))
+    assert_metrics_close(fast, plain, rtol=1e-5)
+    for (name, p), q in zip(plain_agent.named_parameters(), fast_agent.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --------------------------------------------------------------------------------------- bfloat16
+
+
+def test_bfloat16_update_is_close_to_float32() -> None:
+    reference, _ = one_update(smoke())
+    bf16, _ = one_update(smoke("train.precision=bfloat16"))
+    assert_metrics_close(bf16, reference, rtol=2e-2, grad_rtol=1e-1)
+
+
+def test_bfloat16_networks_return_float32() -> None:
+    cfg = smoke("train.precision=bfloat16")
+    torch.manual_seed(0)
+    agent = Agent(cfg, NUM_ACTIONS)
+    wm = agent.world_model
+    frames = torch.randint(0, 256, (2, 3, 4, 64, 64), dtype=torch.uint8)
+    with wm.autocast():
+        hidden = wm.obs_model.encoder[0](frames[0].float())  # a layer inside runs in bfloat16
+        logits = wm.obs_model.encode(frames)
+        z = wm.obs_model.sample(logits)
+        recon = wm.obs_model.decode(z)
+        out = wm.dynamics(
+            z, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.bool)
+        )
+    assert hidden.dtype == torch.bfloat16
+    for t in (logits, z, recon, out.z_logits, out.reward_mean, out.discount_logit, out.h):
+        assert t.dtype == torch.float32
+
+
+def test_bfloat16_rollout_is_close_to_float32() -> None:
+    rollouts = {}
+    for precision in ("float32", "bfloat16"):
+        _, agent = one_update(smoke(f"train.precision={precision}"))
+        batch = synthetic_batch(agent.cfg, NUM_ACTIONS, "cpu", seed=1)
+        gen = torch.Generator().manual_seed(2)
+        wm_out = agent.world_model.update(batch, gen)
+        rollouts[precision] = agent.imagine(
+            wm_out, synthetic_obs_sampler(agent.cfg, torch.device("cpu")), gen
+        )
+    a, b = rollouts["float32"], rollouts["bfloat16"]
+    assert b.h.dtype == torch.float32 and b.rewards.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: states within a few percent of their scale.
+    scale = a.h.abs().max()
+    assert (a.h - b.h).abs().max() < 0.05 * scale
+    torch.testing.assert_close(b.discounts, a.discounts, rtol=0.05, atol=0.02)
+
+
+def test_precision_and_switches_are_validated() -> None:
+    with pytest.raises(ConfigError, match="train.precision must be one of float32, bfloat16"):
+        smoke("train.precision=float16")
+    for key in ("dynamics.kv_cache", "obs_model.fast_convs", "train.compile"):
+        with pytest.raises(ConfigError, match=f"{key} must be true or false"):
+            smoke(f"{key}=maybe")
+
+
+def test_paper_preset_defaults() -> None:
+    """atari100k is the paper's method: exact speed-ups on, precision float32, no compile."""
+    cfg = load_config("atari100k")
+    assert cfg.dynamics.kv_cache and cfg.obs_model.fast_convs
+    assert cfg.train.precision == "float32" and not cfg.train.compile
+    assert cfg.dynamics.attention == "plain"
+
+
+# --------------------------------------------------------------------------------------- compile
+
+
+def _compile_works() -> bool:
+    try:
+        import torch._dynamo  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(torch, "compile")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _compile_works(), reason="torch.compile is not available")
+def test_compiled_update_matches_eager() -> None:
+    cfg = smoke("dynamics.dropout=0")  # compiled dropout draws other random numbers
+    eager, _ = one_update(cfg)
+    compiled, agent = one_update(cfg, compile_backend="aot_eager")
+    assert_metrics_close(compiled, eager, rtol=1e-5)
+    # State dicts keep their keys (checkpoints load into an uncompiled agent).
+    assert set(agent.state_dict()) == set(Agent(cfg, NUM_ACTIONS).state_dict())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("TWM_TEST_INDUCTOR") != "1",
+    reason="inductor compiles for minutes on a CPU; TWM_TEST_INDUCTOR=1",
+)
+def test_inductor_update_matches_eager() -> None:
+    cfg = smoke("dynamics.dropout=0")
+    eager, _ = one_update(cfg)
+    compiled, _ = one_update(cfg, compile_backend="inductor")
+    assert_metrics_close(compiled, eager, rtol=1e-4)
