@@ -9,44 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from builders import A, C, K, random_batch, tiny_cfg, tiny_model
 from twm.config import DynamicsConfig
 from twm.models.dynamics import DynamicsMemory, DynamicsModel, DynamicsOutput
-
-C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny model
-
-
-def tiny_cfg(**overrides) -> DynamicsConfig:
-    base = dict(
-        d_model=16,
-        layers=2,
-        heads=2,
-        head_dim=8,
-        ff_dim=24,
-        memory_steps=2,
-        z_head_hidden=16,
-        z_head_layers=2,
-        reward_head_hidden=8,
-        reward_head_layers=1,
-        discount_head_hidden=8,
-        discount_head_layers=0,
-    )
-    return DynamicsConfig(**{**base, **overrides})
-
-
-def tiny_model(**overrides) -> DynamicsModel:
-    torch.manual_seed(0)
-    return DynamicsModel(tiny_cfg(**overrides), C * K, C, K, A).double().eval()
-
-
-def random_batch(B: int, T: int, seed: int, done_at: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    z = F.one_hot(torch.randint(0, K, (B, T, C), generator=g), K).reshape(B, T, C * K).double()  # (B, T, C*K)
-    a = torch.randint(0, A, (B, T), generator=g)
-    r = torch.randn(B, T, generator=g, dtype=torch.float64)
-    d = torch.rand(B, T, generator=g) < 0.1
-    for t in done_at:
-        d[0, t] = True
-    return z, a, r, d
 
 
 def run_in_chunks(

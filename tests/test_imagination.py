@@ -6,34 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from builders import NUM_ACTIONS, make_start, random_latents, smoke
 from twm.agent import Agent
-from twm.config import Config, load_config
 from twm.imagination import ImaginationStart, imagine, observe_latent
-from twm.models.observation import mode_one_hot
 from twm.models.world_model import WorldModelOutput
 from twm.training.returns import discount_weights
-
-NUM_ACTIONS = 3
-
-
-def smoke(*overrides: str) -> Config:
-    return load_config("smoke", ["env.game=catch", *overrides])
-
-
-def random_latents(cfg: Config, n: int, gen: torch.Generator) -> torch.Tensor:
-    logits = torch.randn(n, cfg.obs_model.categoricals, cfg.obs_model.classes, generator=gen)
-    return mode_one_hot(logits)
-
-
-def make_start(cfg: Config, batch: int, seed: int = 0) -> ImaginationStart:
-    gen = torch.Generator().manual_seed(seed)
-    return ImaginationStart(
-        context_z=random_latents(cfg, batch, gen),
-        context_action=torch.randint(NUM_ACTIONS, (batch,), generator=gen),
-        context_reward=torch.randn(batch, generator=gen),
-        context_done=torch.rand(batch, generator=gen) < 0.3,
-        start_z=random_latents(cfg, batch, gen),
-    )
 
 
 @pytest.fixture

@@ -9,68 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from builders import NUM_ACTIONS, make_start, random_batch, random_latents, smoke, tiny_model
 from twm.agent import Agent
-from twm.config import Config, DynamicsConfig, load_config
 from twm.imagination import ImaginationStart, imagine
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import mode_one_hot
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
-C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
-NUM_ACTIONS = 3  # of the smoke agent
 FIELDS = ("h", "z_logits", "reward_mean", "discount_logit")
-
-
-def tiny_model(**overrides) -> DynamicsModel:
-    base = dict(
-        d_model=16,
-        layers=2,
-        heads=2,
-        head_dim=8,
-        ff_dim=24,
-        memory_steps=2,
-        z_head_hidden=16,
-        z_head_layers=2,
-        reward_head_hidden=8,
-        reward_head_layers=1,
-        discount_head_hidden=8,
-        discount_head_layers=0,
-    )
-    torch.manual_seed(0)
-    return DynamicsModel(DynamicsConfig(**{**base, **overrides}), C * K, C, K, A).double().eval()
-
-
-def random_batch(B: int, T: int, seed: int, done_at: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    z = F.one_hot(torch.randint(0, K, (B, T, C), generator=g), K).reshape(B, T, C * K).double()
-    a = torch.randint(0, A, (B, T), generator=g)
-    r = torch.randn(B, T, generator=g, dtype=torch.float64)
-    d = torch.rand(B, T, generator=g) < 0.1
-    for t in done_at:
-        d[0, t] = True
-    return z, a, r, d
-
-
-def smoke(*overrides: str) -> Config:
-    return load_config("smoke", ["env.game=catch", *overrides])
-
-
-def random_latents(cfg: Config, n: int, gen: torch.Generator) -> torch.Tensor:
-    logits = torch.randn(n, cfg.obs_model.categoricals, cfg.obs_model.classes, generator=gen)
-    return mode_one_hot(logits)
-
-
-def make_start(cfg: Config, batch: int, seed: int = 0) -> ImaginationStart:
-    gen = torch.Generator().manual_seed(seed)
-    return ImaginationStart(
-        context_z=random_latents(cfg, batch, gen),
-        context_action=torch.randint(NUM_ACTIONS, (batch,), generator=gen),
-        context_reward=torch.randn(batch, generator=gen),
-        context_done=torch.rand(batch, generator=gen) < 0.3,
-        start_z=random_latents(cfg, batch, gen),
-    )
 
 
 def run_cached(model: DynamicsModel, z, a, r, d, sizes: list[int], capacity: int) -> list:

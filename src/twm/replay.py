@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -274,16 +274,7 @@ class ReplayBuffer:
                 tmp / f"frames_{first:09d}.npy", self._frames[first : min(first + SAVE_CHUNK, self._size)]
             )
         np.savez(tmp / "steps.npz", **{k: a[: self._size] for k, a in self._arrays().items()})
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "size": self._size,
-            "capacity": self.capacity,
-            "frame_stack": self.frame_stack,
-            "frame_shape": list(self.frame_shape),
-            "visit_temperature": self.visit_temperature,
-            "save_chunk": SAVE_CHUNK,
-            "rng_state": self.rng.bit_generator.state,
-        }
+        meta = {**self._settings(), "save_chunk": SAVE_CHUNK}
         (tmp / "meta.json").write_text(json.dumps(meta))
         # Swap the finished directory in, so an interrupted save never leaves a half-written buffer at path.
         old = path.with_name(path.name + ".old")
@@ -300,15 +291,7 @@ class ReplayBuffer:
         """A buffer equal to the one ``save`` wrote to ``path`` (contents, visits and generator state)."""
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: unsupported replay format version {meta.get('format_version')}")
-        buf = cls(
-            meta["capacity"],
-            frame_stack=meta["frame_stack"],
-            frame_shape=tuple(meta["frame_shape"]),
-            visit_temperature=meta["visit_temperature"],
-        )
-        buf.rng.bit_generator.state = meta["rng_state"]
+        buf = cls._empty_from_settings(meta, f"{path}: ")
         size, chunk = meta["size"], meta["save_chunk"]
         for first in range(0, size, chunk):
             frames = np.load(path / f"frames_{first:09d}.npy")
@@ -338,13 +321,7 @@ class ReplayBuffer:
         if not 0 <= frames_from <= self._size:
             raise ValueError(f"frames_from must be in [0, {self._size}], got {frames_from}")
         return {
-            "format_version": FORMAT_VERSION,
-            "size": self._size,
-            "capacity": self.capacity,
-            "frame_stack": self.frame_stack,
-            "frame_shape": list(self.frame_shape),
-            "visit_temperature": self.visit_temperature,
-            "rng_state": self.rng.bit_generator.state,
+            **self._settings(),
             "arrays": {k: a[: self._size].copy() for k, a in self._arrays().items()},
             "frames_from": frames_from,
             "tail_frames": self._frames[frames_from : self._size].copy(),
@@ -356,15 +333,7 @@ class ReplayBuffer:
     ) -> ReplayBuffer:
         """The buffer of ``checkpoint_state``; ``frame_blocks`` yields ``(first step, frames)`` blocks
         that must cover steps ``0 .. frames_from - 1`` exactly, in order."""
-        if state.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"unsupported replay format version {state.get('format_version')}")
-        buf = cls(
-            state["capacity"],
-            frame_stack=state["frame_stack"],
-            frame_shape=tuple(state["frame_shape"]),
-            visit_temperature=state["visit_temperature"],
-        )
-        buf.rng.bit_generator.state = state["rng_state"]
+        buf = cls._empty_from_settings(state)
         size, frames_from = int(state["size"]), int(state["frames_from"])
         if not 0 <= frames_from <= size <= buf.capacity:
             raise ValueError(
@@ -392,6 +361,32 @@ class ReplayBuffer:
                 raise ValueError(f"{name} has shape {saved.shape}, expected ({size},)")
             array[:size] = saved
         buf._size = size
+        return buf
+
+    def _settings(self) -> dict[str, Any]:
+        """What ``save`` and ``checkpoint_state`` store besides the data: format, sizes, generator."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "size": self._size,
+            "capacity": self.capacity,
+            "frame_stack": self.frame_stack,
+            "frame_shape": list(self.frame_shape),
+            "visit_temperature": self.visit_temperature,
+            "rng_state": self.rng.bit_generator.state,
+        }
+
+    @classmethod
+    def _empty_from_settings(cls, settings: Mapping[str, Any], where: str = "") -> ReplayBuffer:
+        """An empty buffer built as ``_settings`` describes, its generator restored."""
+        if settings.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{where}unsupported replay format version {settings.get('format_version')}")
+        buf = cls(
+            settings["capacity"],
+            frame_stack=settings["frame_stack"],
+            frame_shape=tuple(settings["frame_shape"]),
+            visit_temperature=settings["visit_temperature"],
+        )
+        buf.rng.bit_generator.state = settings["rng_state"]
         return buf
 
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -105,8 +105,10 @@ def _write_payload(obj: Any, f: IO[bytes]) -> None:
     torch.save(obj, f)
 
 
-def _fsync_dir(path: Path) -> None:
-    # Persist the rename itself (the directory entry); not every platform can open a directory.
+def fsync_path(path: Path) -> None:
+    """fsync a file or directory by path: a file another handle writes (fsync acts on the file, not
+    on the descriptor) or a directory, to persist a rename in it. Best effort: not every platform
+    can open a directory."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -168,7 +170,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, checks
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)  # persist the rename itself (the directory entry)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -95,6 +95,7 @@ from twm.training.checkpoint import (
     CheckpointWriteError,
     atomic_write,
     from_storable,
+    fsync_path,
     load_agent_state,
     save_checkpoint,
     to_storable,
@@ -687,7 +688,7 @@ class Trainer:
     def _write_checkpoint(self) -> Path:
         self._check_finite()  # never save non-finite weights as a "good" checkpoint
         self.logger.flush()
-        _fsync_path(self.logger.path)  # the logging position saved below must be on disk too
+        fsync_path(self.logger.path)  # the logging position saved below must be on disk too
         extra = {**self.checkpoint_extra(), "resume": to_storable(self._resume_state())}
         previous = self._checkpoints.last_path
         try:
@@ -965,17 +966,3 @@ class Trainer:
             dynamic_ncols=True,
             smoothing=0.05,  # the prefill is much faster than training; smooth the ETA over more steps
         )
-
-
-def _fsync_path(path: Path) -> None:
-    """fsync a file another handle writes (fsync acts on the file, not on the descriptor)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

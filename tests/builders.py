@@ -1,0 +1,70 @@
+"""Small inputs shared by several test files: a tiny float64 dynamics model with random token
+sequences, and random imagination starts for the smoke agent."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from twm.config import Config, DynamicsConfig, load_config
+from twm.imagination import ImaginationStart
+from twm.models.dynamics import DynamicsModel
+from twm.models.observation import mode_one_hot
+
+C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
+NUM_ACTIONS = 3  # of the smoke agent (the catch game)
+
+
+def tiny_cfg(**overrides) -> DynamicsConfig:
+    base = dict(
+        d_model=16,
+        layers=2,
+        heads=2,
+        head_dim=8,
+        ff_dim=24,
+        memory_steps=2,
+        z_head_hidden=16,
+        z_head_layers=2,
+        reward_head_hidden=8,
+        reward_head_layers=1,
+        discount_head_hidden=8,
+        discount_head_layers=0,
+    )
+    return DynamicsConfig(**{**base, **overrides})
+
+
+def tiny_model(**overrides) -> DynamicsModel:
+    torch.manual_seed(0)
+    return DynamicsModel(tiny_cfg(**overrides), C * K, C, K, A).double().eval()
+
+
+def random_batch(B: int, T: int, seed: int, done_at: tuple[int, ...] = ()) -> tuple[torch.Tensor, ...]:
+    """Random one-hot latents, actions, rewards and episode ends (plus ends at ``done_at`` in row 0)."""
+    g = torch.Generator().manual_seed(seed)
+    z = F.one_hot(torch.randint(0, K, (B, T, C), generator=g), K).reshape(B, T, C * K).double()  # (B, T, C*K)
+    a = torch.randint(0, A, (B, T), generator=g)
+    r = torch.randn(B, T, generator=g, dtype=torch.float64)
+    d = torch.rand(B, T, generator=g) < 0.1
+    for t in done_at:
+        d[0, t] = True
+    return z, a, r, d
+
+
+def smoke(*overrides: str) -> Config:
+    return load_config("smoke", ["env.game=catch", *overrides])
+
+
+def random_latents(cfg: Config, n: int, gen: torch.Generator) -> torch.Tensor:
+    logits = torch.randn(n, cfg.obs_model.categoricals, cfg.obs_model.classes, generator=gen)
+    return mode_one_hot(logits)
+
+
+def make_start(cfg: Config, batch: int, seed: int = 0) -> ImaginationStart:
+    gen = torch.Generator().manual_seed(seed)
+    return ImaginationStart(
+        context_z=random_latents(cfg, batch, gen),
+        context_action=torch.randint(NUM_ACTIONS, (batch,), generator=gen),
+        context_reward=torch.randn(batch, generator=gen),
+        context_done=torch.rand(batch, generator=gen) < 0.3,
+        start_z=random_latents(cfg, batch, gen),
+    )
