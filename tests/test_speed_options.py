@@ -79,6 +79,19 @@ def test_fast_convs_compute_the_same_function_float64() -> None:
         torch.testing.assert_close(g1[name], g0[name], rtol=1e-10, atol=1e-10, msg=name)
 
 
+def test_fast_convs_switch_takes_the_matrix_product_path() -> None:
+    """The equality above says nothing if both models ran the same code: the fast decoder must not
+    call its first transposed conv's kernel, and the plain one must."""
+    plain, fast = obs_models(smoke())
+    calls = {"plain": 0, "fast": 0}
+    for name, model in (("plain", plain), ("fast", fast)):
+        first = model.decoder[3]
+        assert isinstance(first, torch.nn.ConvTranspose2d)
+        first.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+        model.decode(torch.zeros(2, model.latent_dim, dtype=torch.float64))
+    assert calls == {"plain": 1, "fast": 0}
+
+
 def test_fast_convs_update_matches_plain_float32() -> None:
     plain, plain_agent = one_update(smoke("obs_model.fast_convs=false"))
     fast, fast_agent = one_update(smoke("obs_model.fast_convs=true"))
