@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from twm.agent import Agent
+from twm.allocator import keep_freed_memory
 from twm.config import Config
 from twm.flops import update_flops
 from twm.models.world_model import TorchSequenceBatch
@@ -252,6 +253,7 @@ def switches(cfg: Config) -> dict[str, Any]:
         "dynamics.attention": cfg.dynamics.attention,
         "train.precision": cfg.train.precision,
         "train.compile": cfg.train.compile,
+        "train.keep_freed_memory": cfg.train.keep_freed_memory,
     }
 
 
@@ -270,6 +272,8 @@ def run_bench(
         from twm.info import num_actions_of
 
         num_actions = num_actions_of(cfg)
+    if cfg.train.keep_freed_memory:
+        keep_freed_memory()
     with peak_memory(device) as memory:
         torch.manual_seed(seed)
         agent = Agent(cfg, num_actions).to(device)

@@ -83,6 +83,7 @@ import torch
 from torch import Tensor
 
 from twm import __version__
+from twm.allocator import keep_freed_memory
 from twm.config import Config, ConfigError
 from twm.envs import Env, make_env
 from twm.models.world_model import TorchSequenceBatch
@@ -350,6 +351,8 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.device = resolve_device(device if device is not None else cfg.train.device)
+        if cfg.train.keep_freed_memory:
+            keep_freed_memory()
         self.progress = progress
         self.preset = preset
         self.eval_envs = eval_envs
