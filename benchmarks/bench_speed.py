@@ -9,6 +9,8 @@
    (dynamics.kv_cache=false, obs_model.fast_convs=false), "fast" the defaults (key/value cache,
    fast convs), "fast+bf16" the defaults with train.precision=bfloat16 (--bf16). Medians of
    --updates updates after one warm-up, per part, and the speed-up of each variant over plain.
+   train.keep_freed_memory acts on the whole process, so it applies to every variant alike (on by
+   default); measure its effect with a second run under --set train.keep_freed_memory=false.
 2. scaling: seconds per update (fast defaults) against the world-model batch size, its sequence
    length and the memory length (dynamics.memory_steps), one knob at a time from the preset.
 
@@ -25,6 +27,7 @@ import statistics
 import torch
 
 from twm.agent import Agent
+from twm.allocator import keep_freed_memory
 from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import Config, load_config
 from twm.flops import update_flops
@@ -124,6 +127,9 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     base = list(args.overrides)
+    # Process-wide, so it cannot differ between the interleaved variants: compare it across two runs
+    # (the second with --set train.keep_freed_memory=false).
+    kept = load_config(args.preset, base).train.keep_freed_memory and keep_freed_memory()
     variants = ["plain", "fast"] + (["fast+bf16"] if args.bf16 else [])
     result = {
         "preset": args.preset,
@@ -131,6 +137,7 @@ def main() -> None:
         "device": str(device),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": kept,
         "compare": compare(base, args.preset, variants, args.updates, device, args.num_actions),
     }
     if not args.no_scaling:
@@ -148,6 +155,7 @@ def main() -> None:
         f"update speed, preset {' '.join([args.preset, *base])}, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; medians of {args.updates} interleaved updates"
     )
+    print(f"  allocator (all variants): {'glibc keeps freed memory' if kept else 'default'}")
     header = f"  {'variant':<11}" + "".join(f"{p:>14}" for p in (*PARTS, "total")) + f"{'GFLOP':>9}"
     print(header)
     for name, r in result["compare"].items():
