@@ -6,12 +6,15 @@ unmaps them on free, and it trims the heap top back to the OS; each reuse then p
 4 KiB page in again (zeroed by the kernel). That was about a quarter of a paper-configuration
 world-model step on the 2-core CPU of benchmarks/RESULTS.md (4.5 M minor faults in 3 updates).
 
-``keep_freed_memory()`` asks glibc (``mallopt``) to serve every block from its heap and never trim
-it, so freed blocks are reused without faults. The arithmetic is untouched: only where the bytes
-live changes. The price is a higher resident size (the peak stays mapped). The setting is
-process-wide and lasts until the process ends; elsewhere than glibc (macOS, musl, Windows) it is a
-no-op. An allocator loaded with ``LD_PRELOAD`` (tcmalloc, jemalloc) replaces ``malloc`` and then
-this does nothing useful either.
+``keep_freed_memory()`` asks glibc (``mallopt``) to serve every block from its heap and to trim
+the heap top only when more than 1 GiB of it is free, so freed blocks are mostly reused without
+faults. (With no trimming at all, an allocate/free loop of one large tensor grew the heap by the
+tensor's size in every iteration measured: benchmarks/RESULTS.md.) The arithmetic is untouched:
+only where the bytes live changes. The price is a higher resident size (freed blocks stay mapped,
+and fragmentation can hold several times a large block). The setting is process-wide and lasts
+until the process ends; elsewhere than glibc (macOS, musl, Windows) it is a no-op. An allocator
+loaded with ``LD_PRELOAD`` (tcmalloc, jemalloc) replaces ``malloc`` and then this does nothing
+useful either.
 """
 
 from __future__ import annotations
