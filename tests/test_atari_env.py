@@ -56,17 +56,27 @@ def make(game: str, mode: str = "train", seed: int = 0, spy: bool = False, **kw:
     return env
 
 
-def run_until(env: AtariEnv, rng: np.random.Generator, cond: Any, max_steps: int = 1000) -> dict[str, Any]:
-    """Random actions until ``cond(terminated, truncated, info)``; returns the last step's record."""
+def run_until(
+    env: AtariEnv, rng: np.random.Generator, cond: Any, max_steps: int = 1000, action: int | None = None
+) -> dict[str, Any]:
+    """Random actions (or always ``action``) until ``cond(terminated, truncated, info)``; returns the
+    last step's record."""
     total_raw = 0.0
     for t in range(1, max_steps + 1):
-        obs, reward, terminated, truncated, info = env.step(int(rng.integers(env.num_actions)))
+        a = int(rng.integers(env.num_actions)) if action is None else action
+        obs, reward, terminated, truncated, info = env.step(a)
         total_raw += info["raw_reward"]
         if cond(terminated, truncated, info):
             return {"obs": obs, "terminated": terminated, "truncated": truncated, "info": info, "t": t,
                     "raw_sum": total_raw}  # fmt: skip
         assert not (terminated or truncated), "episode ended before the condition held"
     raise AssertionError("condition not reached")
+
+
+def last_step_frame(spy: ALESpy) -> np.ndarray:
+    """The 64x64 frame of an agent step that ended with the spy's last recorded screen (max-pooled)."""
+    pooled = np.maximum(spy.screens[-2], spy.screens[-1])
+    return cv2.resize(pooled, (64, 64), interpolation=cv2.INTER_AREA)
 
 
 def test_action_set_and_observation_format() -> None:
@@ -78,26 +88,109 @@ def test_action_set_and_observation_format() -> None:
     assert obs.max() > obs.min()  # a real picture, not a blank buffer
 
 
-def test_fire_reset_then_noops_and_fire_after_life_loss() -> None:
+def test_fire_reset_then_noops_and_noop_reset_after_life_loss() -> None:
     env = make("Breakout", spy=True)
     spy: ALESpy = env._ale  # type: ignore[assignment]
     fire, right = env._action_set[1], env._action_set[2]
     noop = env._action_set[0]
     _, info = env.reset()
     n = info["noops"]
-    # FireReset as agent steps (4 frames of FIRE, 4 of action 2), then the no-ops as emulator frames.
+    # FireReset as agent steps (4 frames of FIRE, 4 of action 2), then the no-ops as agent steps too.
     assert spy.resets == 1
-    assert spy.actions == [fire] * 4 + [right] * 4 + [noop] * n
-    assert 1 <= n <= 30
+    assert spy.actions == [fire] * 4 + [right] * 4 + [noop] * (4 * n)
+    assert 1 <= n <= 30 and info["lives"] == 5
     # Play until a life is lost (not the last one): terminated, but the game goes on.
     rng = np.random.default_rng(0)
     rec = run_until(env, rng, lambda te, tr, i: te)
     assert rec["info"]["lives"] == 4 and not rec["info"]["game_over"]
     spy.clear()
     _, info = env.reset()
-    # After a life loss: one agent step of FIRE, no action 2, no no-ops, no game reset.
-    assert spy.actions == [fire] * 4 and spy.resets == 1
+    # After a life loss (FIRE was pressed inside the losing step): one agent step of NOOP, no action 2,
+    # no no-ops, no game reset.
+    assert spy.actions == [noop] * 4 and spy.resets == 1
     assert not info["real_reset"] and info["noops"] == 0 and info["lives"] == 4
+
+
+def test_train_presses_fire_inside_the_step_that_lost_a_life_then_resets_with_noop() -> None:
+    # (a) As the released FireAfterLifeLoss inside EpisodicLives: the losing step is the action's 4
+    # frames then FIRE's 4 frames (rewards summed, frame after the FIRE), terminated; reset() is NOOP.
+    env = make("Breakout", seed=2)
+    spy = ALESpy(env._ale, record_screens=True)
+    env._ale = spy
+    noop, fire, left = env._action_set[0], env._action_set[1], env._action_set[3]
+    env.reset()
+    for _ in range(300):
+        spy.clear()
+        obs, _, terminated, truncated, info = env.step(3)  # LEFT: the ball is missed quickly
+        if info["lives"] < 5:
+            break
+        assert not (terminated or truncated) and spy.actions == [left] * 4
+    else:
+        raise AssertionError("no life lost")
+    assert terminated and not truncated and not info["game_over"] and info["lives"] == 4
+    assert spy.actions == [left] * 4 + [fire] * 4
+    expected = last_step_frame(spy)
+    np.testing.assert_array_equal(obs[-1], expected)  # the frame after the FIRE
+    frame_at_loss = info["episode_frame_number"]
+    spy.clear()
+    obs, rinfo = env.reset()
+    assert spy.actions == [noop] * 4 and spy.resets == 1
+    assert not rinfo["real_reset"] and rinfo["lives"] == 4
+    assert rinfo["episode_frame_number"] == frame_at_loss + 4
+    expected = last_step_frame(spy)
+    assert all(np.array_equal(obs[i], expected) for i in range(4))
+
+
+def test_fire_game_noops_are_max_pooled_agent_steps_after_the_fire() -> None:
+    # (c) The released NoopStart wraps FireAfterLifeLoss (outside the frame skip) for FIRE games: the
+    # no-ops are NOOP agent steps of 4 frames each, after the FIRE and action 2; a no-op step that
+    # loses a life (the served ball can get past the paddle within 30 steps) is followed by a FIRE step.
+    counts, lives_seen = set(), set()
+    for seed in range(4):
+        env = make("Breakout", seed=seed)
+        spy = ALESpy(env._ale, record_screens=True)
+        env._ale = spy
+        fire, right, noop = env._action_set[1], env._action_set[2], env._action_set[0]
+        obs, info = env.reset()
+        n = info["noops"]
+        counts.add(n)
+        lives_seen.add(info["lives"])
+        assert 1 <= n <= 30 and info["real_reset"] and info["lives"] in (4, 5)
+        fired = info["lives"] == 4
+        assert spy.actions[:8] == [fire] * 4 + [right] * 4
+        tail = spy.actions[8:]
+        if fired:
+            k = next(i for i in range(0, len(tail), 4) if tail[i] == fire)
+            assert k > 0 and tail[k : k + 4] == [fire] * 4
+            tail = tail[:k] + tail[k + 4 :]
+        assert tail == [noop] * (4 * n)
+        assert info["episode_frame_number"] == 8 + 4 * n + 4 * fired
+        # The first frame is the last no-op step's frame, max-pooled over its last two frames.
+        expected = last_step_frame(spy)
+        assert all(np.array_equal(obs[i], expected) for i in range(4))
+    assert len(counts) > 1 and lives_seen == {4, 5}  # seed 3 loses a life during its 27 no-ops
+    # Eval mode: FIRE and action 2 only, no no-ops.
+    env = make("Breakout", mode="eval", spy=True)
+    _, info = env.reset()
+    assert info["noops"] == 0 and info["episode_frame_number"] == 8
+
+
+def test_non_fire_game_first_frame_is_the_current_screen_only() -> None:
+    # (d) After the no-op emulator frames of a non-FIRE game, the first frame is the current screen
+    # alone (AtariPreprocessing's reset zeroes its second pooling buffer), not a max-pool of two frames.
+    pool_would_differ = 0
+    for seed in range(6):
+        env = make("Freeway", seed=seed)
+        spy = ALESpy(env._ale, record_screens=True)
+        env._ale = spy
+        obs, info = env.reset()
+        n = info["noops"]
+        assert len(spy.screens) == n == info["episode_frame_number"]
+        expected = cv2.resize(spy.screens[-1], (64, 64), interpolation=cv2.INTER_AREA)
+        assert all(np.array_equal(obs[i], expected) for i in range(4))
+        if n >= 2:
+            pool_would_differ += not np.array_equal(last_step_frame(spy), expected)
+    assert pool_would_differ >= 1  # the cars move every frame: a max-pool would show in the frame
 
 
 def test_eval_presses_fire_inside_the_step_that_lost_a_life() -> None:
@@ -150,13 +243,13 @@ def test_episodic_lives_continue_the_game_and_keep_the_score() -> None:
         assert rec["terminated"] and info["lives"] == lives - 1
         frame_at_loss = info["episode_frame_number"]
         _, rinfo = env.reset()
-        # Same game: the frame counter goes on (4 FIRE frames), lives unchanged by the reset.
+        # Same game: the frame counter goes on (4 NOOP frames), lives unchanged by the reset.
         assert not rinfo["real_reset"]
         assert rinfo["episode_frame_number"] == frame_at_loss + 4
         assert rinfo["lives"] == lives - 1
         lives -= 1
     assert episodes == 5 and info["lives"] == 0 and rec["terminated"]
-    # The game score covers all lives (Breakout gives nothing during FIRE steps).
+    # The game score covers all lives (Breakout gives nothing during the NOOP reset steps).
     assert info["game_score"] == game_raw
     _, rinfo = env.reset()
     assert rinfo["real_reset"] and rinfo["lives"] == 5
@@ -175,8 +268,14 @@ def test_eval_episode_runs_across_life_losses_to_game_over() -> None:
         env.step(0)
 
 
-def test_time_limit_truncates_and_next_reset_is_real() -> None:
-    env = make("Pong", time_limit=50)
+@pytest.mark.parametrize("mode", ["eval", "train_without_episodic_lives"])
+def test_time_limit_truncates_the_game_and_next_reset_is_real(mode: str) -> None:
+    # Eval (and train without episodic lives): every reset is real, the limit is per game, and a
+    # truncation ends the game (as the released eval env, force-reset between episodes).
+    if mode == "eval":
+        env = make("Pong", mode="eval", time_limit=50)
+    else:
+        env = make("Pong", time_limit=50, episodic_lives=False)
     env.reset()
     rng = np.random.default_rng(0)
     rec = run_until(env, rng, lambda te, tr, i: te or tr)
@@ -186,20 +285,56 @@ def test_time_limit_truncates_and_next_reset_is_real() -> None:
     assert info["real_reset"]
 
 
-def test_time_limit_counts_steps_since_the_real_reset_across_lives() -> None:
-    env = make("Breakout", time_limit=60, seed=3)
+def test_train_truncation_continues_the_game_with_a_noop_step() -> None:
+    # (b) The released TimeLimit sits outside EpisodicLives: a truncation does not reset the game; the
+    # next reset() is a NOOP agent step of the same game, the stack restarts, the count restarts.
+    env = make("Freeway", time_limit=50, seed=1, spy=True)
+    spy: ALESpy = env._ale  # type: ignore[assignment]
+    noop = env._action_set[0]
     env.reset()
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(1)
+    game_raw = 0.0
+    for _ in range(3):
+        rec = run_until(env, rng, lambda te, tr, i: te or tr, action=1)  # UP: the chicken crosses
+        game_raw += rec["raw_sum"]
+        assert rec["t"] == 50 and rec["truncated"] and not rec["terminated"]
+        assert not rec["info"]["game_over"] and "game_score" not in rec["info"]
+        frame_at_trunc = rec["info"]["episode_frame_number"]
+        spy.clear()
+        obs, info = env.reset()
+        assert spy.actions == [noop] * 4 and spy.resets == 1  # the same game goes on
+        assert not info["real_reset"] and info["noops"] == 0
+        assert info["episode_frame_number"] == frame_at_trunc + 4
+        assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))  # padded from the new frame
+    assert game_raw > 0  # Freeway scores as the chicken crosses; the score is kept across truncations
+    assert env.get_state()["score"] == game_raw  # NOOP reset steps score nothing here
+
+
+def test_train_time_limit_counts_steps_per_life() -> None:
+    # (b) With episodic lives the count restarts at every life-loss reset: a life may last time_limit
+    # steps even after earlier lives used some, and the truncation keeps the game going.
+    limit = 60
+    env = make("Breakout", time_limit=limit, seed=0)
+    env.reset()
+    rng = np.random.default_rng(0)
     steps, life_losses = 0, 0
     while True:
-        rec = run_until(env, rng, lambda te, tr, i: te or tr)
+        rec = run_until(env, rng, lambda te, tr, i: te or tr, max_steps=limit)
         steps += rec["t"]
-        if rec["truncated"] or rec["info"]["game_over"]:
+        assert not rec["info"]["game_over"], "the game ended before a life lasted the time limit"
+        if rec["truncated"]:
             break
+        assert rec["terminated"] and rec["t"] < limit
         life_losses += 1
         env.reset()
-    assert life_losses >= 1  # the limit really spanned several life-loss episodes
-    assert rec["truncated"] and steps == 60
+    assert life_losses >= 1 and steps > limit  # the limit was not counted since the real reset
+    assert rec["t"] == limit and not rec["terminated"]
+    lives = rec["info"]["lives"]
+    _, info = env.reset()
+    assert not info["real_reset"] and info["lives"] == lives
+    # The next episode has a full time limit again.
+    rec = run_until(env, rng, lambda te, tr, i: te or tr, max_steps=limit)
+    assert rec["t"] <= limit and (rec["truncated"] == (rec["t"] == limit))
 
 
 def test_maxpool_and_resize_match_raw_screens() -> None:
@@ -225,21 +360,20 @@ def test_frame_stack_padding_and_shift() -> None:
     obs, _ = env.reset()
     assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))
     rng = np.random.default_rng(5)
-    prev, changed = obs, 0
-    for _ in range(60):
-        obs, _, terminated, _, _ = env.step(int(rng.integers(env.num_actions)))
+    prev, changed, life_resets = obs, 0, 0
+    for _ in range(120):
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.num_actions)))
         np.testing.assert_array_equal(obs[:-1], prev[1:])
         changed += not np.array_equal(obs[-1], prev[-1])
         prev = obs
-        if terminated:
-            break
+        if terminated or truncated:
+            # After a life loss the new episode is padded again from its first frame.
+            obs, info = env.reset()
+            life_resets += not info["real_reset"]
+            assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))
+            prev = obs
     assert changed > 10  # the shift test is not vacuous: new frames do differ
-    # After a life loss the new episode is padded again from its first frame.
-    if not terminated:
-        run_until(env, rng, lambda te, tr, i: te)
-    obs, info = env.reset()
-    assert not info["real_reset"]
-    assert all(np.array_equal(obs[i], obs[-1]) for i in range(4))
+    assert life_resets >= 1
 
 
 def test_reward_transform_tanh_and_raw() -> None:

@@ -207,3 +207,39 @@ def test_pretraining_steps_learn(replay: ReplayBuffer) -> None:
     # Dynamics pretraining leaves the observation model untouched.
     for before, after in zip(encoder_before, model.obs_model.parameters(), strict=True):
         assert torch.equal(before, after)
+
+
+def _z_head_gradients(cfg: Config, replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The next-latent head's gradients of the dynamics step of one world-model update."""
+    torch.manual_seed(0)
+    model = WorldModel(cfg, NUM_ACTIONS)
+    grads: list[list[torch.Tensor]] = []
+    real_step = wm_module.optimizer_step
+
+    def recording_step(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
+        out = real_step(optimizer, loss, params, clip)
+        if optimizer is model.dyn_optimizer:
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.dynamics.z_head.parameters()])
+        return out
+
+    monkeypatch.setattr(wm_module, "optimizer_step", recording_step)
+    model.update(make_batch(replay, cfg))
+    (z_head_grads,) = grads
+    return z_head_grads
+
+
+def test_every_next_latent_head_parameter_learns_by_default(
+    replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Guard against jrobine/twm issue 4 (the released loss never trains the next-latent head)."""
+    grads = _z_head_gradients(smoke_config(), replay, monkeypatch)
+    assert len(grads) >= 2
+    assert all(g.abs().sum() > 0 for g in grads)  # every weight and bias, the output layer's included
+
+
+def test_latent_loss_switch_off_is_the_released_behaviour(
+    replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert Config().dynamics.latent_loss  # the paper config trains the head
+    grads = _z_head_gradients(smoke_config(latent_loss="false"), replay, monkeypatch)
+    assert all(g.abs().sum() == 0 for g in grads)

@@ -98,6 +98,11 @@ class DynamicsConfig:
     reward_head_layers: int = param(4, "hidden layers of the reward head", lo=0)
     discount_head_hidden: int = param(256, "hidden width of the discount head", lo=1)
     discount_head_layers: int = param(4, "hidden layers of the discount head", lo=0)
+    latent_loss: bool = param(
+        True,
+        "train the next-latent head with the cross-entropy to the encoder's z_{t+1} (SPEC, paper); false is "
+        "the released code's behaviour (jrobine/twm issue 4: its loss never contains this term)",
+    )
     reward_coef: float = param(10.0, "weight of the reward NLL (beta_1)", lo=0)
     discount_coef: float = param(50.0, "weight of the discount NLL (beta_2)", lo=0)
     lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)

@@ -1,11 +1,19 @@
-"""Atari 100k environment with the exact protocol of SPEC.md section 1, driving the ALE directly.
+"""Atari 100k environment with the protocol of SPEC.md section 1 as the released TWM code runs it.
+
+The released code (jrobine/twm, ``utils.create_atari_env``, gym 0.26 / ale-py 0.8) stacks, inner to
+outer: ``AtariEnv(frameskip=1, repeat_action_probability=0)``; ``AtariPreprocessing(frame_skip=4,
+noop_max=0 for FIRE games else noop_max, terminal_on_life_loss=False)``; for FIRE games
+``FireAfterLifeLoss`` (its reset: reset, FIRE step, action-2 step; its step: a FIRE step appended when
+lives dropped) and then ``NoopStart`` (random no-op *agent* steps after that reset, i.e. after the
+FIRE); ``EpisodicLives``; ``FrameStack``; ``TimeLimit(27000)`` outside everything; its training loop
+calls ``reset()`` after every terminated or truncated step. We follow that behaviour (the differences
+that remain are listed at the end) but call the ALE ourselves: it is faster (screens are grabbed into preallocated
+buffers, only the frames that are used are read), and the whole state (emulator incl. its RNG, frame
+stack, counters, no-op generator) can be captured with :meth:`AtariEnv.get_state` for an exact resume.
 
 Emulator
     ``ale_py.ALEInterface`` with frame skip 1 at the ALE level, ``repeat_action_probability`` 0 (no
-    sticky actions) and the minimal action set. We call the ALE ourselves instead of stacking gymnasium
-    wrappers: it is faster (screens are grabbed into preallocated buffers, only the two frames that are
-    max-pooled are read), and the whole state (emulator incl. its RNG, frame stack, counters, no-op
-    generator) can be captured with :meth:`AtariEnv.get_state` for an exact resume.
+    sticky actions) and the minimal action set.
 
 Agent step
     ``frame_skip`` emulator frames with the same action, rewards summed; the grayscale screens of the
@@ -13,52 +21,77 @@ Agent step
     ``cv2.INTER_AREA`` and pushed onto a stack of ``frame_stack`` frames, newest frame last, so an
     observation is a (frame_stack, 64, 64) uint8 array. A step stops early only on game over (the
     reported frame is then the last emulated one, max-pooled with its predecessor if that was grabbed).
+    FIRE after a life loss: for games whose action 1 is FIRE, an agent step (of the agent, or a no-op or
+    NOOP step inside ``reset()``) in which a life was lost (lives decreased, still > 0, game not over) is
+    followed within the same call by one agent step of FIRE: its reward is added and the returned frame
+    is the one after the FIRE. This holds in train and eval mode.
 
 Episode start and frame-stack padding (the replay buffer must reproduce this exactly)
-    At every episode start -- a real game reset, and in train mode with episodic lives also the start
-    after a life loss -- the stack is filled by repeating the first frame: all ``frame_stack`` slots
-    equal that frame. Each later step shifts the stack by one (slot i <- slot i+1) and writes the new
-    frame into the last slot. Hence an observation t steps into an episode is
-    ``[f_max(0, t-S+1), ..., f_t]`` with S = frame_stack and f_0 the first frame; i.e. frames before the
-    episode start are replaced by f_0. In eval mode a life loss does not start an episode, so there is
-    no padding there.
+    At every episode start -- every ``reset()``: a real game reset, and in train mode with episodic
+    lives also the continuation after a life loss or a time-limit truncation -- the stack is filled by
+    repeating the first frame: all ``frame_stack`` slots equal that frame. Each later step shifts the
+    stack by one (slot i <- slot i+1) and writes the new frame into the last slot. Hence an observation
+    t steps into an episode is ``[f_max(0, t-S+1), ..., f_t]`` with S = frame_stack and f_0 the first
+    frame; i.e. frames before the episode start are replaced by f_0. In eval mode a life loss does not
+    start an episode, so there is no padding there.
 
-Real game reset (``reset()`` at the very start, after game over and after a time-limit truncation)
-    ``ale.reset_game()``; then for games whose action 1 is FIRE, one agent step of FIRE and one of
-    action 2 (the usual FireReset; some games do not start without it); then, in train mode only,
-    n ~ Uniform{1..noop_max} no-op *emulator frames* drawn from the env's own seeded numpy Generator
-    (the no-ops come after the FIRE, as in SPEC). No-ops are emulator frames as in gymnasium's
-    AtariPreprocessing and baselines' NoopResetEnv (see the note below on the released TWM code).
+Real game reset (``reset()`` at the very start, after game over, and after a time-limit truncation in
+eval mode or without episodic lives)
+    ``ale.reset_game()``, then n ~ Uniform{1..noop_max} no-ops in train mode (n = 0 in eval mode), drawn
+    from the env's own seeded numpy Generator:
+    - FIRE games (action 1 is FIRE): one agent step of FIRE, one of action 2 (FireReset; some games do
+      not start without it), then the n no-ops as *agent steps* of NOOP (``frame_skip`` frames each,
+      max-pooled, each followed by a FIRE step if it lost a life). The no-ops come after the FIRE, as
+      in SPEC and in the released code (its NoopStart wraps FireAfterLifeLoss). The first frame is the
+      pooled frame of the last of these agent steps.
+    - Other games: the n no-ops are single *emulator frames*; the first frame is the current screen
+      alone, not max-pooled with the frame before it (as AtariPreprocessing's reset, which zeroes the
+      second pooling buffer). With n = 0 that is the screen right after ``reset_game()``.
+    If the game ends during this (practically impossible), the whole reset is done again.
 
 Life loss
     Detected as ``lives`` decreasing while still > 0 (when lives reach 0 the game is over or about to be:
     Q*bert stays at 0 lives for a few frames, so the end is left to ``game_over()``).
-    - Train mode with ``episodic_lives``: the step returns ``terminated=True`` but the game is not reset;
-      the next ``reset()`` continues the same game with one agent step of FIRE (FIRE games) or NOOP
-      (others, as baselines' EpisodicLifeEnv, so the new episode starts from a fresh frame), no no-ops,
-      and restarts the padded frame stack from the resulting frame.
-    - Eval mode (and train mode without episodic lives): the episode goes on; for FIRE games one agent
-      step of FIRE is appended to the step that lost the life (its reward is added, the returned frame is
-      the one after the FIRE), since otherwise some games wait forever for the serve.
+    - Train mode with ``episodic_lives``: the step (which for FIRE games already includes the FIRE step,
+      see above) returns ``terminated=True`` but the game is not reset; the next ``reset()`` continues
+      the same game with one agent step of NOOP (for every game, as EpisodicLives; FIRE games get a FIRE
+      step appended if that NOOP step lost a life), no no-ops, and restarts the padded frame stack from
+      the resulting frame.
+    - Eval mode (and train mode without episodic lives): the episode goes on.
+
+Time limit
+    ``truncated=True`` when ``time_limit`` agent steps have been taken since the last ``reset()`` and
+    the step did not terminate. Steps spent inside ``reset()`` (FIRE, no-ops, the NOOP continuation)
+    do not count. In train mode with episodic lives the count therefore restarts at every life loss
+    (the limit is per life, as the released TimeLimit outside EpisodicLives), and a truncation does
+    not end the game: the next ``reset()`` continues it exactly like the reset after a life loss (one
+    NOOP agent step, padded stack restarted from its frame). In eval mode (and without episodic lives)
+    a ``reset()`` is always real, so the limit counts steps since the real reset and a truncation ends
+    the game (the released eval env is only force-reset between episodes, so its limit is per game too).
 
 Episode end
-    ``terminated=True`` on game over (and on a life loss with episodic lives). ``truncated=True`` when
-    ``time_limit`` agent steps have been taken since the last real game reset and the step did not
-    terminate. Steps spent inside ``reset()`` (FIRE, no-ops) do not count. ``info["game_over"]`` is true
-    when the whole game ended (game over or time limit); the next ``reset()`` is then a real reset and
-    ``info["game_score"]`` holds the raw score of the whole game (all lives, reset steps included).
+    ``terminated=True`` on game over (and on a life loss with episodic lives). ``info["game_over"]`` is
+    true when the whole game ended: on game over, and on a truncation in eval mode or without episodic
+    lives (not on a train truncation with episodic lives, where the game goes on). The next ``reset()``
+    is then a real reset and ``info["game_score"]`` holds the raw score of the whole game (all lives,
+    all truncation continuations, reset steps included); it is only reported when ``game_over`` is true.
 
 Rewards
     ``step`` returns the learning reward, ``tanh(raw)`` when ``reward_transform == "tanh"`` else the raw
     step reward, and ``info["raw_reward"]``.
 
-Differences from the released TWM code (jrobine/twm, ``utils.create_atari_env``), kept on purpose
-    - Its TimeLimit wrapper sits outside EpisodicLives, so 27,000 steps are counted per life and a
-      truncation does not reset the game; here the limit counts agent steps since the real game reset.
-    - Its no-ops are emulator frames for non-FIRE games but agent steps (4 frames) for FIRE games; here
-      they are always emulator frames.
-    - It presses FIRE after a life loss inside the step that lost the life and then one NOOP step at the
-      next reset; here (train, episodic lives) the single FIRE step happens at the next reset.
+Differences from the released TWM code that remain, kept on purpose
+    - Its TimeLimit sets ``truncated=True`` also on a step that terminated; here ``truncated`` implies
+      not ``terminated``.
+    - Its AtariPreprocessing stops a step at game over before grabbing the screen (the frame is then
+      stale); here the last emulated frame is grabbed.
+    - Its FireAfterLifeLoss presses FIRE whenever lives drop, also to 0 (Q*bert: lives reach 0 a few
+      frames before game over); here only while lives stay > 0 and the game is not over.
+    - Its eval env keeps EpisodicLives (terminated at each life loss, no reset in between, the episode
+      ends at lives == 0 or truncation); here eval steps report ``terminated`` only at game over.
+    - It re-seeds the emulator (with a derived seed) at each real training reset, and after a game over
+      during the no-ops it resets and plays the remaining ones; here the emulator keeps its seed and
+      the whole real reset is redone.
 """
 
 from __future__ import annotations
@@ -144,9 +177,9 @@ class AtariEnv:
         self._pooled = np.zeros((height, width), dtype=np.uint8)
         self._stack = np.zeros((self.frame_stack, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
 
-        self._needs_real_reset = True  # next reset() resets the game (start, game over, time limit)
+        self._needs_real_reset = True  # next reset() resets the game (start, game over, a game-ending limit)
         self._episode_over = True  # step() is only allowed between reset() and the episode end
-        self._steps = 0  # agent steps since the last real game reset (time limit)
+        self._steps = 0  # agent steps since the last reset() (time limit)
         self._lives = 0
         self._score = 0.0  # raw score of the current game, all lives
 
@@ -194,29 +227,58 @@ class AtariEnv:
         self._stack[-1] = self._frame()
         return self._stack.copy()
 
+    def _game_over(self) -> bool:
+        return bool(self._ale.game_over(with_truncation=False))
+
+    def _agent_step(self, action: int, lives_before: int) -> float:
+        """One agent step of ``action``; in FIRE games a life lost in it is followed by a FIRE step.
+
+        ``lives_before`` is the life count the loss is measured against. Returns the summed raw reward.
+        """
+        reward = self._emulate(action, self.frame_skip)
+        if self.has_fire:
+            lives = self._ale.lives()
+            if 0 < lives < lives_before and not self._game_over():
+                # Serve again within this step; otherwise games like Breakout wait for the FIRE.
+                reward += self._emulate(FIRE, self.frame_skip)
+        return reward
+
+    def _noop_frames(self, frames: int) -> float:
+        """``frames`` single emulator frames of NOOP (no screen grabbed); stops at game over."""
+        ale = self._ale
+        ale_noop = self._action_set[NOOP]
+        reward = 0.0
+        for _ in range(frames):
+            reward += ale.act(ale_noop)
+            if ale.game_over(with_truncation=False):
+                break
+        return reward
+
     def _real_reset(self) -> tuple[float, int]:
         """Reset the game, FireReset, train-mode no-ops. Returns (raw reward during reset, no-ops)."""
         ale = self._ale
-        ale.reset_game()
-        self._grab_current()
-        reward = 0.0
-        if self.has_fire:
-            for action in (FIRE, 2):
-                reward += self._emulate(action, self.frame_skip)
-                if ale.game_over(with_truncation=False):  # practically impossible; start over
-                    ale.reset_game()
-                    self._grab_current()
-                    reward = 0.0
         noops = int(self._rng.integers(1, self.noop_max + 1)) if self.noop_max > 0 else 0
-        # No-ops are single emulator frames; the first frame is the last of them, pooled with the one
-        # before it when there was one (as it would be at the end of an agent step).
-        if noops > 0:
-            reward += self._emulate(NOOP, noops)
-            if ale.game_over(with_truncation=False):
-                ale.reset_game()
+        for _ in range(100):  # a game over within the reset is practically impossible; then redo it
+            ale.reset_game()
+            self._grab_current()
+            reward = 0.0
+            if self.has_fire:
+                # FireReset, then the no-ops as agent steps (the released NoopStart wraps the FIRE).
+                for action in (FIRE, 2):
+                    reward += self._emulate(action, self.frame_skip)
+                lives = ale.lives()
+                for _ in range(noops):
+                    if self._game_over():
+                        break
+                    reward += self._agent_step(NOOP, lives)
+                    lives = ale.lives()
+            elif noops > 0:
+                # No-op emulator frames; the first frame is the current screen alone (no max-pool).
+                reward += self._noop_frames(noops)
                 self._grab_current()
-                reward = 0.0
-        return reward, noops
+            if not self._game_over():
+                return reward, noops
+        raise RuntimeError(f"{self.game}: the game keeps ending during the reset")
 
     # ------------------------------------------------------------------ API
 
@@ -235,14 +297,13 @@ class AtariEnv:
         noops = 0
         if real:
             self._score, noops = self._real_reset()
-            self._steps = 0
         else:
-            # Episodic lives: the game goes on after a life loss, from a fresh frame.
-            self._score += self._emulate(FIRE if self.has_fire else NOOP, self.frame_skip)
-            if self._ale.game_over(with_truncation=False):
+            # Episodic lives (after a life loss or a truncation): the game goes on, from a fresh frame.
+            self._score += self._agent_step(NOOP, self._lives)
+            if self._game_over():
                 self._score, noops = self._real_reset()
-                self._steps = 0
                 real = True
+        self._steps = 0  # the time limit counts agent steps since this reset
         self._lives = self._ale.lives()
         self._needs_real_reset = False
         self._episode_over = False
@@ -261,26 +322,18 @@ class AtariEnv:
         if not 0 <= action < self.num_actions:
             raise ValueError(f"action {action} out of range [0, {self.num_actions})")
         ale = self._ale
-        raw_reward = self._emulate(int(action), self.frame_skip)
+        lives_before = self._lives
+        raw_reward = self._agent_step(int(action), lives_before)  # incl. the FIRE after a life loss
         self._steps += 1
-        game_over = ale.game_over(with_truncation=False)
+        game_over = self._game_over()
         lives = ale.lives()
-        life_lost = lives < self._lives and lives > 0 and not game_over
-        terminated = game_over
-        if life_lost:
-            if self.episodic_lives:
-                terminated = True
-            elif self.has_fire:
-                # Serve again within this step; otherwise games like Breakout stall in evaluation.
-                raw_reward += self._emulate(FIRE, self.frame_skip)
-                game_over = ale.game_over(with_truncation=False)
-                terminated = game_over
-                lives = ale.lives()
+        life_lost = lives < lives_before and lives > 0 and not game_over
+        terminated = game_over or (life_lost and self.episodic_lives)
         self._lives = lives
         self._score += raw_reward
-        time_up = self._steps >= self.time_limit
-        truncated = time_up and not terminated
-        whole_game_over = game_over or time_up
+        truncated = self._steps >= self.time_limit and not terminated
+        # With episodic lives a truncation does not end the game: the next reset() continues it.
+        whole_game_over = game_over or (truncated and not self.episodic_lives)
         self._needs_real_reset = whole_game_over
         self._episode_over = terminated or truncated
         obs = self._push_frame()

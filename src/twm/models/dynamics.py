@@ -394,8 +394,8 @@ class DynamicsModel(nn.Module):
             gamma: discount target of a transition that did not terminate.
 
         Returns:
-            loss = z_loss + reward_coef * reward_loss + discount_coef * discount_loss, and the
-            unweighted sub-losses (detached) under "dyn/...".
+            loss = z_loss + reward_coef * reward_loss + discount_coef * discount_loss (without z_loss
+            when ``cfg.latent_loss`` is false), and the unweighted sub-losses (detached) under "dyn/...".
 
         - z_loss: cross-entropy -sum p log q over classes, summed over categoricals, averaged over
           the steps that did not end the episode (after d_t, z_{t+1} belongs to another episode).
@@ -417,7 +417,9 @@ class DynamicsModel(nn.Module):
         discount_target = gamma * (~terminated).to(out.discount_logit.dtype)  # (B, T)
         discount_loss = F.binary_cross_entropy_with_logits(out.discount_logit, discount_target)
 
-        loss = z_loss + cfg.reward_coef * reward_loss + cfg.discount_coef * discount_loss
+        loss = cfg.reward_coef * reward_loss + cfg.discount_coef * discount_loss
+        if cfg.latent_loss:  # off: the released code, whose next-latent head never learns
+            loss = loss + z_loss
         metrics = {
             "dyn/loss": loss.detach(),
             "dyn/z_loss": z_loss.detach(),
