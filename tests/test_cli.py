@@ -25,10 +25,13 @@ def test_help_lists_subcommands() -> None:
 def test_games_json_has_the_26_games() -> None:
     out = run_twm("games", "--json")
     assert out.returncode == 0
-    games = json.loads(out.stdout)
-    assert len(games) == 26
-    assert games["Pong"] == {"human": 14.6, "random": -20.7}
-    assert games["Boxing"] == {"human": 12.1, "random": 0.1}
+    data = json.loads(out.stdout)
+    games = data["games"]
+    assert sum(g["family"] == "atari" for g in games.values()) == 26
+    assert games["Pong"] == {"family": "atari", "human": 14.6, "random": -20.7}
+    assert games["Boxing"] == {"family": "atari", "human": 12.1, "random": 0.1}
+    assert {"catch", "crafter", "minatar/breakout", "minatar/space_invaders"} <= set(games)
+    assert "twm[envs]" in data["requirements"]["minatar"]
 
 
 def test_games_table() -> None:
@@ -65,4 +68,4 @@ def test_config_prints_resolved_yaml() -> None:
 
 def test_unknown_preset_exit_2() -> None:
     out = run_twm("config", "--preset", "paper")
-    assert out.returncode == 2 and "valid presets: atari100k, quick, smoke" in out.stderr
+    assert out.returncode == 2 and "valid presets: atari100k, quick, cpu, smoke" in out.stderr

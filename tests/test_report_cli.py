@@ -115,7 +115,7 @@ def test_catch_note(tmp_path: Path) -> None:
     scores = write_json(tmp_path / "s.json", {"catch": [1.0], "Pong": [14.6]})
     out = run_twm("report", str(scores), "--reps", "10")
     assert out.returncode == 0
-    assert "catch has no reference scores" in out.stderr
+    assert "catch: no human scores" in out.stderr
     assert "| catch | 1 | 1.0 | – | n/a |" in out.stdout
 
 

@@ -51,7 +51,7 @@ def synthetic_batch(
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
     terminated = rng.random((B, T + 1)) < 0.02
     batch = SequenceBatch(
-        obs=rng.integers(0, 256, size=(B, T + 2, cfg.env.frame_stack, 64, 64), dtype=np.uint8),
+        obs=rng.integers(0, 256, size=(B, T + 2, cfg.image_channels, 64, 64), dtype=np.uint8),
         actions=rng.integers(0, num_actions, size=(B, T + 1)),
         rewards=np.tanh(rng.normal(size=(B, T + 1))).astype(np.float32),
         terminated=terminated,
@@ -66,7 +66,7 @@ def synthetic_obs_sampler(cfg: Config, device: torch.device, seed: int = 1) -> C
     gen = torch.Generator().manual_seed(seed)
 
     def sample(n: int) -> torch.Tensor:
-        obs = torch.randint(0, 256, (n, cfg.env.frame_stack, 64, 64), generator=gen, dtype=torch.uint8)
+        obs = torch.randint(0, 256, (n, cfg.image_channels, 64, 64), generator=gen, dtype=torch.uint8)
         return obs.to(device)
 
     return sample

@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING
 
 from twm import __version__
 from twm.config import PRESETS, Config, ConfigError, describe_keys, load_config
-from twm.envs.games import ATARI100K_GAMES, BUILTIN_GAME, UnknownGameError
+from twm.envs import EnvError, check_env
+from twm.envs.games import (
+    ATARI100K_GAMES,
+    BUILTIN_GAME,
+    CRAFTER_GAME,
+    FAMILY_REQUIREMENTS,
+    MINATAR_GAMES,
+    MINATAR_PREFIX,
+    UnknownGameError,
+    measured_random_scores,
+)
 
 if TYPE_CHECKING:  # the trainer imports torch; commands import it only when they run
     from twm.training.trainer import Trainer
@@ -33,7 +43,9 @@ class UsageError(Exception):
 
 def _add_config_args(parser: argparse.ArgumentParser, *, game: bool = True) -> None:
     if game:
-        parser.add_argument("--game", help="Atari 100k game (see 'twm games') or 'catch'")
+        parser.add_argument(
+            "--game", help="Atari 100k game, catch, minatar/<game>, crafter or gym:<id> (see 'twm games')"
+        )
     parser.add_argument("--preset", default="atari100k", help=f"one of {', '.join(PRESETS)}")
     parser.add_argument("--config", dest="config_file", help="YAML file with config overrides")
     parser.add_argument(
@@ -58,13 +70,34 @@ def _config_from_args(args: argparse.Namespace) -> Config:
 
 def cmd_games(args: argparse.Namespace) -> int:
     games = list(ATARI100K_GAMES.values())
+    measured = measured_random_scores()
+    others = [*(MINATAR_PREFIX + g for g in MINATAR_GAMES), CRAFTER_GAME]
     if args.json:
-        print(json.dumps({g.name: {"human": g.human, "random": g.random} for g in games}, indent=1))
+        table: dict[str, dict[str, object]] = {
+            g.name: {"family": "atari", "human": g.human, "random": g.random} for g in games
+        }
+        table[BUILTIN_GAME] = {"family": "catch", "human": None, "random": None}
+        for name in others:
+            family = "crafter" if name == CRAFTER_GAME else "minatar"
+            rnd = measured.get(name, {}).get("mean")
+            table[name] = {"family": family, "human": None, "random": rnd}
+        print(json.dumps({"games": table, "requirements": FAMILY_REQUIREMENTS}, indent=1))
         return 0
-    print(f"{'game':<16}{'human':>10}{'random':>10}")
+    print(f"{'game':<24}{'human':>10}{'random':>10}")
     for g in games:
-        print(f"{g.name:<16}{g.human:>10.1f}{g.random:>10.1f}")
-    print(f"\n{len(games)} Atari 100k games; '{BUILTIN_GAME}' is a built-in test game (no reference scores).")
+        print(f"{g.name:<24}{g.human:>10.1f}{g.random:>10.1f}")
+    print(f"{BUILTIN_GAME:<24}{'-':>10}{'-':>10}")
+    for name in others:
+        rnd = measured.get(name, {}).get("mean")
+        print(f"{name:<24}{'-':>10}{'-' if rnd is None else f'{rnd:.2f}':>10}")
+    print(
+        f"\n{len(games)} Atari 100k games (standard human/random scores), '{BUILTIN_GAME}' (built in), "
+        f"{len(MINATAR_GAMES)} MinAtar games and Crafter (random: measured by benchmarks/random_scores.py), "
+        "and gym:<id> for any installed Gymnasium environment with image observations and discrete actions."
+    )
+    print("needs installed:")
+    for family, need in FAMILY_REQUIREMENTS.items():
+        print(f"  {family:<8} {need}")
     return 0
 
 
@@ -152,6 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.overrides.append(f"train.device={_checked_device(args.device)}")
         cfg = _config_from_args(args)
         _checked_device(cfg.train.device)  # the config file may name a device too
+        check_env(cfg.env)  # a missing package or an unsuitable gym id: one line, before any folder
         run_dir = args.run_dir
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -604,7 +638,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
-    except (ConfigError, UnknownGameError, UsageError) as exc:
+    except (ConfigError, UnknownGameError, UsageError, EnvError) as exc:
         print(f"twm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

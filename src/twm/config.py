@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
-from twm.envs.games import UnknownGameError, resolve_game
+from twm.envs.games import UnknownGameError, game_family, resolve_game
 
 
 class ConfigError(ValueError):
@@ -46,16 +46,44 @@ def param(
 
 @dataclass
 class EnvConfig:
-    """The Atari 100k protocol (SPEC.md section 1)."""
+    """The environment: the Atari 100k protocol (SPEC.md section 1) and the other families (twm.envs)."""
 
-    game: str = param("Pong", "Atari 100k game name, or 'catch' for the built-in test game")
-    frame_skip: int = param(4, "emulator frames per agent step (the last two are max-pooled)", lo=1)
+    game: str = param(
+        "Pong",
+        "Atari 100k game name, 'catch', 'minatar/<game>', 'crafter' or 'gym:<id>' (see 'twm games')",
+    )
+    frame_skip: int = param(
+        4, "Atari: emulator frames per agent step (the last two are max-pooled)", lo=1
+    )
+    action_repeat: int = param(
+        1, "MinAtar, Crafter, gym: times each action is repeated per agent step (rewards summed)", lo=1
+    )
+    color: bool = param(
+        False,
+        "RGB frames instead of grayscale (not Atari): the encoder reads frame_stack x 3 channels",
+    )
+    sticky_actions: float = param(
+        0.1,
+        "MinAtar: probability that the previous action is repeated instead of the chosen one (the MinAtar "
+        "paper's 0.1, in training and evaluation)",
+        lo=0,
+        hi=1,
+    )
+    kwargs: dict = param(
+        None, "gym:<id> only: keyword arguments for gymnasium.make, as a YAML mapping"
+    )
     frame_stack: int = param(4, "frames stacked into one observation", lo=1)
     noop_max: int = param(30, "maximum random no-ops after a training reset", lo=0)
     episodic_lives: bool = param(True, "a life loss ends a training episode (the game goes on)")
-    time_limit: int = param(27_000, "agent steps before an episode is truncated", lo=1)
+    time_limit: int = param(
+        27_000, "agent steps before an episode is truncated (Atari training: per life)", lo=1
+    )
     reward_transform: Literal["tanh", "none"] = param("tanh", "squashing of learning rewards")
     discount: float = param(0.99, "discount target of a transition that did not terminate", lo=0, hi=1)
+
+    def __post_init__(self) -> None:
+        if self.kwargs is None:  # a dataclass default cannot be a mutable {}
+            self.kwargs = {}
 
 
 @dataclass
@@ -200,6 +228,16 @@ class Config:
         return self.obs_model.categoricals * self.obs_model.classes
 
     @property
+    def frame_channels(self) -> int:
+        """Channels of one frame: 3 for RGB (env.color), else 1 (grayscale)."""
+        return 3 if self.env.color else 1
+
+    @property
+    def image_channels(self) -> int:
+        """Channels the encoder reads: frame_stack frames of frame_channels each."""
+        return self.env.frame_stack * self.frame_channels
+
+    @property
     def samples_per_update(self) -> int:
         """Samples one update counts against the budget: world-model sequences + imagined steps."""
         wm = self.replay.batch_size * self.replay.sequence_length
@@ -220,7 +258,9 @@ class Config:
     # ------------------------------------------------------------------ (de)serialisation
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["env"]["kwargs"] = dict(self.env.kwargs or {})
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base: Config | None = None) -> Config:
@@ -259,8 +299,15 @@ class Config:
         """Checks across fields (single fields are checked when set)."""
         try:
             self.env.game = resolve_game(self.env.game)
+            family = game_family(self.env.game)
         except UnknownGameError as exc:
             raise ConfigError(f"env.game: {exc}") from None
+        if self.env.kwargs is None:
+            self.env.kwargs = {}
+        if self.env.kwargs and family != "gym":
+            raise ConfigError(f"env.kwargs is for gym:<id> games only; {self.env.game} takes none")
+        if self.env.color and family in ("atari", "catch"):
+            raise ConfigError(f"env.color: {self.env.game} is grayscale only (the Atari 100k protocol)")
         t = self.train
         if t.prefill_steps >= t.total_steps:
             raise ConfigError(
@@ -332,6 +379,43 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "final_eval_episodes": 20,
             "checkpoint_interval": 2_000,
             "log_interval": 250,
+        },
+    },
+    # MinAtar (and Crafter) on a CPU: quick's networks and learning rates, 100k interactions and
+    # 9,000 updates (one per 10.6 interactions), so that a run fits in under an hour on one core.
+    # MinAtar's episodes are short and its pictures simple, so the world model needs fewer updates
+    # per interaction than Atari would. Evaluation: 10 episodes every 5,000 steps, 30 at the end.
+    "cpu": {
+        "env": {"time_limit": 10_000},
+        "obs_model": {"channels": 8, "mlp_hidden": 256, "categoricals": 16, "classes": 16, "lr": 1e-3},
+        "dynamics": {
+            "d_model": 128,
+            "layers": 2,
+            "heads": 2,
+            "head_dim": 64,
+            "ff_dim": 256,
+            "memory_steps": 8,
+            "z_head_hidden": 256,
+            "z_head_layers": 2,
+            "reward_head_hidden": 128,
+            "reward_head_layers": 2,
+            "discount_head_hidden": 128,
+            "discount_head_layers": 2,
+            "lr": 3e-4,
+        },
+        "actor_critic": {"hidden": 128, "layers": 2, "num_starts": 64, "horizon": 10},
+        "replay": {"batch_size": 16, "sequence_length": 8, "obs_batch_size": 32},
+        "train": {
+            "total_steps": 100_000,
+            "prefill_steps": 5_000,
+            # (7.012e6 - 1e5) / (16 * 8 + 64 * 10) = 9,000 updates.
+            "budget": 7.012e6,
+            "pretrain_budget": 1e5,
+            "eval_interval": 5_000,
+            "eval_episodes": 10,
+            "final_eval_episodes": 30,
+            "checkpoint_interval": 10_000,
+            "log_interval": 1_000,
         },
     },
     # Tiny: seconds on a CPU, for tests.
@@ -496,6 +580,12 @@ def _coerce(dotted: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
         value = float(value)
         if not math.isfinite(value):
             raise ConfigError(f"{dotted} must be finite; got {value!r}")
+    elif hint is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{dotted} must be a mapping of names to values; got {value!r}")
+        return dict(value)
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{dotted} must be a string; got {value!r}")

@@ -66,7 +66,7 @@ def mlp(t: Tally, name: str, rows: float, widths: list[int], *, train: bool, inp
 
 
 def encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str = "encoder") -> None:
-    om, S = cfg.obs_model, cfg.env.frame_stack
+    om, S = cfg.obs_model, cfg.image_channels
     c = om.channels
     size = 64
     for i, (c_in, c_out) in enumerate(zip([S, c, 2 * c, 4 * c], [c, 2 * c, 4 * c, 8 * c], strict=True)):
@@ -84,7 +84,7 @@ def encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str = "e
 
 
 def decoder(t: Tally, cfg: Config, frames: float, *, train: bool) -> None:
-    c, S = cfg.obs_model.channels, cfg.env.frame_stack
+    c, S = cfg.obs_model.channels, cfg.image_channels
     # The latent carries the straight-through gradient to the encoder: every layer has an input gradient.
     t.add("decoder", linear(frames, cfg.latent_dim, 16 * c), train=train)
     size = 1

@@ -11,7 +11,7 @@ episode*, not the final observation of the finished one; the world model masks t
 ``d_i`` and never needs that final observation.
 
 Only single frames are stored (uint8 ``(capacity, 64, 64)``: 0.41 GB at 100k steps instead of 1.64 GB
-for 4-frame stacks). ``stacked_obs`` rebuilds the stack of step ``i`` from frames ``i-3 .. i`` and
+for 4-frame stacks; RGB frames are ``(capacity, 3, 64, 64)`` and their stacks ``(stack * 3, 64, 64)``). ``stacked_obs`` rebuilds the stack of step ``i`` from frames ``i-3 .. i`` and
 replaces frames before the episode's first step by that first frame, which is exactly how the
 environments pad their stacks at a reset. ``episode_start[i]`` (the index of the first step of step
 ``i``'s episode) makes that a single vectorised gather.
@@ -87,7 +87,7 @@ class ReplayBuffer:
         capacity: int,
         *,
         frame_stack: int = 4,
-        frame_shape: tuple[int, int] = (64, 64),
+        frame_shape: tuple[int, ...] = (64, 64),
         visit_temperature: float = 20.0,
         seed: int = 0,
     ) -> None:
@@ -95,7 +95,9 @@ class ReplayBuffer:
             raise ValueError("capacity and frame_stack must be >= 1 and visit_temperature > 0")
         self.capacity = int(capacity)
         self.frame_stack = int(frame_stack)
-        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        if len(frame_shape) not in (2, 3):
+            raise ValueError(f"frame_shape must be (H, W) or (C, H, W), got {frame_shape}")
+        self.frame_shape = tuple(int(n) for n in frame_shape)
         self.visit_temperature = float(visit_temperature)
         self.rng = np.random.Generator(np.random.PCG64(seed))
         # np.zeros maps pages lazily, so an unfilled buffer costs little real memory.
@@ -114,6 +116,7 @@ class ReplayBuffer:
         return cls(
             cfg.train.total_steps,
             frame_stack=cfg.env.frame_stack,
+            frame_shape=(64, 64) if cfg.frame_channels == 1 else (cfg.frame_channels, 64, 64),
             visit_temperature=cfg.replay.visit_temperature,
             seed=seed,
         )
@@ -189,7 +192,10 @@ class ReplayBuffer:
             raise IndexError(f"step indices must be in [0, {self._size}), got {idx.min()}..{idx.max()}")
         offsets = np.arange(1 - self.frame_stack, 1, dtype=np.int64)
         frame_idx = np.maximum(idx[..., None] + offsets, self._episode_start[idx][..., None])
-        return self._frames[frame_idx]
+        stacks = self._frames[frame_idx]  # (..., stack, *frame_shape)
+        if len(self.frame_shape) == 3:  # RGB frames (3, 64, 64): stack x 3 channels, oldest first
+            stacks = stacks.reshape(*idx.shape, self.frame_stack * self.frame_shape[0], *self.frame_shape[1:])
+        return stacks
 
     def num_valid_starts(self, seq_len: int) -> int:
         """Number of sequence starts ``i`` with ``i - 1 >= 0`` and ``i + seq_len <= size - 1``."""

@@ -149,6 +149,9 @@ class GameSummary:
     mean_score: float
     std_score: float | None  # sample std (ddof=1) across runs; None with a single run
     hns: list[float] | None  # None for a game without reference scores (catch)
+    random: float | None = None  # the random-policy score (Atari table, or measured: MinAtar, Crafter)
+    random_ratio: float | None = None  # mean score / random, for games without human scores
+    crafter_scores: list[float] | None = None  # Crafter: each run's Crafter score (%)
 
     @property
     def runs(self) -> int:
@@ -159,13 +162,21 @@ class GameSummary:
         return None if self.hns is None else float(np.mean(self.hns))
 
 
-def summarize_game(game: str, scores: np.ndarray, hns: np.ndarray | None) -> GameSummary:
+def summarize_game(
+    game: str, scores: np.ndarray, hns: np.ndarray | None, crafter_scores: list[float] | None = None
+) -> GameSummary:
+    from twm.envs.games import random_normalized_score, random_score
+
     scores = np.asarray(scores, dtype=np.float64)
     std = float(np.std(scores, ddof=1)) if scores.size > 1 else None
+    mean = float(scores.mean())
     return GameSummary(
         game,
         scores.tolist(),
-        float(scores.mean()),
+        mean,
         std,
         None if hns is None else np.asarray(hns, dtype=np.float64).tolist(),
+        random=random_score(game),
+        random_ratio=random_normalized_score(game, mean),
+        crafter_scores=crafter_scores or None,
     )

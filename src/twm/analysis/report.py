@@ -62,6 +62,7 @@ def build_report(
     games: list[GameSummary] = []
     excluded: list[str] = []
     hns_by_game: dict[str, np.ndarray] = {}
+    crafter = loaded.crafter_scores_by_game()
     for game, scores in loaded.scores_by_game().items():
         if game in ATARI100K_GAMES:
             hns = np.array([human_normalized_score(game, s) for s in scores], dtype=np.float64)
@@ -69,7 +70,7 @@ def build_report(
         else:
             hns = None
             excluded.append(game)
-        games.append(summarize_game(game, scores, hns))
+        games.append(summarize_game(game, scores, hns, crafter.get(game)))
     aggregate = aggregate_hns(hns_by_game, reps=reps, seed=seed) if hns_by_game else None
     return Report(
         label,
@@ -114,18 +115,37 @@ def render_markdown(report: Report) -> str:
         "",
         "## Per-game scores",
         "",
-        "| game | runs | mean score | std | mean HNS |",
-        "|---|---:|---:|---:|---:|",
+        "| game | runs | mean score | std | mean HNS | random | x random |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for g in report.games:
         hns = "n/a" if g.mean_hns is None else f"{g.mean_hns:.3f}"
-        lines.append(f"| {g.game} | {g.runs} | {g.mean_score:.1f} | {_num(g.std_score, 1)} | {hns} |")
-    lines += ["", "Score: mean of a run's final evaluation episodes; std across runs (n - 1)."]
+        rnd = "n/a" if g.random is None else f"{g.random:.2f}"
+        ratio = "n/a" if g.random_ratio is None else f"{g.random_ratio:.2f}"
+        lines.append(
+            f"| {g.game} | {g.runs} | {g.mean_score:.1f} | {_num(g.std_score, 1)} | {hns} | {rnd} | {ratio} |"
+        )
+    lines += [
+        "",
+        "Score: mean of a run's final evaluation episodes; std across runs (n - 1). HNS: human-normalized "
+        "(Atari). x random: mean score / random-policy score, for games without human scores whose random "
+        "score (measured by benchmarks/random_scores.py) is positive; n/a elsewhere.",
+    ]
+    crafter_games = [g for g in report.games if g.crafter_scores]
+    if crafter_games:
+        lines += ["", "| game | runs | Crafter score (%) | random policy (%) |", "|---|---:|---:|---:|"]
+        from twm.envs.games import measured_random_scores
+
+        for g in crafter_games:
+            rnd_score = measured_random_scores().get(g.game, {}).get("crafter_score")
+            lines.append(
+                f"| {g.game} | {len(g.crafter_scores or [])} | {np.mean(g.crafter_scores):.2f} | {_num(rnd_score, 2)} |"
+            )
     if report.excluded:
         lines.append("")
         lines.append(
-            f"{', '.join(report.excluded)}: no human/random reference scores, so raw scores only; "
-            "left out of the human-normalized aggregates."
+            f"{', '.join(report.excluded)}: no human scores, so raw scores (and x random where a random "
+            "score was measured); left out of the human-normalized aggregates."
         )
 
     agg = report.aggregate
@@ -214,6 +234,9 @@ def report_to_json(report: Report) -> dict[str, Any]:
                 "std_score": g.std_score,
                 "hns": g.hns,
                 "mean_hns": g.mean_hns,
+                "random": g.random,
+                "random_ratio": g.random_ratio,
+                "crafter_scores": g.crafter_scores,
             }
             for g in report.games
         },
@@ -385,8 +408,8 @@ def run_report(
     )
     if report.excluded:
         print(
-            f"twm: note: {', '.join(report.excluded)} has no reference scores; "
-            "left out of the human-normalized aggregates",
+            f"twm: note: {', '.join(report.excluded)}: no human scores; "
+            "left out of the human-normalized aggregates (shown raw and as x random where measured)",
             file=stderr,
         )
 

@@ -42,6 +42,7 @@ class RunScore:
     score: float
     source: str
     seed: int | None = None
+    crafter_score: float | None = None  # Crafter runs: the final evaluation's Crafter score (%)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,14 @@ class LoadedScores:
         for run in self.runs:
             grouped.setdefault(run.game, []).append(run.score)
         return {game: np.asarray(grouped[game], dtype=np.float64) for game in sort_games(grouped)}
+
+    def crafter_scores_by_game(self) -> dict[str, list[float]]:
+        """Crafter scores of the runs that have one, per game."""
+        grouped: dict[str, list[float]] = {}
+        for run in self.runs:
+            if run.crafter_score is not None:
+                grouped.setdefault(run.game, []).append(run.crafter_score)
+        return grouped
 
 
 def sort_games(games: Iterable[str]) -> list[str]:
@@ -117,8 +126,16 @@ def _run_from_final(data: dict[str, Any], path: Path, source: str) -> RunScore:
     else:
         raise ReportInputError(f"{path}: no episode scores ('scores' is empty and there is no 'mean')")
     seed = data.get("seed")
+    crafter = data.get("crafter")
+    crafter_score = None
+    if isinstance(crafter, dict) and "score" in crafter:
+        crafter_score = _finite(crafter["score"], f"the Crafter score of {game}", path)
     return RunScore(
-        game, score, source, seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+        game,
+        score,
+        source,
+        seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        crafter_score,
     )
 
 

@@ -1,7 +1,12 @@
-"""Environments: the Atari 100k protocol and a tiny built-in pixel game with the same interface.
+"""Environments: the Atari 100k protocol, the built-in catch game, and any pixel game through one adapter.
 
-Every environment returns observations of shape (frame_stack, 64, 64) uint8 with the newest frame
-last, and at an episode start pads the stack by repeating the first frame.
+Every environment returns observations of shape (frame_stack * c, 64, 64) uint8, c = 1 for grayscale
+(always for Atari and catch) and 3 for RGB (``env.color``), the newest frame last, and at an episode
+start pads the stack by repeating the first frame.
+
+Families (twm.envs.games): Atari (twm.envs.atari), catch (twm.envs.catch), and through the adapter
+twm.envs.pixel: MinAtar (twm.envs.minatar), Crafter (twm.envs.crafter), any Gymnasium id
+(twm.envs.gym_env).
 """
 
 from __future__ import annotations
@@ -10,10 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from twm.envs.games import BUILTIN_GAME, resolve_game
+from twm.envs.games import GYM_PREFIX, MINATAR_PREFIX, game_family, resolve_game
+from twm.envs.pixel import EnvError
 
 if TYPE_CHECKING:  # twm.config imports twm.envs.games, so import the config lazily
     from twm.config import EnvConfig
+
+__all__ = ["Env", "EnvError", "make_env", "newest_frame"]
 
 
 class Env(Protocol):
@@ -34,12 +42,44 @@ class Env(Protocol):
 
 
 def make_env(env_cfg: EnvConfig, mode: Literal["train", "eval"], seed: int) -> Env:
-    """The environment named by ``env_cfg.game`` in train or eval mode."""
+    """The environment named by ``env_cfg.game`` in train or eval mode (EnvError if it cannot be built)."""
     game = resolve_game(env_cfg.game)
-    if game == BUILTIN_GAME:
+    family = game_family(game)
+    if family == "catch":
         from twm.envs.catch import CatchEnv
 
         return CatchEnv(env_cfg, mode=mode, seed=seed)
-    from twm.envs.atari import AtariEnv
+    if family == "atari":
+        from twm.envs.atari import AtariEnv
 
-    return AtariEnv(env_cfg, mode=mode, seed=seed)
+        return AtariEnv(env_cfg, mode=mode, seed=seed)
+    from twm.envs.pixel import PixelEnv, PixelSource
+
+    source: PixelSource
+    if family == "minatar":
+        from twm.envs.minatar import MinAtarSource
+
+        source = MinAtarSource(game[len(MINATAR_PREFIX) :], env_cfg, seed)
+    elif family == "crafter":
+        from twm.envs.crafter import CrafterSource
+
+        source = CrafterSource(seed)
+    else:
+        from twm.envs.gym_env import GymSource
+
+        source = GymSource(game[len(GYM_PREFIX) :], env_cfg, seed)
+    return PixelEnv(source, env_cfg, mode)
+
+
+def check_env(env_cfg: EnvConfig) -> int:
+    """Build the environment once (EnvError if it cannot be built) and return its number of actions."""
+    env = make_env(env_cfg, "eval", 0)
+    try:
+        return env.num_actions
+    finally:
+        env.close()
+
+
+def newest_frame(obs: np.ndarray, frame_channels: int) -> np.ndarray:
+    """The newest frame of an observation: (64, 64) for grayscale, (3, 64, 64) for RGB."""
+    return obs[-1] if frame_channels == 1 else obs[-frame_channels:]

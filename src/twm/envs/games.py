@@ -1,16 +1,43 @@
-"""The 26 Atari 100k games, their human/random reference scores and name resolution.
+"""Game names of every family, their reference scores and name resolution.
 
-The reference scores are the standard human and random-policy scores used to compute
-human-normalized scores on Atari 100k (first published with DQN, Mnih et al. 2015, and
-used unchanged by every method we compare against).
+Families
+    - ``atari``: the 26 Atari 100k games (``Pong``, ``MsPacman``, ...). Reference scores are the
+      standard human and random-policy scores used to compute human-normalized scores on Atari 100k
+      (first published with DQN, Mnih et al. 2015, and used unchanged by every method we compare to).
+    - ``catch``: the built-in test game (twm.envs.catch).
+    - ``minatar``: ``minatar/<game>`` for the five MinAtar games (Young & Tian 2019).
+    - ``crafter``: Crafter (Hafner 2021).
+    - ``gym``: ``gym:<id>``, any installed Gymnasium environment with image observations and a
+      discrete action space (checked when the environment is built).
+
+MinAtar and Crafter have no human scores; their random-policy scores are measured by
+``benchmarks/random_scores.py`` and stored in ``random_scores.json`` beside this file.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal
 
 BUILTIN_GAME = "catch"
+CRAFTER_GAME = "crafter"
+MINATAR_PREFIX = "minatar/"
+GYM_PREFIX = "gym:"
+MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+Family = Literal["atari", "catch", "minatar", "crafter", "gym"]
+# What each family needs installed (twm games lists it; a missing one is a one-line error).
+FAMILY_REQUIREMENTS: dict[str, str] = {
+    "atari": "ale-py (a dependency of twm)",
+    "catch": "nothing",
+    "minatar": "pip install 'twm[envs]' (the minatar package)",
+    "crafter": "pip install 'twm[envs]' (the crafter package)",
+    "gym": "gymnasium (a dependency of twm) and the package that registers the id",
+}
+RANDOM_SCORES_FILE = Path(__file__).with_name("random_scores.json")
 
 
 @dataclass(frozen=True)
@@ -60,11 +87,16 @@ ATARI100K_GAMES: dict[str, GameInfo] = {
 
 
 class UnknownGameError(ValueError):
-    """Raised for a game name that is neither an Atari 100k game nor the built-in game."""
+    """Raised for a game name that no family knows."""
 
 
 def valid_game_names() -> list[str]:
-    return [*ATARI100K_GAMES, BUILTIN_GAME]
+    """Every fixed game name (``gym:<id>`` names are open-ended and not listed)."""
+    return [*ATARI100K_GAMES, BUILTIN_GAME, *(MINATAR_PREFIX + g for g in MINATAR_GAMES), CRAFTER_GAME]
+
+
+def _key(name: str) -> str:
+    return name.replace("-", "").replace("_", "").replace(" ", "").lower()
 
 
 def resolve_game(name: str) -> str:
@@ -72,14 +104,59 @@ def resolve_game(name: str) -> str:
 
     >>> resolve_game("ms_pacman")
     'MsPacman'
+    >>> resolve_game("MinAtar/SpaceInvaders")
+    'minatar/space_invaders'
+
+    ``gym:<id>`` names are returned as given (ids are case-sensitive); whether the id exists is
+    checked when the environment is built.
     """
-    key = name.replace("-", "").replace("_", "").replace(" ", "").lower()
+    if name.startswith(GYM_PREFIX):
+        if not name[len(GYM_PREFIX) :].strip():
+            raise UnknownGameError("gym: needs an environment id, e.g. gym:MyPixelGame-v0")
+        return name
+    key = _key(name)
     for canonical in valid_game_names():
-        if canonical.lower() == key:
+        if _key(canonical) == key:
             return canonical
+    if key.startswith(MINATAR_PREFIX):
+        hint = ", ".join(MINATAR_PREFIX + g for g in MINATAR_GAMES)
+        raise UnknownGameError(f"unknown MinAtar game {name!r}; MinAtar games: {hint}")
     close = difflib.get_close_matches(name, valid_game_names(), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UnknownGameError(f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}")
+    raise UnknownGameError(
+        f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}, or gym:<id>"
+    )
+
+
+def game_family(name: str) -> Family:
+    """The family of a (resolved) game name."""
+    game = resolve_game(name)
+    if game in ATARI100K_GAMES:
+        return "atari"
+    if game == BUILTIN_GAME:
+        return "catch"
+    if game == CRAFTER_GAME:
+        return "crafter"
+    if game.startswith(GYM_PREFIX):
+        return "gym"
+    return "minatar"
+
+
+@cache
+def measured_random_scores() -> dict[str, dict[str, float]]:
+    """Random-policy scores we measured (benchmarks/random_scores.py): game -> {mean, std, episodes, ...}."""
+    if not RANDOM_SCORES_FILE.exists():
+        return {}
+    return json.loads(RANDOM_SCORES_FILE.read_text())["games"]
+
+
+def random_score(game: str) -> float | None:
+    """The random-policy score of a game: the standard table for Atari, our measurement otherwise."""
+    info = ATARI100K_GAMES.get(game)
+    if info is not None:
+        return info.random
+    entry = measured_random_scores().get(game)
+    return None if entry is None else float(entry["mean"])
 
 
 def human_normalized_score(game: str, score: float) -> float | None:
@@ -88,3 +165,18 @@ def human_normalized_score(game: str, score: float) -> float | None:
     if info is None:
         return None
     return (score - info.random) / (info.human - info.random)
+
+
+def random_normalized_score(game: str, score: float) -> float | None:
+    """score / random for games without human scores but with a positive random score ("x random").
+
+    A ratio, not an hns: 1 is the random policy, 3 is three times its score. None for Atari (use
+    human_normalized_score), for games without a measured random score, and where the random score
+    is not positive (a ratio would be meaningless; e.g. MinAtar Freeway, where random scores 0).
+    """
+    if game in ATARI100K_GAMES:
+        return None
+    rnd = random_score(game)
+    if rnd is None or rnd <= 0:
+        return None
+    return score / rnd

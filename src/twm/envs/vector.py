@@ -16,7 +16,7 @@ No bias towards short episodes
 
 Policy
     ``policy(obs)`` receives the observations of the slots that still have an episode running, stacked
-    in slot order as an (N, frame_stack, 64, 64) uint8 array (N shrinks as slots finish their share),
+    in slot order as an (N, channels, 64, 64) uint8 array (N shrinks as slots finish their share),
     and returns N integer actions. It is called once per lockstep step, so a network is batched.
 
 Backends, and what we measured (benchmarks/bench_env.py, 2-core CPU shared with other jobs, Pong,
@@ -54,12 +54,17 @@ import numpy as np
 
 from twm.envs import make_env
 from twm.envs.atari import FRAME_SIZE
-from twm.envs.games import BUILTIN_GAME, resolve_game
+from twm.envs.games import game_family
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
 
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def image_channels(env_cfg: EnvConfig) -> int:
+    """Channels of an observation: frame_stack frames of 3 (RGB, env.color) or 1 channels."""
+    return env_cfg.frame_stack * (3 if env_cfg.color else 1)
 Backend = Literal["auto", "sync", "async"]
 
 
@@ -80,7 +85,8 @@ class _Slot:
         self.episodes = list(episodes)
         self.next = 0  # index into self.episodes of the episode to start next
         self.env = make_env(env_cfg, "eval", seed) if self.episodes else None
-        self.obs = np.zeros((env_cfg.frame_stack, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self.obs = np.zeros((image_channels(env_cfg), FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
         self._start_next()
 
@@ -105,6 +111,8 @@ class _Slot:
         if not (terminated or truncated):
             return -1, 0.0
         finished, score = self.current, float(info["game_score"])
+        if "achievements" in info:
+            self.achievements[finished] = list(info["achievements"])
         self._start_next()
         return finished, score
 
@@ -151,7 +159,7 @@ class _GroupGymEnv(gym.Env):
         self._assignment = assignment
         self._seeds = seeds
         m = len(assignment)
-        shape = (m, env_cfg.frame_stack, FRAME_SIZE, FRAME_SIZE)
+        shape = (m, image_channels(env_cfg), FRAME_SIZE, FRAME_SIZE)
         self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
         # Only the shape matters for batching; the real action range is checked by AtariEnv.
         self.action_space = gym.spaces.MultiDiscrete(np.full(m, 1 << 16))
@@ -192,7 +200,11 @@ def _check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 
 
 def _run_sync(
-    env_cfg: EnvConfig, policy: Policy, assignment: list[list[int]], seeds: list[int]
+    env_cfg: EnvConfig,
+    policy: Policy,
+    assignment: list[list[int]],
+    seeds: list[int],
+    achievements: dict[int, list[str]] | None = None,
 ) -> dict[int, float]:
     group = _SlotGroup(env_cfg, assignment, seeds)
     results: dict[int, float] = {}
@@ -207,6 +219,9 @@ def _run_sync(
                 if k >= 0:
                     results[int(k)] = float(s)
             active = group.active()
+        if achievements is not None:
+            for slot in group.slots:
+                achievements.update(slot.achievements)
     finally:
         group.close()
     return results
@@ -263,9 +278,10 @@ def default_backend(env_cfg: EnvConfig, num_envs: int) -> Literal["sync", "async
     """The faster exact backend here (measurements in the module docstring).
 
     Atari steps cost ~0.4 ms of emulation each, so with 2+ CPUs and 2+ slots worker processes pay off
-    (~0.3 s to start them); the built-in catch game steps in microseconds and stays in process.
+    (~0.3 s to start them); the other families stay in process (catch and MinAtar step in
+    microseconds; Crafter episodes report their achievements, which only the in-process path returns).
     """
-    if resolve_game(env_cfg.game) == BUILTIN_GAME or num_envs < 2:
+    if game_family(env_cfg.game) != "atari" or num_envs < 2:
         return "sync"
     return "async" if usable_cpus() >= 2 else "sync"
 
@@ -285,8 +301,12 @@ def evaluate_episodes(
     seed: int,
     backend: Backend = "auto",
     num_workers: int | None = None,
+    achievements: dict[int, list[str]] | None = None,
 ) -> list[float]:
-    """Raw game scores of ``num_episodes`` eval episodes, in episode order (see the module docstring)."""
+    """Raw game scores of ``num_episodes`` eval episodes, in episode order (see the module docstring).
+
+    ``achievements``, if given, receives episode index -> achievements unlocked (Crafter, "sync" only).
+    """
     if num_episodes < 1 or num_envs < 1:
         raise ValueError("num_episodes and num_envs must be positive")
     num_envs = min(num_envs, num_episodes)  # more slots than episodes would only sit idle
@@ -295,7 +315,7 @@ def evaluate_episodes(
     if backend == "auto":
         backend = default_backend(env_cfg, num_envs)
     if backend == "sync":
-        results = _run_sync(env_cfg, policy, assignment, seeds)
+        results = _run_sync(env_cfg, policy, assignment, seeds, achievements)
     elif backend == "async":
         if num_workers is None:
             num_workers = usable_cpus()

@@ -7,7 +7,8 @@ Read top-down:
 2. latent sampling    -- ``sample_one_hot`` (straight-through) and ``mode_one_hot`` (argmax)
 3. ``ObservationModel`` -- encoder (frames -> logits), decoder (z -> pixel means) and ``compute_loss``
 
-Shapes. Frames are (..., S, 64, 64) with S = frame_stack stacked grayscale frames, uint8 in
+Shapes. Frames are (..., S, 64, 64) with S = frame_stack x frame_channels image channels (stacked
+grayscale frames, or stacked RGB frames with env.color), uint8 in
 [0, 255] (or floats already in [0, 1]). Logits are (..., C, K) for C categoricals of K classes; a
 latent z is their flat concatenation of one-hots, (..., C*K) -- the 1024-dim vector the dynamics
 model, actor and critic read. Any number of leading dimensions works (a batch of frames in
@@ -158,14 +159,17 @@ class ObservationModel(nn.Module):
     ``final_bias_init=0.5``, which never takes effect there) sets to 0.5, the middle of the pixel range.
     """
 
-    def __init__(self, cfg: ObservationModelConfig, frame_stack: int = 4) -> None:
+    def __init__(self, cfg: ObservationModelConfig, frame_stack: int = 4, frame_channels: int = 1) -> None:
         super().__init__()
         self.cfg = cfg
         self.frame_stack = frame_stack
+        self.frame_channels = frame_channels  # 1 grayscale, 3 RGB
+        # S = frame_stack * frame_channels image channels (frames oldest first, RGB within a frame).
+        self.in_channels = frame_stack * frame_channels
         self.categoricals, self.classes = cfg.categoricals, cfg.classes
         c, hidden = cfg.channels, cfg.mlp_hidden
 
-        conv_channels = [frame_stack, c, 2 * c, 4 * c, 8 * c]
+        conv_channels = [self.in_channels, c, 2 * c, 4 * c, 8 * c]
         encoder: list[nn.Module] = []
         for c_in, c_out in zip(conv_channels[:-1], conv_channels[1:], strict=True):
             conv = nn.Conv2d(c_in, c_out, kernel_size=4, stride=2)
@@ -184,7 +188,7 @@ class ObservationModel(nn.Module):
         decoder_in = nn.Linear(self.latent_dim, 16 * c)
         _kaiming_uniform_(decoder_in, "relu")
         decoder: list[nn.Module] = [decoder_in, nn.SiLU(), nn.Unflatten(1, (16 * c, 1, 1))]
-        deconv_channels = [16 * c, 4 * c, 2 * c, c, frame_stack]
+        deconv_channels = [16 * c, 4 * c, 2 * c, c, self.in_channels]
         kernels = [5, 5, 6, 6]
         for i, k in enumerate(kernels):
             deconv = nn.ConvTranspose2d(deconv_channels[i], deconv_channels[i + 1], k, stride=2)
@@ -202,7 +206,7 @@ class ObservationModel(nn.Module):
 
     def encode(self, frames: Tensor) -> Tensor:
         """Logits of q(z | o): frames (..., S, 64, 64) (uint8 or floats in [0, 1]) -> (..., C, K)."""
-        S = self.frame_stack
+        S = self.in_channels
         if frames.shape[-3:] != (S, FRAME_SIZE, FRAME_SIZE):
             raise ValueError(
                 f"frames must end in ({S}, {FRAME_SIZE}, {FRAME_SIZE}), got {tuple(frames.shape)}"
@@ -224,7 +228,7 @@ class ObservationModel(nn.Module):
         x = z.reshape(-1, self.latent_dim)
         recon = self._decode_fast(x) if self.cfg.fast_convs else self.decoder(x)  # (N, S, 64, 64)
         recon = full_precision(recon)
-        return recon.reshape(*lead, self.frame_stack, FRAME_SIZE, FRAME_SIZE)  # (..., S, 64, 64)
+        return recon.reshape(*lead, self.in_channels, FRAME_SIZE, FRAME_SIZE)  # (..., S, 64, 64)
 
     def _decode_fast(self, z: Tensor) -> Tensor:
         """``self.decoder(z)`` with the first transposed conv as one matrix product, channels-last after.

@@ -108,7 +108,9 @@ class WorldModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_actions = num_actions
-        self.obs_model = ObservationModel(cfg.obs_model, frame_stack=cfg.env.frame_stack)
+        self.obs_model = ObservationModel(
+            cfg.obs_model, frame_stack=cfg.env.frame_stack, frame_channels=cfg.frame_channels
+        )
         om = cfg.obs_model
         self.dynamics = DynamicsModel(cfg.dynamics, cfg.latent_dim, om.categoricals, om.classes, num_actions)
         # Coupled L2 weight decay (torch Adam), as the released code.

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
-from twm.envs.games import human_normalized_score, resolve_game
+from twm.envs.crafter import crafter_score, success_rates
+from twm.envs.games import CRAFTER_GAME, human_normalized_score, random_normalized_score, resolve_game
 from twm.envs.vector import evaluate_episodes
 
 if TYPE_CHECKING:
@@ -37,7 +38,10 @@ class EvalResult:
     """Raw game scores of an evaluation and their aggregates (std is the population std, ddof=0).
 
     ``hns`` is the human-normalized score of the mean (equal to the mean of per-episode hns, the map
-    being affine); None for games without reference scores (catch).
+    being affine); None for games without human scores. ``random_ratio`` is the mean over our measured
+    random-policy score (twm.envs.games.random_normalized_score; MinAtar, Crafter), else None.
+    Crafter only: ``achievements`` (per episode, what it unlocked), ``success_rates`` (% of episodes,
+    per achievement) and ``crafter_score`` (their geometric-mean score, %); None elsewhere.
     """
 
     scores: list[float]
@@ -46,20 +50,36 @@ class EvalResult:
     min: float
     max: float
     hns: float | None
+    random_ratio: float | None = None
+    achievements: list[list[str]] | None = None
+    success_rates: dict[str, float] | None = None
+    crafter_score: float | None = None
 
     @classmethod
-    def from_scores(cls, game: str, scores: list[float]) -> EvalResult:
+    def from_scores(
+        cls, game: str, scores: list[float], achievements: list[list[str]] | None = None
+    ) -> EvalResult:
         if not scores:
             raise ValueError("an evaluation needs at least one episode")
         arr = np.asarray(scores, dtype=np.float64)
         mean = float(arr.mean())
+        game = resolve_game(game)
+        crafter = {}
+        if achievements is not None:
+            crafter = {
+                "achievements": [sorted(a) for a in achievements],
+                "success_rates": success_rates(achievements),
+                "crafter_score": crafter_score(achievements),
+            }
         return cls(
             scores=[float(s) for s in scores],
             mean=mean,
             std=float(arr.std()),
             min=float(arr.min()),
             max=float(arr.max()),
-            hns=human_normalized_score(resolve_game(game), mean),
+            hns=human_normalized_score(game, mean),
+            random_ratio=random_normalized_score(game, mean),
+            **crafter,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,5 +106,8 @@ def evaluate_agent(
         return np.asarray(agent.act(obs, generator))
 
     num_envs = max(1, min(num_envs, num_episodes))
-    scores = evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed)
-    return EvalResult.from_scores(env_cfg.game, scores)
+    if resolve_game(env_cfg.game) != CRAFTER_GAME:
+        return EvalResult.from_scores(env_cfg.game, evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed))
+    unlocked: dict[int, list[str]] = {}
+    scores = evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed, "sync", achievements=unlocked)
+    return EvalResult.from_scores(env_cfg.game, scores, [unlocked[k] for k in range(num_episodes)])

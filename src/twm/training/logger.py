@@ -65,10 +65,16 @@ class MetricsLogger:
         self._start = time.time() - elapsed
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
-        """Write one line ``{"step": step, "time": seconds since start, **metrics}``."""
-        values = {key: _to_float(value) for key, value in metrics.items()}
+        """Write one line ``{"step": step, "time": seconds since start, **metrics}``.
+
+        Scalars go to both sinks; lists (e.g. Crafter's ``crafter/unlocked``, one list of achievement
+        names per game) are written to metrics.jsonl only.
+        """
+        lists = {k: v for k, v in metrics.items() if isinstance(v, list | tuple)}
+        values = {key: _to_float(value) for key, value in metrics.items() if key not in lists}
         record: dict[str, Any] = {"step": int(step), "time": round(time.time() - self._start, 3)}
         record.update({k: (v if math.isfinite(v) else str(v)) for k, v in values.items()})
+        record.update({k: list(v) for k, v in lists.items()})
         self._file.write(json.dumps(record) + "\n")
         if self._writer is not None:
             for key, value in values.items():

@@ -85,7 +85,8 @@ from torch import Tensor
 from twm import __version__
 from twm.allocator import keep_freed_memory
 from twm.config import Config, ConfigError
-from twm.envs import Env, make_env
+from twm.envs import Env, make_env, newest_frame
+from twm.envs.crafter import crafter_score
 from twm.models.world_model import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 from twm.training.checkpoint import (
@@ -511,6 +512,7 @@ class Trainer:
         self._pretrain_metrics = _MeanAccumulator()
         self._finite = _FiniteCheck()
         self._game_scores: list[float] = []
+        self._game_achievements: list[list[str]] = []  # Crafter: per game of the logging window
         self._last_log = (time.time(), 0, 0)  # (time, interactions, updates) of the last metric line
 
     def _seed_everything(self, seed: int) -> None:
@@ -626,13 +628,16 @@ class Trainer:
     def _env_step(self, action: int) -> None:
         obs, reward, terminated, truncated, info = self.env.step(action)
         # The buffer stores the newest frame of the observation the action was taken in.
-        self.replay.add(self.obs[-1], action, reward, terminated, truncated)
+        self.replay.add(newest_frame(self.obs, self.cfg.frame_channels), action, reward, terminated, truncated)
         if info.get("game_over"):
             self.games += 1
             self._game_scores.append(float(info["game_score"]))
+            if "achievements" in info:  # Crafter
+                self._game_achievements.append(list(info["achievements"]))
         if terminated or truncated:
             self.episodes += 1
-            # After a life loss this continues the same game (episodic lives); else a new game.
+            # Atari training: after a life loss or a truncation this continues the same game
+            # (episodic lives, the time limit counts per life); else a new game.
             obs, _ = self.env.reset()
         self.obs = obs
         self.interactions += 1
@@ -729,6 +734,7 @@ class Trainer:
             "train_metrics": self._train_metrics.state_dict(),
             "pretrain_metrics": self._pretrain_metrics.state_dict(),
             "game_scores": list(self._game_scores),
+            "game_achievements": [list(a) for a in self._game_achievements],
             "last_log": [self._last_log[1], self._last_log[2]],
             "metrics_bytes": self.logger.path.stat().st_size,
         }
@@ -774,6 +780,7 @@ class Trainer:
         self._train_metrics.load_state_dict(r["train_metrics"], self.device)
         self._pretrain_metrics.load_state_dict(r["pretrain_metrics"], self.device)
         self._game_scores = [float(s) for s in r["game_scores"]]
+        self._game_achievements = [list(a) for a in r.get("game_achievements", [])]
         self._last_log = (time.time(), int(r["last_log"][0]), int(r["last_log"][1]))
         self._truncate_metrics(int(r["metrics_bytes"]))
         # This position is already saved: a stop right away needs no new checkpoint.
@@ -828,7 +835,7 @@ class Trainer:
         now = time.time()
         last_time, last_steps, last_updates = self._last_log
         elapsed = max(now - last_time, 1e-9)
-        line: dict[str, float] = self._train_metrics.pop()
+        line: dict[str, Any] = self._train_metrics.pop()
         line.update(
             {
                 "charts/interactions": self.interactions,
@@ -843,6 +850,11 @@ class Trainer:
         if self._game_scores:  # only when a game ended in this window; an empty mean is no score
             line["charts/episode_score"] = float(np.mean(self._game_scores))
             self._game_scores.clear()
+        if self._game_achievements:
+            line["crafter/unlocked"] = self._game_achievements.copy()  # one list per game
+            line["crafter/achievements_per_game"] = float(np.mean([len(a) for a in self._game_achievements]))
+            line["crafter/score"] = crafter_score(self._game_achievements)
+            self._game_achievements.clear()
         self.logger.log(self.interactions, line)
         self._last_log = (now, self.interactions, self.updates)
         if self.updates > last_updates:  # no rate to show during the prefill
@@ -899,6 +911,11 @@ class Trainer:
         }
         if result.hns is not None:
             line["eval/hns"] = result.hns
+        if result.random_ratio is not None:
+            line["eval/random_ratio"] = result.random_ratio
+        if result.crafter_score is not None:
+            line["eval/crafter_score"] = result.crafter_score
+            line["eval/achievements_per_game"] = float(np.mean([len(a) for a in result.achievements or []]))
         self.logger.log(self.interactions, line)
         self.logger.flush()
         self.last_eval = result
@@ -941,6 +958,7 @@ class Trainer:
                 "min": result.min,
                 "max": result.max,
                 "hns": result.hns,
+                "random_ratio": result.random_ratio,
                 "episodes": len(result.scores),
                 "eval_seed": eval_seed,
                 "interactions": self.interactions,
@@ -950,6 +968,12 @@ class Trainer:
                 "twm_version": __version__,
             }
         )
+        if result.crafter_score is not None:
+            summary["crafter"] = {
+                "score": result.crafter_score,
+                "success_rates": result.success_rates,
+                "achievements": result.achievements,
+            }
         path = self.run_dir / FINAL_JSON
         text = json.dumps(summary, indent=1) + "\n"
         # Atomic: a run counts as finished (and refuses --resume) only once this file is complete.

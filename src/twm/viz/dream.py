@@ -30,7 +30,7 @@ from twm.config import EnvConfig
 from twm.imagination import observe_latent
 from twm.models.dynamics import AttentionMaps
 from twm.replay import ReplayBuffer
-from twm.viz.render import SEPARATOR_RGB, grid, panel, to_uint8
+from twm.viz.render import SEPARATOR_RGB, grid, newest_image, panel, to_uint8
 
 # A predicted discount below this is shown as a predicted episode end (the model's P(continue) < 1/2).
 END_DISCOUNT = 0.5
@@ -249,7 +249,7 @@ class DreamSession:
     def frame(self) -> np.ndarray:
         """(B, 64, 64) uint8: the newest frame of the decoded current latent."""
         with eval_mode(self.agent):
-            return to_uint8(self.obs_model.decode(self.z)[:, -1])
+            return to_uint8(newest_image(self.obs_model.decode(self.z).float(), self.obs_model.frame_channels))
 
     @torch.no_grad()
     def policy_actions(self) -> Tensor:
@@ -398,7 +398,7 @@ def dream(
             maps.append(_maps_to_cpu(step.attention))
     return Dream(
         frames=np.stack(frames, axis=1),
-        real_start=context.start_obs[:, -1].cpu().numpy(),
+        real_start=newest_image(context.start_obs, agent.world_model.obs_model.frame_channels),
         actions=torch.stack(taken, dim=1).numpy().astype(np.int64),
         rewards=torch.stack(rewards, dim=1).numpy(),
         discounts=torch.stack(discounts, dim=1).numpy(),

@@ -13,7 +13,7 @@ from twm.imagination import observe_latent
 from twm.replay import ReplayBuffer
 from twm.training.logger import MetricsLogger
 from twm.viz.dream import action_meanings_of, context_from_replay, device_generator, dream, eval_mode
-from twm.viz.render import grid, panel, to_uint8, write_png
+from twm.viz.render import grid, newest_image, panel, to_uint8, write_png
 
 IMAGES_DIR = "images"
 
@@ -33,8 +33,9 @@ def reconstruction_grid(
     obs = torch.from_numpy(replay.stacked_obs(steps)).to(agent.device)  # (N, S, 64, 64)
     obs_model = agent.world_model.obs_model
     with eval_mode(agent):
-        decoded = to_uint8(obs_model.decode(observe_latent(obs_model, obs))[:, -1])  # (N, 64, 64)
-    real = obs[:, -1].cpu().numpy()
+        c = obs_model.frame_channels
+        decoded = to_uint8(newest_image(obs_model.decode(observe_latent(obs_model, obs)).float(), c))
+    real = newest_image(obs, c)  # (N, 64, 64) or (N, 64, 64, 3)
     top = [panel(real[i], [f"real #{steps[i]}"], scale) for i in range(count)]
     bottom = [panel(decoded[i], ["decoded"], scale) for i in range(count)]
     return grid([top, bottom]), steps

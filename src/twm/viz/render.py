@@ -41,6 +41,15 @@ def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def newest_image(frames: torch.Tensor | np.ndarray, frame_channels: int) -> np.ndarray:
+    """The newest frame of stacked observations (N, S*c, 64, 64): (N, 64, 64) gray or (N, 64, 64, 3) RGB."""
+    if isinstance(frames, torch.Tensor):
+        frames = frames.detach().cpu().numpy()
+    if frame_channels == 1:
+        return frames[:, -1]
+    return np.moveaxis(frames[:, -frame_channels:], 1, -1)  # (N, 64, 64, 3)
+
+
 def to_rgb(frame: np.ndarray) -> np.ndarray:
     """(H, W) grayscale or (H, W, 3) uint8 -> (H, W, 3) uint8."""
     if frame.ndim == 2:

@@ -1,0 +1,106 @@
+"""Crafter (Hafner 2021): an open-world survival game with 22 achievements, as a PixelSource.
+
+``crafter`` (the ``crafter`` package, ``pip install 'twm[envs]'``): 64x64 RGB pictures (use
+``env.color=true``; grayscale works too), 17 actions, episodes of at most 10,000 steps. Dying ends an
+episode with ``terminated``; reaching 10,000 steps with ``truncated``. Rewards are Crafter's: +1 the
+first time each achievement is unlocked in an episode, and +-0.1 per health point gained or lost.
+
+At every episode end ``info["achievements"]`` lists the achievements unlocked in that episode.
+The Crafter score (``crafter_score``) is the paper's: with s_i the percentage of episodes in which
+achievement i was unlocked at least once, S = exp(mean_i ln(1 + s_i)) - 1, over all 22 achievements.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from twm.envs.pixel import EnvError
+
+# crafter.constants.achievements (fixed by the game's data.yaml), so scoring needs no crafter import.
+ACHIEVEMENTS = (
+    "collect_coal",
+    "collect_diamond",
+    "collect_drink",
+    "collect_iron",
+    "collect_sapling",
+    "collect_stone",
+    "collect_wood",
+    "defeat_skeleton",
+    "defeat_zombie",
+    "eat_cow",
+    "eat_plant",
+    "make_iron_pickaxe",
+    "make_iron_sword",
+    "make_stone_pickaxe",
+    "make_stone_sword",
+    "make_wood_pickaxe",
+    "make_wood_sword",
+    "place_furnace",
+    "place_plant",
+    "place_stone",
+    "place_table",
+    "wake_up",
+)
+EPISODE_LENGTH = 10_000
+
+
+def success_rates(episodes: Sequence[Iterable[str]]) -> dict[str, float]:
+    """Percentage of episodes in which each achievement was unlocked at least once."""
+    if not episodes:
+        raise ValueError("success rates need at least one episode")
+    sets = [set(e) for e in episodes]
+    return {name: 100.0 * sum(name in s for s in sets) / len(sets) for name in ACHIEVEMENTS}
+
+
+def crafter_score(episodes: Sequence[Iterable[str]]) -> float:
+    """The Crafter score in %: exp(mean ln(1 + s_i)) - 1 over the 22 success rates s_i in %."""
+    rates = success_rates(episodes)
+    return math.exp(sum(math.log1p(s) for s in rates.values()) / len(rates)) - 1.0
+
+
+def import_crafter() -> Any:
+    try:
+        import crafter
+    except ImportError:
+        raise EnvError(
+            "crafter needs the crafter package: pip install 'twm[envs]' (or pip install crafter)"
+        ) from None
+    return crafter
+
+
+class CrafterSource:
+    """Crafter as a PixelSource (see the module docstring)."""
+
+    def __init__(self, seed: int) -> None:
+        crafter = import_crafter()
+        world_seed = int(np.random.SeedSequence(seed).generate_state(1)[0]) & 0x7FFFFFFF
+        self._env = crafter.Env(size=(64, 64), length=EPISODE_LENGTH, seed=world_seed)
+        self.action_meanings = [a.upper() for a in crafter.constants.actions]
+        self.num_actions = len(self.action_meanings)
+
+    def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
+        return self._env.reset(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        obs, reward, done, info = self._env.step(int(action))
+        terminated = bool(done and info["discount"] == 0)  # the player died
+        truncated = bool(done and not terminated)  # the 10,000 steps are up
+        out: dict[str, Any] = {}
+        if done:
+            out["achievements"] = sorted(k for k, v in info["achievements"].items() if v > 0)
+        return obs, float(reward), terminated, truncated, out
+
+    def get_state(self) -> Any:
+        # World, player, objects and the world's numpy generator: a deep copy continues exactly.
+        return copy.deepcopy(self._env)
+
+    def set_state(self, state: Any) -> None:
+        self._env = copy.deepcopy(state)
+
+    def close(self) -> None:
+        self._env = None

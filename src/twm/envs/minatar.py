@@ -1,0 +1,124 @@
+"""MinAtar (Young & Tian 2019): 10x10 versions of five Atari games, drawn as 64x64 pictures.
+
+``minatar/<game>`` for ``asterix``, ``breakout``, ``freeway``, ``seaquest`` and ``space_invaders``
+(the ``minatar`` package, ``pip install 'twm[envs]'``).
+
+Picture
+    The state is a 10 x 10 x C boolean array, one channel per kind of object. Each cell becomes a
+    6x6 block: cell (row i, column j) covers pixels y in [2 + 6i, 8 + 6i), x in [2 + 6j, 8 + 6j), so
+    the 60x60 grid sits centred in the 64x64 picture with a 2-pixel border of background. The
+    background is mid-grey (128, the decoder's initial output, as in catch), and channel k is drawn
+    in ``GRAY_LEVELS[k]`` (or ``COLORS[k]`` with ``env.color``), channels in their MinAtar order
+    (e.g. Breakout: paddle, ball, trail, brick), a later channel overwriting an earlier one where
+    both are set. The levels alternate bright and dark, far from the background, so every object
+    contrasts with it.
+
+Actions and dynamics
+    The game's minimal action set (Breakout: NOOP, LEFT, RIGHT). Sticky actions: with probability
+    ``env.sticky_actions`` (default 0.1, the MinAtar paper's setting, in training and in
+    evaluation) the previous action is repeated instead of the chosen one; difficulty ramping on (the
+    package's default). An episode ends with ``terminated`` when the game says so; ``env.time_limit``
+    truncates.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from twm.envs.pixel import EnvError
+
+if TYPE_CHECKING:
+    from twm.config import EnvConfig
+
+CELL = 6
+BORDER = 2
+GRID = 10
+BACKGROUND_GRAY = 128
+BACKGROUND_RGB = (128, 128, 128)
+# Channel k's gray level / colour (MinAtar games have at most 10 channels: Seaquest).
+GRAY_LEVELS = (255, 0, 224, 32, 192, 64, 240, 16, 176, 80)
+COLORS = (
+    (230, 25, 75),  # red
+    (60, 180, 75),  # green
+    (255, 225, 25),  # yellow
+    (0, 130, 200),  # blue
+    (245, 130, 48),  # orange
+    (145, 30, 180),  # purple
+    (70, 240, 240),  # cyan
+    (240, 50, 230),  # magenta
+    (255, 255, 255),  # white
+    (0, 0, 0),  # black
+)
+# MinAtar's action indices (all games share them; each uses a subset).
+ACTION_NAMES = ("NOOP", "LEFT", "UP", "RIGHT", "DOWN", "FIRE")
+
+
+def render_state(state: np.ndarray, color: bool = False) -> np.ndarray:
+    """The (10, 10, C) boolean state as a (64, 64) gray or (64, 64, 3) RGB uint8 picture."""
+    state = np.asarray(state, dtype=bool)
+    if state.shape[:2] != (GRID, GRID) or state.ndim != 3 or state.shape[2] > len(GRAY_LEVELS):
+        raise ValueError(f"a MinAtar state is (10, 10, C<=10), got {state.shape}")
+    size = BORDER * 2 + GRID * CELL
+    # One value per cell: the colour index of the last channel set there, -1 for background.
+    index = np.full((GRID, GRID), -1, dtype=np.int64)
+    for k in range(state.shape[2]):
+        index[state[..., k]] = k
+    if color:
+        palette = np.array([BACKGROUND_RGB, *COLORS], dtype=np.uint8)  # (11, 3)
+    else:
+        palette = np.array([BACKGROUND_GRAY, *GRAY_LEVELS], dtype=np.uint8)  # (11,)
+    cells = palette[index + 1]  # (10, 10) or (10, 10, 3)
+    blocks = cells.repeat(CELL, axis=0).repeat(CELL, axis=1)  # (60, 60[, 3])
+    picture = np.empty((size, size, 3) if color else (size, size), dtype=np.uint8)
+    picture[...] = palette[0]
+    picture[BORDER : BORDER + GRID * CELL, BORDER : BORDER + GRID * CELL] = blocks
+    return picture
+
+
+def import_minatar() -> Any:
+    try:
+        import minatar
+    except ImportError:
+        raise EnvError(
+            "MinAtar games need the minatar package: pip install 'twm[envs]' (or pip install minatar)"
+        ) from None
+    return minatar
+
+
+class MinAtarSource:
+    """A MinAtar game as a PixelSource (see the module docstring)."""
+
+    def __init__(self, game: str, env_cfg: EnvConfig, seed: int) -> None:
+        minatar = import_minatar()
+        self.game = game
+        self.color = bool(env_cfg.color)
+        self._env = minatar.Environment(game, sticky_action_prob=float(env_cfg.sticky_actions))
+        # RandomState wants a 32-bit seed; the SeedSequence spreads nearby run seeds apart.
+        self._env.seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        self._actions = list(self._env.minimal_action_set())
+        self.num_actions = len(self._actions)
+        self.action_meanings = [ACTION_NAMES[a] for a in self._actions]
+
+    def _picture(self) -> np.ndarray:
+        return render_state(self._env.state(), self.color)
+
+    def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
+        self._env.reset()
+        return self._picture(), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward, terminal = self._env.act(self._actions[action])
+        return self._picture(), float(reward), bool(terminal), False, {}
+
+    def get_state(self) -> Any:
+        # The game objects and their RandomState are plain Python/numpy: a deep copy is exact.
+        return copy.deepcopy(self._env)
+
+    def set_state(self, state: Any) -> None:
+        self._env = copy.deepcopy(state)
+
+    def close(self) -> None:
+        self._env = None
