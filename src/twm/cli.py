@@ -24,6 +24,7 @@ from twm.envs.games import (
     MINATAR_GAMES,
     MINATAR_PREFIX,
     UnknownGameError,
+    game_family,
     measured_random_scores,
 )
 
@@ -225,6 +226,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"twm: error: {exc.strerror or exc}{where}; run folder {trainer.run_dir}", file=sys.stderr)
         return EXIT_FAILURE
     hns = "" if summary["hns"] is None else f", hns {summary['hns']:.3f}"
+    if summary.get("random_ratio") is not None:
+        hns += f", {summary['random_ratio']:.2f} x random"
+    if "crafter" in summary:
+        hns += f", Crafter score {summary['crafter']['score']:.2f}%"
     print(
         f"{summary['game']}: final mean score {summary['mean']:.2f} ± {summary['std']:.2f} over "
         f"{len(summary['scores'])} episodes{hns}; run folder {summary['run_dir']}"
@@ -234,6 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     """The trainer of ``twm train --resume RUN_DIR``: the run's own config.yaml, nothing else."""
+    from twm.run_dir import RunLockedError
     from twm.training.trainer import DeviceUnavailableError, ResumeError, Trainer
 
     given = {
@@ -253,7 +259,7 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     device = _checked_device(args.device) if args.device is not None else None
     try:
         return Trainer.resume(args.resume, device=device, progress=not args.no_progress)
-    except (ResumeError, DeviceUnavailableError) as exc:
+    except (ResumeError, DeviceUnavailableError, RunLockedError) as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -262,8 +268,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from twm.training.sweep import SweepError, SweepOptions, TrainOptions, parse_games, parse_seeds, run_sweep
 
     try:
+        games = parse_games(args.games)
+        # Each non-Atari game's env must build (packages, spaces) before any run starts.
+        for game in (g for g in games if game_family(g) not in ("atari", "catch")):
+            check_env(load_config(args.preset, [*args.overrides, f"env.game={game}"], args.config_file).env)
         opts = SweepOptions(
-            games=parse_games(args.games),
+            games=games,
             seeds=parse_seeds(args.seeds),
             root=args.root or f"runs/sweep-{args.preset}",
             options=TrainOptions(
@@ -325,6 +335,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps({**out, **result.to_dict()}, indent=1))
         return 0
     hns = "" if result.hns is None else f"  hns {result.hns:.3f}"
+    if result.random_ratio is not None:
+        hns += f"  x random {result.random_ratio:.2f}"
+    if result.crafter_score is not None:
+        hns += f"  Crafter score {result.crafter_score:.2f}%"
     print(
         f"{cfg.env.game}: mean {result.mean:.2f}  std {result.std:.2f}  min {result.min:.2f}  "
         f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed})"

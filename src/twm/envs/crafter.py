@@ -5,7 +5,8 @@
 episode with ``terminated``; reaching 10,000 steps with ``truncated``. Rewards are Crafter's: +1 the
 first time each achievement is unlocked in an episode, and +-0.1 per health point gained or lost.
 
-At every episode end ``info["achievements"]`` lists the achievements unlocked in that episode.
+At every episode end ``info["achievements"]`` lists the achievements unlocked in that episode (it is
+set on every step: so far in the episode).
 The Crafter score (``crafter_score``) is the paper's: with s_i the percentage of episodes in which
 achievement i was unlocked at least once, S = exp(mean_i ln(1 + s_i)) - 1, over all 22 achievements.
 """
@@ -90,9 +91,9 @@ class CrafterSource:
         obs, reward, done, info = self._env.step(int(action))
         terminated = bool(done and info["discount"] == 0)  # the player died
         truncated = bool(done and not terminated)  # the 10,000 steps are up
-        out: dict[str, Any] = {}
-        if done:
-            out["achievements"] = sorted(k for k, v in info["achievements"].items() if v > 0)
+        # On every step, not only when crafter says done: env.time_limit (PixelEnv) may end the
+        # episode first, and every episode end must report what it unlocked.
+        out: dict[str, Any] = {"achievements": sorted(k for k, v in info["achievements"].items() if v > 0)}
         return obs, float(reward), terminated, truncated, out
 
     def get_state(self) -> Any:

@@ -116,6 +116,7 @@ class GymSource:
                 stacklevel=2,
             )
             self._env.reset()  # so the episode the run was in can go on stepping
+            self._seed = None  # seeded already: later resets continue its generator
             return
         self._env = copy.deepcopy(state["env"])
         self._seed = state["seed"]

@@ -86,6 +86,7 @@ from twm import __version__
 from twm.allocator import keep_freed_memory
 from twm.config import Config, ConfigError
 from twm.envs import Env, make_env, newest_frame
+from twm.run_dir import RunLock
 from twm.envs.crafter import crafter_score
 from twm.models.world_model import TorchSequenceBatch
 from twm.replay import ReplayBuffer
@@ -336,6 +337,8 @@ class Trainer:
         """
         self._setup(cfg, device, progress, preset, eval_envs, warn)
         self.run_dir = create_run_dir(run_dir)
+        # One process per run folder, from here to the end of run() (twm.run_dir).
+        self._lock = RunLock(self.run_dir, warn=self.warn).acquire()
         # The config goes first: a run that dies later still says what it was.
         cfg.to_yaml(self.run_dir / "config.yaml")
         self._checkpoints = CheckpointManager(self.run_dir)
@@ -415,9 +418,19 @@ class Trainer:
         self = cls.__new__(cls)
         self._setup(cfg, device, progress, None, eval_envs, warn)
         self.run_dir = run_dir
+        # Before anything in the folder is touched: a live run's half-written files are its own.
+        self._lock = RunLock(run_dir, warn=warn).acquire()
+        try:
+            self._load_for_resume(manager, cfg, config_path)
+        except BaseException:
+            self.release_lock()
+            raise
+        return self
+
+    def _load_for_resume(self, manager: CheckpointManager, cfg: Config, config_path: Path) -> None:
         manager.remove_stale_temporaries()
         try:
-            state, replay, path = manager.load_latest("cpu", warn=warn)
+            state, replay, path = manager.load_latest("cpu", warn=self.warn)
         except CheckpointError as exc:
             raise ResumeError(str(exc)) from None
         try:
@@ -430,12 +443,21 @@ class Trainer:
             raise ResumeError(f"{path} does not match {config_path}: {diffs[0]}{more}")
         self._checkpoints = manager
         self._resume_from = (state, replay, path)
-        return self
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> dict[str, Any]:
         """Train, evaluate, checkpoint; returns the contents of ``eval/final.json`` plus ``run_dir``."""
+        try:
+            return self._run_locked()
+        finally:
+            self.release_lock()
+
+    def release_lock(self) -> None:
+        """Give up the run folder (run() does at its end; a trainer that never runs should call it)."""
+        self._lock.release()
+
+    def _run_locked(self) -> dict[str, Any]:
         self._session_start = time.time()
         self._build()
         purge_step = None
