@@ -13,14 +13,13 @@ achievement i was unlocked at least once, S = exp(mean_i ln(1 + s_i)) - 1, over 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from twm.envs.pixel import EnvError
+from twm.envs.pixel import DeepCopiedState, EnvError
 
 # crafter.constants.achievements (fixed by the game's data.yaml), so scoring needs no crafter import.
 ACHIEVEMENTS = (
@@ -74,7 +73,7 @@ def import_crafter() -> Any:
     return crafter
 
 
-class CrafterSource:
+class CrafterSource(DeepCopiedState):
     """Crafter as a PixelSource (see the module docstring)."""
 
     def __init__(self, seed: int) -> None:
@@ -95,13 +94,3 @@ class CrafterSource:
         # episode first, and every episode end must report what it unlocked.
         out: dict[str, Any] = {"achievements": sorted(k for k, v in info["achievements"].items() if v > 0)}
         return obs, float(reward), terminated, truncated, out
-
-    def get_state(self) -> Any:
-        # World, player, objects and the world's numpy generator: a deep copy continues exactly.
-        return copy.deepcopy(self._env)
-
-    def set_state(self, state: Any) -> None:
-        self._env = copy.deepcopy(state)
-
-    def close(self) -> None:
-        self._env = None

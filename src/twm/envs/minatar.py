@@ -23,12 +23,11 @@ Actions and dynamics
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twm.envs.pixel import EnvError
+from twm.envs.pixel import DeepCopiedState, EnvError
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
@@ -88,7 +87,7 @@ def import_minatar() -> Any:
     return minatar
 
 
-class MinAtarSource:
+class MinAtarSource(DeepCopiedState):
     """A MinAtar game as a PixelSource (see the module docstring)."""
 
     def __init__(self, game: str, env_cfg: EnvConfig, seed: int) -> None:
@@ -112,13 +111,3 @@ class MinAtarSource:
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         reward, terminal = self._env.act(self._actions[action])
         return self._picture(), float(reward), bool(terminal), False, {}
-
-    def get_state(self) -> Any:
-        # The game objects and their RandomState are plain Python/numpy: a deep copy is exact.
-        return copy.deepcopy(self._env)
-
-    def set_state(self, state: Any) -> None:
-        self._env = copy.deepcopy(state)
-
-    def close(self) -> None:
-        self._env = None

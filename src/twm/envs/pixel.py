@@ -31,6 +31,7 @@ Train and eval modes behave the same (a source gets a different seed for each en
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -62,6 +63,24 @@ class PixelSource(Protocol):
     def set_state(self, state: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+class DeepCopiedState:
+    """get_state/set_state/close of a source whose game is plain Python/numpy in ``self._env``.
+
+    Such a game (its objects and its numpy generator) continues exactly from a deep copy.
+    """
+
+    _env: Any
+
+    def get_state(self) -> Any:
+        return copy.deepcopy(self._env)
+
+    def set_state(self, state: Any) -> None:
+        self._env = copy.deepcopy(state)
+
+    def close(self) -> None:
+        self._env = None
 
 
 def to_frame(picture: np.ndarray, color: bool) -> np.ndarray:

@@ -86,10 +86,10 @@ from twm import __version__
 from twm.allocator import keep_freed_memory
 from twm.config import Config, ConfigError
 from twm.envs import Env, make_env, newest_frame
-from twm.run_dir import RunLock
 from twm.envs.crafter import crafter_score
 from twm.models.world_model import TorchSequenceBatch
 from twm.replay import ReplayBuffer
+from twm.run_dir import RunLock
 from twm.training.checkpoint import (
     CHECKPOINT_DIR,
     FINAL_CHECKPOINT,
