@@ -85,6 +85,16 @@ class EnvConfig:
         if self.kwargs is None:  # a dataclass default cannot be a mutable {}
             self.kwargs = {}
 
+    @property
+    def frame_channels(self) -> int:
+        """Channels of one frame: 3 for RGB (color), else 1 (grayscale)."""
+        return 3 if self.color else 1
+
+    @property
+    def image_channels(self) -> int:
+        """Channels of an observation, which the encoder reads: frame_stack frames of frame_channels."""
+        return self.frame_stack * self.frame_channels
+
 
 @dataclass
 class ObservationModelConfig:
@@ -229,13 +239,13 @@ class Config:
 
     @property
     def frame_channels(self) -> int:
-        """Channels of one frame: 3 for RGB (env.color), else 1 (grayscale)."""
-        return 3 if self.env.color else 1
+        """Channels of one frame (EnvConfig.frame_channels)."""
+        return self.env.frame_channels
 
     @property
     def image_channels(self) -> int:
-        """Channels the encoder reads: frame_stack frames of frame_channels each."""
-        return self.env.frame_stack * self.frame_channels
+        """Channels the encoder reads (EnvConfig.image_channels)."""
+        return self.env.image_channels
 
     @property
     def samples_per_update(self) -> int:

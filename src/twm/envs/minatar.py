@@ -51,6 +51,9 @@ COLORS = (
     (255, 255, 255),  # white
     (0, 0, 0),  # black
 )
+# Background first, then channel k at index k + 1 (render_state looks cells up by index).
+_GRAY_PALETTE = np.array([BACKGROUND_GRAY, *GRAY_LEVELS], dtype=np.uint8)  # (11,)
+_RGB_PALETTE = np.array([BACKGROUND_RGB, *COLORS], dtype=np.uint8)  # (11, 3)
 # MinAtar's action indices (all games share them; each uses a subset).
 ACTION_NAMES = ("NOOP", "LEFT", "UP", "RIGHT", "DOWN", "FIRE")
 
@@ -65,10 +68,7 @@ def render_state(state: np.ndarray, color: bool = False) -> np.ndarray:
     index = np.full((GRID, GRID), -1, dtype=np.int64)
     for k in range(state.shape[2]):
         index[state[..., k]] = k
-    if color:
-        palette = np.array([BACKGROUND_RGB, *COLORS], dtype=np.uint8)  # (11, 3)
-    else:
-        palette = np.array([BACKGROUND_GRAY, *GRAY_LEVELS], dtype=np.uint8)  # (11,)
+    palette = _RGB_PALETTE if color else _GRAY_PALETTE
     cells = palette[index + 1]  # (10, 10) or (10, 10, 3)
     blocks = cells.repeat(CELL, axis=0).repeat(CELL, axis=1)  # (60, 60[, 3])
     picture = np.empty((size, size, 3) if color else (size, size), dtype=np.uint8)

@@ -127,9 +127,8 @@ class PixelEnv:
         self.tanh_rewards = env_cfg.reward_transform == "tanh"
         self.num_actions: int = source.num_actions
         self.action_meanings: list[str] = list(source.action_meanings)
-        c = 3 if self.color else 1
-        self._channels = c
-        self._stack = np.zeros((self.frame_stack * c, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self._channels = env_cfg.frame_channels
+        self._stack = np.zeros((env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         self._steps = 0
         self._score = 0.0
         self._episode_over = True

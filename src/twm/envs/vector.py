@@ -60,11 +60,6 @@ if TYPE_CHECKING:
     from twm.config import EnvConfig
 
 Policy = Callable[[np.ndarray], np.ndarray]
-
-
-def image_channels(env_cfg: EnvConfig) -> int:
-    """Channels of an observation: frame_stack frames of 3 (RGB, env.color) or 1 channels."""
-    return env_cfg.frame_stack * (3 if env_cfg.color else 1)
 Backend = Literal["auto", "sync", "async"]
 
 
@@ -85,7 +80,7 @@ class _Slot:
         self.episodes = list(episodes)
         self.next = 0  # index into self.episodes of the episode to start next
         self.env = make_env(env_cfg, "eval", seed) if self.episodes else None
-        self.obs = np.zeros((image_channels(env_cfg), FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self.obs = np.zeros((env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
         self._start_next()
@@ -159,7 +154,7 @@ class _GroupGymEnv(gym.Env):
         self._assignment = assignment
         self._seeds = seeds
         m = len(assignment)
-        shape = (m, image_channels(env_cfg), FRAME_SIZE, FRAME_SIZE)
+        shape = (m, env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE)
         self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
         # Only the shape matters for batching; the real action range is checked by AtariEnv.
         self.action_space = gym.spaces.MultiDiscrete(np.full(m, 1 << 16))
