@@ -79,9 +79,8 @@ def cmd_games(args: argparse.Namespace) -> int:
         }
         table[BUILTIN_GAME] = {"family": "catch", "human": None, "random": None}
         for name in others:
-            family = "crafter" if name == CRAFTER_GAME else "minatar"
             rnd = measured.get(name, {}).get("mean")
-            table[name] = {"family": family, "human": None, "random": rnd}
+            table[name] = {"family": game_family(name), "human": None, "random": rnd}
         print(json.dumps({"games": table, "requirements": FAMILY_REQUIREMENTS}, indent=1))
         return 0
     print(f"{'game':<24}{'human':>10}{'random':>10}")
