@@ -30,8 +30,8 @@ from twm.agent import Agent
 from twm.allocator import keep_freed_memory
 from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import Config, load_config
+from twm.device import resolve_device
 from twm.flops import update_flops
-from twm.training.trainer import resolve_device
 
 VARIANTS = {
     "plain": ["dynamics.kv_cache=false", "obs_model.fast_convs=false"],

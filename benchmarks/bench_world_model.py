@@ -22,7 +22,7 @@ from twm.models.world_model import WorldModel
 
 def time_updates(cfg: Config, updates: int, num_actions: int = 6) -> list[float]:
     torch.manual_seed(0)
-    model = WorldModel(cfg, num_actions)
+    model = WorldModel.from_config(cfg, num_actions)
     batch = synthetic_batch(cfg, num_actions, "cpu")
     model.update(batch)  # warm-up
     times = []

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from twm.envs.games import ATARI100K_GAMES, resolve_game
+from twm.games import ATARI100K_GAMES, resolve_game
 from twm.training.logger import read_metrics
 
 

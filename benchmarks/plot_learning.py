@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from twm.envs.games import MINATAR_PREFIX, random_score, resolve_game  # noqa: E402
+from twm.games import MINATAR_PREFIX, random_score, resolve_game  # noqa: E402
 from twm.training.logger import read_metrics  # noqa: E402
 
 

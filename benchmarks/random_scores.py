@@ -1,6 +1,6 @@
 """Measure the random-policy score of each MinAtar game and of Crafter; write them as package data.
 
-    python benchmarks/random_scores.py                 # all of them, writes src/twm/envs/random_scores.json
+    python benchmarks/random_scores.py                 # all of them, writes src/twm/random_scores.json
     python benchmarks/random_scores.py --games minatar/breakout --episodes 100 --out /tmp/r.json
 
 A uniformly random action every agent step, in the eval environment of the default configuration
@@ -8,7 +8,7 @@ A uniformly random action every agent step, in the eval environment of the defau
 full episodes, each env seeded differently. For each game: mean, std, the standard error of the mean,
 episodes and agent steps; for Crafter also the Crafter score and success rates of random play.
 Episodes run until ``--episodes`` are done or ``--seconds`` are spent (at least ``--min-episodes``).
-``twm report`` and ``twm games`` read the written file (twm.envs.games.measured_random_scores).
+``twm report`` and ``twm games`` read the written file (twm.games.measured_random_scores).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from twm.config import load_config
 from twm.envs import make_env
 from twm.envs.crafter import crafter_score, success_rates
-from twm.envs.games import CRAFTER_GAME, MINATAR_GAMES, MINATAR_PREFIX, RANDOM_SCORES_FILE
+from twm.games import CRAFTER_GAME, MINATAR_GAMES, MINATAR_PREFIX, RANDOM_SCORES_FILE
 
 
 def measure(game: str, episodes: int, min_episodes: int, seconds: float, seed: int) -> dict:

@@ -1,15 +1,20 @@
 """Small inputs shared by several test files: a tiny float64 dynamics model with random token
-sequences, and random imagination starts for the smoke agent."""
+sequences, random imagination starts for the smoke agent, and catch replay buffers.
+
+Fixtures built from these live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from twm.config import Config, DynamicsConfig, load_config
+from twm.envs import make_env
 from twm.imagination import ImaginationStart
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import mode_one_hot
+from twm.replay import ReplayBuffer
 
 C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
 NUM_ACTIONS = 3  # of the smoke agent (the catch game)
@@ -68,3 +73,18 @@ def make_start(cfg: Config, batch: int, seed: int = 0) -> ImaginationStart:
         context_done=torch.rand(batch, generator=gen) < 0.3,
         start_z=random_latents(cfg, batch, gen),
     )
+
+
+def catch_replay(steps: int, capacity: int | None = None, seed: int = 0, **replay_kwargs) -> ReplayBuffer:
+    """``steps`` steps of the catch game with uniformly random actions (several episodes)."""
+    cfg = smoke()
+    env = make_env(cfg.env, "train", seed)
+    buffer = ReplayBuffer(capacity or steps, frame_stack=cfg.env.frame_stack, seed=seed, **replay_kwargs)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset()
+    for _ in range(steps):
+        action = int(rng.integers(env.num_actions))
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        buffer.add(obs[-1], action, reward, terminated, truncated)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    return buffer

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from twm.training.ac_losses import actor_loss, critic_loss, pretrain_actor_loss
+from twm.losses import actor_loss, critic_loss, pretrain_actor_loss
 
 
 def test_critic_loss_is_weighted_gaussian_nll() -> None:

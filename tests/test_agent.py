@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from builders import catch_replay
 from twm.agent import Agent
 from twm.config import load_config
-from twm.envs.catch import CatchEnv
 from twm.imagination import Rollout
 from twm.models.world_model import TorchSequenceBatch
 from twm.replay import ReplayBuffer
@@ -16,17 +16,7 @@ NUM_ACTIONS = 3
 
 
 def filled_replay(steps: int = 200) -> ReplayBuffer:
-    cfg = load_config("smoke", ["env.game=catch"])
-    env = CatchEnv(cfg.env, mode="train", seed=0)
-    rng = np.random.default_rng(0)
-    buffer = ReplayBuffer(steps, seed=0)
-    obs, _ = env.reset()
-    for _ in range(steps):
-        action = int(rng.integers(NUM_ACTIONS))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs[-1], action, reward, terminated, truncated)
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    return buffer
+    return catch_replay(steps)
 
 
 def test_update_changes_every_network_and_reports_metrics() -> None:

@@ -19,7 +19,7 @@ from twm.analysis.aggregate import (
 from twm.analysis.published import DEFAULT_COMPARE, PUBLISHED, resolve_methods
 from twm.analysis.report import build_report, render_markdown, report_to_json
 from twm.analysis.scores import ReportInputError, load_inputs
-from twm.envs.games import UnknownGameError
+from twm.games import UnknownGameError
 
 ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
 

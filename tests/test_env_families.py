@@ -25,19 +25,19 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from twm import games as games_mod
 from twm.config import ConfigError, EnvConfig, load_config
 from twm.envs import EnvError, check_env, make_env, newest_frame
-from twm.envs import games as games_mod
 from twm.envs.crafter import ACHIEVEMENTS, crafter_score, success_rates
-from twm.envs.games import (
+from twm.envs.minatar import COLORS, GRAY_LEVELS, render_state
+from twm.envs.pixel import PixelEnv, to_frame
+from twm.games import (
     MINATAR_GAMES,
     UnknownGameError,
     game_family,
     random_normalized_score,
     resolve_game,
 )
-from twm.envs.minatar import COLORS, GRAY_LEVELS, render_state
-from twm.envs.pixel import PixelEnv, to_frame
 from twm.replay import ReplayBuffer
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -9,8 +9,8 @@ import torch
 from builders import NUM_ACTIONS, make_start, random_latents, smoke
 from twm.agent import Agent
 from twm.imagination import ImaginationStart, imagine, observe_latent
+from twm.losses import discount_weights
 from twm.models.world_model import WorldModelOutput
-from twm.training.returns import discount_weights
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`twm info`: the paper configuration builds exactly the paper's networks."""
+"""The paper's parameter counts, asserted here and nowhere else, and `twm info` that reports them."""
 
 from __future__ import annotations
 

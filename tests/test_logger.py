@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from twm.training.logger import MetricsLogger, RunDirExistsError, create_run_dir, read_metrics
+from twm.run_dir import RunDirExistsError, create_run_dir
+from twm.training.logger import MetricsLogger, read_metrics
 
 
 def test_run_dir_is_never_overwritten(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from twm.training.returns import discount_weights, lambda_returns
+from twm.losses import discount_weights, lambda_returns
 
 
 def naive_lambda_returns(r, g, d, v, lam):  # type: ignore[no-untyped-def]

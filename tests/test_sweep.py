@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from twm import cli
-from twm.envs.games import ATARI100K_GAMES, UnknownGameError
+from twm.games import ATARI100K_GAMES, UnknownGameError
 from twm.training import sweep
 from twm.training.sweep import (
     Action,
@@ -127,13 +127,6 @@ def test_plan_run_skip_resume_start_restart(tmp_path: Path) -> None:
     (run / "eval").mkdir()
     (run / "eval" / "final.json").write_text('{"game": "Pong", "scores": [1.0], "mean": 1.0}')
     assert plan_run(run) is Action.SKIP
-
-
-def test_checkpoint_names_match_the_trainer() -> None:
-    from twm.training import checkpoint
-
-    assert sweep.CHECKPOINT_NAME.pattern == checkpoint._CHECKPOINT_NAME.pattern
-    assert sweep.CHECKPOINT_DIR == checkpoint.CHECKPOINT_DIR
 
 
 def test_move_aside_keeps_the_data(tmp_path: Path) -> None:

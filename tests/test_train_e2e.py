@@ -22,7 +22,7 @@ import yaml
 
 from twm import cli
 from twm.config import Config, load_config
-from twm.envs.games import human_normalized_score
+from twm.games import human_normalized_score
 from twm.training.checkpoint import agent_from_checkpoint, load_checkpoint
 from twm.training.logger import read_metrics
 from twm.training.trainer import TIME_KEYS, Trainer, final_eval_seed

@@ -18,14 +18,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from builders import catch_replay
 from twm import cli
 from twm.agent import Agent
 from twm.config import DynamicsConfig, load_config
-from twm.envs import make_env
 from twm.imagination import ImaginationStart, imagine
 from twm.models.dynamics import DynamicsModel
 from twm.models.transformer_xl import build_attention_mask
-from twm.replay import ReplayBuffer
 from twm.training.checkpoint import save_checkpoint
 from twm.training.logger import MetricsLogger
 from twm.viz import (
@@ -42,7 +41,16 @@ from twm.viz import (
     write_eval_images,
 )
 from twm.viz.dream import CAPTION_LINES, step_caption
-from twm.viz.play import PLAY_CAPTION_LINES
+from twm.viz.play import (
+    PLAY_CAPTION_LINES,
+    POLICY,
+    QUIT,
+    RESTART,
+    TOGGLE,
+    Controls,
+    run_play_policy,
+    window_title,
+)
 from twm.viz.render import VizError, caption_height, write_animation
 
 CATCH = ["NOOP", "LEFT", "RIGHT"]
@@ -72,20 +80,6 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def agent() -> Agent:
     torch.manual_seed(1)
     return Agent(smoke_cfg(), 3).eval()
-
-
-def catch_replay(steps: int, seed: int = 0) -> ReplayBuffer:
-    cfg = smoke_cfg()
-    env = make_env(cfg.env, "train", seed)
-    replay = ReplayBuffer(steps, frame_stack=cfg.env.frame_stack, seed=seed)
-    rng = np.random.default_rng(seed)
-    obs, _ = env.reset()
-    for _ in range(steps):
-        action = int(rng.integers(3))
-        nxt, reward, terminated, truncated, _ = env.step(action)
-        replay.add(obs[-1], action, reward, terminated, truncated)
-        obs = env.reset()[0] if terminated or truncated else nxt
-    return replay
 
 
 def gif_frames(path: Path) -> np.ndarray:
@@ -461,8 +455,8 @@ def test_play_record_headless_without_pygame(
     # Without --record, the missing pygame is one line with the install hint.
     code, _, err = run_cli(capsys, "play", str(run_dir))
     assert code == 2 and err.count("\n") == 1 and "pip install 'twm[viz]'" in err
-    code, _, err = run_cli(capsys, "play", str(run_dir), "--record", str(gif))
-    assert code == 2 and "--actions" in err
+    code, _, err = run_cli(capsys, "play", str(run_dir), "--actions", "LEFT")
+    assert code == 2 and err.count("\n") == 1 and "--record" in err
 
 
 def test_play_window_headless(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,6 +466,114 @@ def test_play_window_headless(run_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     done = run_play(run_dir, fps=1000, max_steps=4, seed=0, warmup=2)
     assert done["steps"] == 4
     assert done["record"].actions == [0, 0, 0, 0]  # nothing pressed: NOOP
+
+
+@pytest.fixture(scope="module")
+def right_run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run folder whose actor always chooses RIGHT (action 2): logits forced by the last layer."""
+    torch.manual_seed(0)
+    cfg = smoke_cfg()
+    agent = Agent(cfg, 3)
+    last = [m for m in agent.actor.net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([-1e4, -1e4, 1e4]))
+    run = tmp_path_factory.mktemp("right_run")
+    cfg.to_yaml(run / "config.yaml")
+    save_checkpoint(run / "checkpoints" / "final.pt", agent)
+    return run
+
+
+def test_play_record_by_the_policy_without_actions(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pygame", None)  # headless: no pygame needed
+    gif = tmp_path / "policy.gif"
+    code, out, err = run_cli(
+        capsys, "play", str(run_dir), "--record", str(gif), "--steps", "5", "--seed", "3", "--device", "cpu"
+    )
+    assert code == 0, err
+    assert "6 frames" in out and "policy" in out
+    frames = gif_frames(gif)
+    assert frames.shape == (6, caption_height(PLAY_CAPTION_LINES, 4) + 256, 256, 3)
+
+    # The same seed writes the same recording (file and frames); another seed another one.
+    again = run_play_policy(run_dir, tmp_path / "again.gif", steps=5, seed=3)
+    assert (tmp_path / "again.gif").read_bytes() == gif.read_bytes()
+    same = run_play_policy(run_dir, tmp_path / "same.gif", steps=5, seed=3)
+    np.testing.assert_array_equal(np.stack(same["record"].frames), np.stack(again["record"].frames))
+    assert same["record"].actions == again["record"].actions
+    other = run_play_policy(run_dir, tmp_path / "other.gif", steps=5, seed=4)
+    assert not np.array_equal(np.stack(other["record"].frames), np.stack(again["record"].frames))
+    assert [c[0].endswith(f"({POLICY})") for c in again["record"].captions] == [True] * 6
+
+    # Without --steps the policy plays 50 steps.
+    done = run_play_policy(run_dir, tmp_path / "default.gif", seed=0, warmup=1)
+    assert done["frames"] == 51 and len(done["record"].actions) == 50
+
+
+def test_play_record_actions_come_from_the_actor(right_run_dir: Path, tmp_path: Path) -> None:
+    done = run_play_policy(right_run_dir, tmp_path / "right.gif", steps=6, seed=1)
+    assert done["record"].actions == [2] * 6
+    assert [c[0] for c in done["record"].captions[1:]] == [f"t={t} RIGHT (policy)" for t in range(1, 7)]
+    assert done["frames"] == 7 and len(gif_frames(tmp_path / "right.gif")) == 7
+    # Scripted actions still win over the actor, and their captions name no controller.
+    scripted = run_play(right_run_dir, record=tmp_path / "left.gif", actions="LEFT,NOOP", seed=1)
+    assert scripted["record"].actions == [1, 0]
+    assert [c[0] for c in scripted["record"].captions] == ["t=0 start", "t=1 LEFT", "t=2 NOOP"]
+
+
+def test_play_record_by_the_policy_errors_are_one_line(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gif = str(tmp_path / "x.gif")
+    for args, needle in (
+        (["--record", gif, "--steps", "0"], "--steps"),
+        (["--record", gif, "--actions", "LEFT", "--steps", "3"], "--steps"),
+        (["--steps", "3"], "--steps"),
+        (["--record", str(tmp_path / "x.png")], ".gif"),
+    ):
+        code, _, err = run_cli(capsys, "play", str(run_dir), *args, "--device", "cpu")
+        assert code == 2 and err.count("\n") == 1 and needle in err, (args, err)
+    code, _, err = run_cli(capsys, "play", str(tmp_path / "missing"), "--record", gif)
+    assert code == 2 and err.count("\n") == 1
+    assert not (tmp_path / "x.gif").exists()
+
+
+def test_controls_toggle_between_player_and_policy() -> None:
+    controls = Controls()
+    assert controls.controller == "you" and not controls.policy
+    assert controls.action({"RIGHT"}, CATCH) == 2 and controls.action(set(), CATCH) == 0
+    title = window_title("catch", controls)
+    assert "[you in control]" in title and "P policy" in title
+    assert controls.key_down("p") == TOGGLE
+    assert controls.controller == "policy" and controls.policy
+    assert controls.action({"RIGHT"}, CATCH) is None  # the policy chooses; movement keys are ignored
+    assert "[policy in control]" in window_title("catch", controls)
+    # Restarting or pressing other keys leaves control where it is.
+    assert controls.key_down("r") == RESTART and controls.policy
+    assert controls.key_down("left") is None and controls.key_down("space") is None and controls.policy
+    assert controls.key_down("P") == TOGGLE and controls.controller == "you"
+    assert controls.key_down("escape") == QUIT and not controls.policy
+
+
+def test_play_window_hands_control_to_the_policy(
+    right_run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pygame = pytest.importorskip("pygame")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    monkeypatch.setenv("SDL_AUDIODRIVER", "dummy")
+    press_p = [pygame.event.Event(pygame.KEYDOWN, key=pygame.K_p)]
+    ticks = iter([press_p, [], press_p, []])  # P before step 1 (policy), P again before step 3 (you)
+    titles: list[str] = []
+    monkeypatch.setattr(pygame.event, "get", lambda *a, **k: next(ticks, []))
+    set_caption = pygame.display.set_caption
+    monkeypatch.setattr(pygame.display, "set_caption", lambda t, *a: (titles.append(t), set_caption(t, *a)))
+    done = run_play(right_run_dir, fps=1000, max_steps=4, seed=0, warmup=2)
+    # The actor always picks RIGHT; nothing is pressed, so the player's steps are NOOP.
+    assert done["record"].actions == [2, 2, 0, 0]
+    assert [c[0].split()[-1] for c in done["record"].captions] == ["(you)"] + ["(policy)"] * 2 + ["(you)"] * 2
+    assert ["[you in control]" in t for t in titles] == [True, False, True]
 
 
 # --------------------------------------------------------------------------------------- eval images

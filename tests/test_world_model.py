@@ -10,7 +10,6 @@ import torch
 
 import twm.models.world_model as wm_module
 from twm.config import Config, load_config
-from twm.envs.catch import CatchEnv
 from twm.models.world_model import TorchSequenceBatch, WorldModel
 from twm.replay import ReplayBuffer
 
@@ -23,19 +22,8 @@ def smoke_config(**dynamics: object) -> Config:
 
 
 @pytest.fixture(scope="module")
-def replay() -> ReplayBuffer:
-    """300 steps of the catch game with random actions (several episodes)."""
-    cfg = smoke_config()
-    env = CatchEnv(cfg.env, mode="train", seed=0)
-    rng = np.random.default_rng(0)
-    buffer = ReplayBuffer(400, visit_temperature=20.0, seed=0)
-    obs, _ = env.reset()
-    for _ in range(300):
-        action = int(rng.integers(NUM_ACTIONS))
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs[-1], action, reward, terminated, truncated)
-        obs = env.reset()[0] if terminated or truncated else next_obs
-    return buffer
+def replay(filled_catch_replay: ReplayBuffer) -> ReplayBuffer:
+    return filled_catch_replay
 
 
 def make_batch(replay: ReplayBuffer, cfg: Config, seed: int = 0) -> TorchSequenceBatch:
@@ -48,7 +36,7 @@ def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) 
     """The logged losses equal a loop over steps with the SPEC's targets (dropout off, same draws)."""
     cfg = smoke_config(dropout=0.0)
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     batch = make_batch(replay, cfg)
     # Force an episode end inside the sequences so the masking matters.
     batch.terminated[0, 2] = True
@@ -97,7 +85,7 @@ def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: p
     """Dynamics step: no gradient in the observation model. Observation step: none in the dynamics."""
     cfg = smoke_config()
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     seen: list[dict[str, bool]] = []
     real_step = wm_module.optimizer_step
 
@@ -131,7 +119,7 @@ def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: p
 
 def _obs_gradients(cfg: Config, batch: TorchSequenceBatch) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     grads: dict[str, torch.Tensor] = {}
     real_step = wm_module.optimizer_step
 
@@ -164,7 +152,7 @@ def test_consistency_term_reaches_the_encoder_only(replay: ReplayBuffer) -> None
 
 def test_update_returns_imagination_starts(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     batch = make_batch(replay, cfg)
     out = model.update(batch)
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
@@ -179,7 +167,7 @@ def test_world_model_learns_on_a_fixed_batch(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
     cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     batch = make_batch(replay, cfg)
     first = model.update(batch).metrics
     for _ in range(40):
@@ -192,7 +180,7 @@ def test_pretraining_steps_learn(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
     cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     frames = torch.from_numpy(replay.stacked_obs(np.arange(64)))
     first = model.pretrain_obs_step(frames)["obs/decoder_loss"]
     for _ in range(30):
@@ -212,7 +200,7 @@ def test_pretraining_steps_learn(replay: ReplayBuffer) -> None:
 def _z_head_gradients(cfg: Config, replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """The next-latent head's gradients of the dynamics step of one world-model update."""
     torch.manual_seed(0)
-    model = WorldModel(cfg, NUM_ACTIONS)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
     grads: list[list[torch.Tensor]] = []
     real_step = wm_module.optimizer_step
 

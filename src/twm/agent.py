@@ -20,10 +20,9 @@ from torch import Tensor, nn
 
 from twm.config import Config
 from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
+from twm.losses import actor_loss, critic_loss, lambda_returns, pretrain_actor_loss
 from twm.models.actor_critic import Actor, Critic
-from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput, optimizer_step
-from twm.training.ac_losses import actor_loss, critic_loss, pretrain_actor_loss
-from twm.training.returns import lambda_returns
+from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput, adam, optimizer_step
 
 
 class Agent(nn.Module):
@@ -31,16 +30,13 @@ class Agent(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_actions = num_actions
-        self.world_model = WorldModel(cfg, num_actions)
+        self.world_model = WorldModel.from_config(cfg, num_actions)
         ac = cfg.actor_critic
         self.actor = Actor(ac, cfg.latent_dim, num_actions)
         self.critic = Critic(ac, cfg.latent_dim)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=ac.actor_lr, eps=ac.eps, weight_decay=ac.weight_decay
-        )
-        self.critic_optimizer = torch.optim.Adam(
-            self.critic.parameters(), lr=ac.critic_lr, eps=ac.eps, weight_decay=ac.weight_decay
-        )
+        impl = cfg.train.optimizer_impl
+        self.actor_optimizer = adam(self.actor.parameters(), ac.actor_lr, ac.eps, ac.weight_decay, impl)
+        self.critic_optimizer = adam(self.critic.parameters(), ac.critic_lr, ac.eps, ac.weight_decay, impl)
         if cfg.train.compile:
             self.compile_networks()
 
@@ -61,11 +57,11 @@ class Agent(nn.Module):
         modules: list[nn.Module] = [obs.encoder, obs.decoder, dyn.transformer, dyn.z_head]
         modules += [dyn.reward_head, dyn.discount_head, self.actor.net, self.critic.net]
         for module in modules:
-            module.forward = torch.compile(module.forward, backend=backend)  # type: ignore[method-assign]
+            module.forward = torch.compile(module.forward, backend=backend)
         # The paths that do not go through those forwards: the decoder's fast path and the layers'
         # blocks after attention in key/value-cached imagination.
         obs._decode_fast = torch.compile(obs._decode_fast, backend=backend)  # type: ignore[method-assign]
-        for layer in dyn.transformer.layers:
+        for layer in dyn.transformer.typed_layers():
             layer.finish = torch.compile(layer.finish, backend=backend)  # type: ignore[method-assign]
         # Per shared function: one entry per instance, a few shapes each (fresh-start batches vary).
         limit = 4 * (len(dyn.transformer.layers) + len(modules))

@@ -35,7 +35,9 @@ from twm.allocator import keep_freed_memory
 from twm.config import Config
 from twm.flops import update_flops
 from twm.models.world_model import TorchSequenceBatch
+from twm.op_count import CountOps, OpCounts
 from twm.replay import SequenceBatch
+from twm.seeding import torch_generator
 
 PARTS = ("world_model", "imagination", "actor_critic")
 
@@ -63,7 +65,7 @@ def synthetic_batch(
 
 def synthetic_obs_sampler(cfg: Config, device: torch.device, seed: int = 1) -> Callable[[int], torch.Tensor]:
     """``sample_start_obs`` for fresh starts in imagination: random frames on the device."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch_generator(seed)
 
     def sample(n: int) -> torch.Tensor:
         obs = torch.randint(0, 256, (n, cfg.image_channels, 64, 64), generator=gen, dtype=torch.uint8)
@@ -128,7 +130,7 @@ def time_updates(
     seed: int = 0,
 ) -> UpdateTimes:
     """Run ``warmup`` + ``updates`` updates part by part; time the last ``updates``."""
-    gen = torch.Generator(device=agent.device).manual_seed(seed)
+    gen = torch_generator(seed, agent.device)
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
     dones = []
     for i in range(warmup + updates):
@@ -138,6 +140,27 @@ def time_updates(
                 parts[key].append(seconds[key])
             dones.append(ends)
     return UpdateTimes(parts, [int(d) for d in dones])
+
+
+def count_update(
+    agent: Agent,
+    batch: TorchSequenceBatch,
+    sample_obs: Callable[[int], torch.Tensor],
+    generator: torch.Generator,
+) -> dict[str, OpCounts]:
+    """What one update dispatches, part by part (``twm.op_count``), plus the total."""
+    counts: dict[str, OpCounts] = {}
+    with CountOps() as counter:
+        wm_out = agent.world_model.update(batch, generator)
+    counts["world_model"] = counter.counts
+    with CountOps() as counter:
+        rollout = agent.imagine(wm_out, sample_obs, generator)
+    counts["imagination"] = counter.counts
+    with CountOps() as counter:
+        agent.actor_critic_step(rollout)
+    counts["actor_critic"] = counter.counts
+    counts["total"] = counts["world_model"] + counts["imagination"] + counts["actor_critic"]
+    return counts
 
 
 # --------------------------------------------------------------------------------------- peak
@@ -150,7 +173,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float = 1.0) 
     then each variant runs for about ``seconds / 2``.
     """
     limit = 8192 if device.type == "cuda" else 4096
-    gen = torch.Generator(device=device).manual_seed(0)
+    gen = torch_generator(0, device)
     best = 0.0
     for variant in ("mm", "linear"):
         n = 256
@@ -278,7 +301,10 @@ def run_bench(
         torch.manual_seed(seed)
         agent = Agent(cfg, num_actions).to(device)
         batch = synthetic_batch(cfg, num_actions, device, seed)
-        times = time_updates(agent, batch, synthetic_obs_sampler(cfg, device), updates, warmup, seed)
+        sample_obs = synthetic_obs_sampler(cfg, device)
+        times = time_updates(agent, batch, sample_obs, updates, warmup, seed)
+        # One more update under the dispatch counter (after the timed ones: counting slows it down).
+        op_counts = count_update(agent, batch, sample_obs, torch_generator(seed + 1, device))
     medians = times.medians()
     fresh = round(statistics.mean(times.fresh_starts))
     flops = update_flops(cfg, num_actions, fresh_starts=fresh)
@@ -312,6 +338,7 @@ def run_bench(
         "seconds": medians,
         "seconds_all": {**{k: [round(s, 4) for s in v] for k, v in times.parts.items()}},
         "fresh_starts": fresh,
+        "dispatch": {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()},
         "flops": flop_parts,
         "flops_by_layer": by_layer,
         "achieved_flops_per_second": achieved,
@@ -340,15 +367,28 @@ def format_report(r: dict[str, Any]) -> str:
         f"  one update = world model on {B} x {T} steps + imagination {S} x {H} steps + actor-critic; "
         f"median of {r['updates']} updates after {r['warmup']} warm-up",
         "",
-        f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}",
+        f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}{'ops':>9}{'launching':>11}{'syncs':>7}",
     ]
     for part in (*PARTS, "total"):
-        s, f = r["seconds"][part], r["flops"][part]
-        lines.append(f"  {part:<14}{s:>10.3f}{f / 1e9:>12.1f}{f / 1e9 / s:>10.1f}")
+        s, f, d = r["seconds"][part], r["flops"][part], r["dispatch"][part]
+        lines.append(
+            f"  {part:<14}{s:>10.3f}{f / 1e9:>12.1f}{f / 1e9 / s:>10.1f}"
+            f"{d['ops']:>9}{d['launching']:>11}{d['syncs']:>7}"
+        )
     lines.append(
         f"  (FLOPs counted analytically, forward + backward; imagination includes {r['fresh_starts']} "
         "fresh-start encodings)"
     )
+    lines.append(
+        "  (ops: ATen operators dispatched in one more update, forward and backward; launching: all but "
+        "views and allocations; syncs: host waits such as .item())"
+    )
+    top = r["dispatch"]["total"].get("top_launching", {})
+    if top:
+        lines.append("  most launched: " + ", ".join(f"{k} {v}" for k, v in top.items()))
+    syncs = r["dispatch"]["total"].get("sync_ops", {})
+    if syncs:
+        lines.append("  host syncs by operator: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
     layer = sorted(r["flops_by_layer"].items(), key=lambda kv: -kv[1])
     lines.append("  FLOPs by layer kind: " + ", ".join(f"{k} {v / 1e9:.1f}G" for k, v in layer))
     peaks = r.get("matmul_peak_flops_per_second")

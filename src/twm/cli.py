@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from twm import __version__
-from twm.config import PRESETS, Config, ConfigError, describe_keys, load_config
+from twm.cli_parser import build_parser
+from twm.config import Config, ConfigError, describe_keys, load_config
 from twm.envs import EnvError, check_env
-from twm.envs.games import (
+from twm.games import (
     ATARI100K_GAMES,
     BUILTIN_GAME,
     CRAFTER_GAME,
@@ -40,23 +40,6 @@ class UsageError(Exception):
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _add_config_args(parser: argparse.ArgumentParser, *, game: bool = True) -> None:
-    if game:
-        parser.add_argument(
-            "--game", help="Atari 100k game, catch, minatar/<game>, crafter or gym:<id> (see 'twm games')"
-        )
-    parser.add_argument("--preset", default="atari100k", help=f"one of {', '.join(PRESETS)}")
-    parser.add_argument("--config", dest="config_file", help="YAML file with config overrides")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value (repeatable), e.g. --set dynamics.attention=fused",
-    )
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
@@ -150,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _checked_device(name: str) -> str:
     """Fail early, as one line, on a device this machine does not have (before any run folder exists)."""
-    from twm.training.trainer import DeviceUnavailableError, resolve_device
+    from twm.device import DeviceUnavailableError, resolve_device
 
     if name not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be one of auto, cpu, cuda; got {name!r}")
@@ -165,9 +148,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from twm.run_dir import RunDirExistsError
     from twm.training.checkpoint import CheckpointWriteError
-    from twm.training.logger import RunDirExistsError
-    from twm.training.trainer import Interrupted, NonFiniteLossError, Trainer, TrainingStopped
+    from twm.training.lifecycle import Interrupted, NonFiniteLossError, TrainingStopped
+    from twm.training.trainer import Trainer
+    from twm.viz.eval_images import eval_images_hook
 
     if args.resume is not None:
         trainer = _resumed_trainer(args)
@@ -191,11 +176,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             run_dir = Path("runs") / f"{cfg.env.game}-{args.preset}-s{cfg.train.seed}-{stamp}"
         try:
-            trainer = Trainer(cfg, run_dir, progress=not args.no_progress, preset=args.preset)
+            trainer = Trainer(
+                cfg, run_dir, progress=not args.no_progress, preset=args.preset, on_eval=eval_images_hook
+            )
         except RunDirExistsError as exc:
-            resumable = (Path(run_dir) / "checkpoints").is_dir()
-            hint = f"; to continue that run: twm train --resume {run_dir}" if resumable else ""
-            raise UsageError(f"{exc}{hint}") from None
+            raise UsageError(str(exc)) from None
     total = trainer.cfg.train.total_steps
     try:
         summary = trainer.run()
@@ -238,8 +223,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _resumed_trainer(args: argparse.Namespace) -> Trainer:
     """The trainer of ``twm train --resume RUN_DIR``: the run's own config.yaml, nothing else."""
-    from twm.run_dir import RunLockedError
-    from twm.training.trainer import DeviceUnavailableError, ResumeError, Trainer
+    from twm.device import DeviceUnavailableError
+    from twm.run_dir import ResumeError, RunLockedError
+    from twm.training.trainer import Trainer
+    from twm.viz.eval_images import eval_images_hook
 
     given = {
         "--game": args.game,
@@ -257,7 +244,7 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
         )
     device = _checked_device(args.device) if args.device is not None else None
     try:
-        return Trainer.resume(args.resume, device=device, progress=not args.no_progress)
+        return Trainer.resume(args.resume, device=device, progress=not args.no_progress, on_eval=eval_images_hook)
     except (ResumeError, DeviceUnavailableError, RunLockedError) as exc:
         raise UsageError(str(exc)) from None
 
@@ -296,25 +283,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from twm.training.checkpoint import (
-        CHECKPOINT_DIR,
-        FINAL_CHECKPOINT,
-        CheckpointError,
-        agent_from_checkpoint,
-        load_checkpoint,
-    )
+    from twm.device import resolve_device
+    from twm.run_dir import RunDir, RunDirError
+    from twm.seeding import final_eval_seed
+    from twm.training.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
     from twm.training.evaluation import evaluate_agent
-    from twm.training.trainer import final_eval_seed, resolve_device
 
     run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"run folder {run_dir} does not exist")
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise UsageError(f"{config_path} not found: {run_dir} is not a twm run folder")
-    checkpoint = run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
-    if not checkpoint.is_file():
-        raise UsageError(f"{checkpoint} not found: the run has not finished (no final checkpoint)")
+    try:
+        checkpoint = RunDir(run_dir).require_final_checkpoint()
+    except RunDirError as exc:
+        raise UsageError(str(exc)) from None
+    config_path = RunDir(run_dir).config
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1; got {args.episodes}")
     if args.seed is not None and args.seed < 0:
@@ -350,7 +330,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_dream(args: argparse.Namespace) -> int:
     # Imported here: the viz package pulls in the agent and Pillow, which other commands skip.
-    from twm.training.trainer import resolve_device
+    from twm.device import resolve_device
     from twm.viz import VizError, run_dream
 
     device = resolve_device(_checked_device(args.device))
@@ -383,93 +363,49 @@ def cmd_dream(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from twm.training.trainer import resolve_device
+    from twm.device import resolve_device
     from twm.viz import VizError, run_play
+    from twm.viz.play import POLICY_STEPS, run_play_policy
 
+    if args.actions is not None and args.record is None:
+        raise UsageError("--actions SPEC goes with --record FILE (it plays without a window)")
+    by_policy = args.record is not None and args.actions is None
+    if args.steps is not None and not by_policy:
+        raise UsageError("--steps N goes with --record FILE without --actions (the policy plays N steps)")
     device = resolve_device(_checked_device(args.device))
     try:
-        done = run_play(
-            args.run_dir,
-            checkpoint=args.checkpoint,
-            seed=args.seed,
-            warmup=args.warmup,
-            fps=args.fps,
-            scale=args.scale,
-            record=args.record,
-            actions=args.actions,
-            device=device,
-        )
+        if by_policy:
+            done = run_play_policy(
+                args.run_dir,
+                args.record,
+                checkpoint=args.checkpoint,
+                seed=args.seed,
+                warmup=args.warmup,
+                fps=args.fps,
+                scale=args.scale,
+                steps=POLICY_STEPS if args.steps is None else args.steps,
+                device=device,
+            )
+        else:
+            done = run_play(
+                args.run_dir,
+                checkpoint=args.checkpoint,
+                seed=args.seed,
+                warmup=args.warmup,
+                fps=args.fps,
+                scale=args.scale,
+                record=args.record,
+                actions=args.actions,
+                device=device,
+            )
     except VizError as exc:
         raise UsageError(str(exc)) from None
     if args.record is not None:
-        print(
-            f"wrote {done['out']}: {done['frames']} frames (the start + one per action), "
-            f"predicted score {done['score']:+.2f}"
-        )
+        what = "the start + one per policy step" if by_policy else "the start + one per action"
+        print(f"wrote {done['out']}: {done['frames']} frames ({what}), predicted score {done['score']:+.2f}")
     else:
         print(f"played {done['steps']} steps in the dream; predicted score {done['score']:+.2f}")
     return 0
-
-
-def _add_viz_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "dream",
-        help="animate the policy acting inside the world model (GIF or MP4), from real starts",
-        description="Start from real frames (the run's replay buffer if saved, else the game played by "
-        "the agent's policy for --warmup steps from a seeded reset), let the policy act inside the world "
-        "model and write the decoded frames, captioned with the action, predicted reward and discount.",
-    )
-    p.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a folder written by 'twm train' (or a checkpoint file)"
-    )
-    p.add_argument("--out", required=True, metavar="FILE.gif|FILE.mp4", help="animation to write")
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)")
-    p.add_argument("--horizon", type=int, default=30, help="dream steps (frames: horizon + 1)")
-    p.add_argument("--starts", type=int, default=4, help="dreams side by side")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real starts and the sampling")
-    p.add_argument("--fps", type=float, default=8.0, help="frames per second of the animation")
-    p.add_argument("--warmup", type=int, default=16, help="real steps before each dream (its context)")
-    p.add_argument("--scale", type=int, default=3, help="upscaling of the 64x64 frames")
-    p.add_argument(
-        "--source", default="auto", choices=["auto", "env", "replay"], help="where starts come from"
-    )
-    p.add_argument("--attention", metavar="FILE.png", help="also write the attention heat map of dream 0")
-    p.add_argument(
-        "--attention-step",
-        type=int,
-        default=-1,
-        help="dream step t of the heat map (the a_t query, which predicts frame t+1); default the last",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.set_defaults(func=cmd_dream)
-
-    p = sub.add_parser(
-        "play",
-        help="play the game inside the world model (needs pygame; --record works headless)",
-        description="Play inside the world model: arrows/WASD move, space fires, nothing pressed is NOOP, "
-        "R restarts from a new real start, Esc quits. With --record FILE --actions SPEC the actions are "
-        "played without a window and the frames written (no pygame needed).",
-    )
-    p.add_argument(
-        "run_dir", metavar="RUN_DIR", help="a folder written by 'twm train' (or a checkpoint file)"
-    )
-    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the real start (R: the next seeds)")
-    p.add_argument("--warmup", type=int, default=8, help="real steps of the policy before the dream starts")
-    p.add_argument("--fps", type=float, default=10.0, help="dream steps per second")
-    p.add_argument(
-        "--scale", type=int, help="upscaling of the 64x64 frames (default 6 in the window, 4 recorded)"
-    )
-    p.add_argument(
-        "--record", metavar="FILE.gif|FILE.mp4", help="play --actions without a window, write frames"
-    )
-    p.add_argument(
-        "--actions",
-        metavar="SPEC",
-        help="with --record: comma-separated action names or indices, or random:N",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.set_defaults(func=cmd_play)
 
 
 # --------------------------------------------------------------------------------------- bench
@@ -477,7 +413,7 @@ def _add_viz_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from twm.bench import format_report, run_bench
-    from twm.training.trainer import resolve_device
+    from twm.device import resolve_device
 
     for flag, value, low in (("--updates", args.updates, 1), ("--warmup", args.warmup, 0)):
         if value < low:
@@ -501,146 +437,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="time the parts of one update, count its FLOPs, measure the matmul peak and env speed",
-        description="Time one update (world-model step, imagination rollout, actor-critic step and their "
-        "sum) on synthetic data: medians over --updates updates after --warmup untimed ones. Also prints "
-        "the update's FLOPs (counted from the layer shapes), this machine's float32/bfloat16 matmul peak "
-        "and the fraction of it reached, the peak memory and the real game's agent steps per second. "
-        "Speed switches are config keys: --set dynamics.kv_cache=false, --set train.precision=bfloat16, "
-        "--set train.compile=true, --set dynamics.attention=fused.",
-    )
-    _add_config_args(p)
-    p.add_argument("--updates", type=int, default=3, help="timed updates (the medians are over these)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed updates first")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--env-steps", type=int, default=1000, help="agent steps of the env benchmark (0: skip)")
-    p.add_argument(
-        "--peak-seconds", type=float, default=1.0, help="seconds per dtype of the matmul peak loop (0: skip)"
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_bench)
-
-
-# --------------------------------------------------------------------------------------- parser
-
-Command = Callable[[argparse.Namespace], int]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="twm",
-        description="Transformer-based World Models (TWM) for sample-efficient RL on Atari 100k.",
-    )
-    parser.add_argument("--version", action="version", version=f"twm {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("games", help="list the 26 Atari 100k games with human and random scores")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_games)
-
-    p = sub.add_parser("config", help="print the resolved configuration as YAML")
-    _add_config_args(p)
-    p.add_argument("--keys", action="store_true", help="list every config key with its paper default")
-    p.set_defaults(func=cmd_config)
-
-    p = sub.add_parser("info", help="parameter counts of the networks for a game and preset")
-    _add_config_args(p)
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("train", help="train an agent: prefill, pretraining, training, evaluations")
-    _add_config_args(p)
-    p.set_defaults(preset=None)  # default atari100k, applied in cmd_train; None lets --resume see a --preset
-    p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
-    p.add_argument("--device", help="auto, cpu or cuda (overrides train.device)")
-    p.add_argument(
-        "--run-dir", help="run folder (default: runs/GAME-PRESET-sSEED-TIMESTAMP); never overwritten"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        help="continue the run in RUN_DIR from its newest good checkpoint, with its config.yaml",
-    )
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "sweep",
-        help="train one run per (game, seed), locally or on a Ray cluster; resumes crashed runs",
-        description="One 'twm train' subprocess per (game, seed) in ROOT/<Game>/seed_<N>. Finished runs "
-        "(eval/final.json) are skipped, runs that died are resumed from their newest checkpoint (a run "
-        "without one is moved aside and started again), failed attempts are retried. Start the same "
-        "sweep again to finish what is left. Writes ROOT/sweep.json; exit code 1 if a run failed.",
-    )
-    p.add_argument("--games", required=True, help="comma-separated games (case-insensitive), or 'all' (26)")
-    p.add_argument(
-        "--seeds", default="0", help="comma-separated seeds or ranges, e.g. 0,1,2 or 0-4 (default 0)"
-    )
-    p.add_argument("--preset", default="atari100k", help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--config", dest="config_file", help="YAML file with config overrides")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one config value for every run (repeatable)",
-    )
-    p.add_argument("--root", help="sweep folder (default: runs/sweep-PRESET)")
-    p.add_argument(
-        "--parallel",
-        type=int,
-        help="runs at a time (local default 1; with Ray default: all, as resources allow)",
-    )
-    p.add_argument(
-        "--retries", type=int, default=2, help="resume attempts after a failed attempt (default 2)"
-    )
-    p.add_argument(
-        "--ray-address",
-        metavar="ADDR",
-        help="run the runs as Ray tasks: 'local' (a new local Ray instance), 'auto', or a cluster address",
-    )
-    p.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs per Ray task (fractions allowed)")
-    p.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs per Ray task (default 1)")
-    p.add_argument("--device", help="auto, cpu or cuda (overrides train.device)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (event lines still printed)")
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by 'twm train'")
-    p.add_argument("--episodes", type=int, help="episodes (default: the run's train.final_eval_episodes)")
-    p.add_argument("--seed", type=int, help="evaluation seed (default: that of the run's final evaluation)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser(
-        "report",
-        help="per-game scores and human-normalized aggregates (with CIs) beside published methods",
-        description="Report final scores of run folders, sweep roots (searched for eval/final.json) "
-        'and score files {"Game": [run score, ...]}: per-game table, mean/median/IQM/optimality gap '
-        "with stratified bootstrap confidence intervals, and published methods for comparison.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="run folder, sweep root or score file (JSON)")
-    p.add_argument(
-        "--compare",
-        default="TWM,STORM,IRIS,SPR,SimPLe",
-        help="published methods to list beside ours (also DrQ(eps), EfficientZero; 'none' for none)",
-    )
-    p.add_argument("--out", metavar="FILE.md", help="also write the Markdown report to this file")
-    p.add_argument("--plot", metavar="FILE.png", help="plot the aggregates with their intervals")
-    p.add_argument("--curves", metavar="FILE.png", help="plot learning curves from the runs' metrics.jsonl")
-    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates (0: no intervals)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--label", help="name of our row (default: the score file's name, or 'ours')")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
-    p.set_defaults(func=cmd_report)
-    _add_viz_parsers(sub)
-    _add_bench_parser(sub)
-    return parser
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "games": cmd_games,
+    "config": cmd_config,
+    "info": cmd_info,
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "eval": cmd_eval,
+    "report": cmd_report,
+    "dream": cmd_dream,
+    "play": cmd_play,
+    "bench": cmd_bench,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -650,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     try:
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except (ConfigError, UnknownGameError, UsageError, EnvError) as exc:
         print(f"twm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

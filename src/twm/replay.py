@@ -49,6 +49,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from twm.seeding import numpy_generator
+
 FORMAT_VERSION = 1
 SAVE_CHUNK = 10_000  # steps per frames file (41 MB of 64x64 frames)
 # Steps per frames file of the run's resume checkpoints (twm.training.checkpoint). Only the partial
@@ -99,7 +101,7 @@ class ReplayBuffer:
             raise ValueError(f"frame_shape must be (H, W) or (C, H, W), got {frame_shape}")
         self.frame_shape = tuple(int(n) for n in frame_shape)
         self.visit_temperature = float(visit_temperature)
-        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.rng = numpy_generator(seed)
         # np.zeros maps pages lazily, so an unfilled buffer costs little real memory.
         self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=np.uint8)
         self._actions = np.zeros(self.capacity, dtype=np.int32)
@@ -279,7 +281,9 @@ class ReplayBuffer:
             np.save(
                 tmp / f"frames_{first:09d}.npy", self._frames[first : min(first + SAVE_CHUNK, self._size)]
             )
-        np.savez(tmp / "steps.npz", **{k: a[: self._size] for k, a in self._arrays().items()})
+        # Any: numpy's stub lets ** keywords meet savez's ``allow_pickle: bool`` (no array has that name).
+        steps: dict[str, Any] = {k: a[: self._size] for k, a in self._arrays().items()}
+        np.savez(tmp / "steps.npz", **steps)
         meta = {**self._settings(), "save_chunk": SAVE_CHUNK}
         (tmp / "meta.json").write_text(json.dumps(meta))
         # Swap the finished directory in, so an interrupted save never leaves a half-written buffer at path.

@@ -1,6 +1,20 @@
-"""The run folder's lock: one training process per run folder (no torch import here).
+"""The run folder: its layout, the checks every command makes on it, and its lock (no torch here).
 
-A process that trains a run holds ``RUN_DIR/.twm-lock`` for its whole life. The file is created
+Layout (names relative to the run folder; ``RunDir`` gives their paths)::
+
+    config.yaml              the full resolved config, written before anything else
+    metrics.jsonl            one JSON line per logged step
+    tensorboard/             the same metrics for TensorBoard
+    checkpoints/             step_<interactions>_<index>.pt resume checkpoints, ``latest`` (the newest's
+                             name) and final.pt (the agent at the end of training)
+    eval/final.json          the final evaluation; written last and atomically: the run has finished
+    images/                  reconstructions and dreams at each evaluation (``train.eval_images``)
+    .twm-lock                held by the process that trains the run
+
+A folder is *finished* (``eval/final.json``), *resumable* (a resume checkpoint, not finished),
+*in use* (a live lock), or neither: it died before its first checkpoint.
+
+The lock: a process that trains a run holds ``.twm-lock`` for its whole life. The file is created
 with ``O_CREAT | O_EXCL`` (atomic on local file systems and on NFS v3+, which a Ray cluster's shared
 folder is) and holds the holder's host, pid, a random token and when it started. While the run
 lives, a background thread touches the file every ``heartbeat`` seconds. A second process is
@@ -20,13 +34,161 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_CHECKPOINT = "final.pt"
+LATEST_POINTER = "latest"
+FINAL_JSON = "eval/final.json"
+EVAL_IMAGES_DIR = "images"
+# Resume checkpoints: step_<interactions>_<index>.pt (the index orders checkpoints of one interaction).
+RESUME_CHECKPOINT = re.compile(r"^step_(\d+)_(\d+)\.pt$")
+
+
+class RunDirError(RuntimeError):
+    """A run folder cannot serve the command (missing, not a run, unfinished, ...): a one-line message."""
+
+
+class RunDirExistsError(RunDirError, FileExistsError):
+    """The run folder already holds a run; we never overwrite one."""
+
+
+class ResumeError(RunDirError):
+    """``--resume`` cannot continue this folder (no checkpoint, finished run, config mismatch, ...)."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The paths of one run folder and the checks on it (nothing is created or read on construction)."""
+
+    path: Path
+
+    def __init__(self, path: str | Path) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def final_checkpoint(self) -> Path:
+        return self.checkpoints / FINAL_CHECKPOINT
+
+    @property
+    def final_json(self) -> Path:
+        return self.path / FINAL_JSON
+
+    @property
+    def eval_images(self) -> Path:
+        return self.path / EVAL_IMAGES_DIR
+
+    # ---------------------------------------------------------------- what the folder holds
+
+    def is_empty(self) -> bool:
+        """Missing, or an empty folder: a place a new run may start."""
+        return not self.path.exists() or (self.path.is_dir() and not any(self.path.iterdir()))
+
+    def is_finished(self) -> bool:
+        """Whether the run wrote its final evaluation (written atomically, last of all)."""
+        return self.final_json.is_file()
+
+    def resume_checkpoints(self) -> list[Path]:
+        """The resume checkpoints in the folder (any order)."""
+        if not self.checkpoints.is_dir():
+            return []
+        return [p for p in self.checkpoints.iterdir() if RESUME_CHECKPOINT.match(p.name)]
+
+    def latest_checkpoint_name(self) -> str | None:
+        """The name in ``checkpoints/latest`` (the newest checkpoint written), if any."""
+        try:
+            return (self.checkpoints / LATEST_POINTER).read_text().strip() or None
+        except OSError:
+            return None
+
+    def read_final(self) -> dict[str, Any] | None:
+        """``eval/final.json``, or None when it is missing or unreadable."""
+        try:
+            data = json.loads(self.final_json.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock ({host, pid, token, started}; {} while unreadable), or None."""
+        return read_lock(self.path)
+
+    # ---------------------------------------------------------------- checks with their messages
+
+    def require_run(self) -> RunDir:
+        """The folder exists and has a ``config.yaml``; else ``RunDirError``."""
+        if not self.path.is_dir():
+            raise RunDirError(f"run folder {self.path} does not exist")
+        if not self.config.is_file():
+            raise RunDirError(f"{self.config} not found: {self.path} is not a twm run folder")
+        return self
+
+    def require_final_checkpoint(self, hint: str = "no final checkpoint") -> Path:
+        """A run folder with ``checkpoints/final.pt``; returns its path."""
+        self.require_run()
+        if not self.final_checkpoint.is_file():
+            raise RunDirError(f"{self.final_checkpoint} not found: the run has not finished ({hint})")
+        return self.final_checkpoint
+
+    def require_resumable(self) -> RunDir:
+        """A run folder that is not finished and holds a resume checkpoint; else ``ResumeError``."""
+        try:
+            self.require_run()
+        except RunDirError as exc:
+            raise ResumeError(str(exc)) from None
+        if self.is_finished():
+            raise ResumeError(
+                f"the run in {self.path} has already finished ({FINAL_JSON} exists); nothing to resume"
+            )
+        if not self.resume_checkpoints():
+            raise ResumeError(
+                f"no checkpoint to resume from in {self.checkpoints} (the run stopped before its first "
+                "checkpoint); start it again with a new --run-dir"
+            )
+        return self
+
+
+def create_run_dir(path: str | Path) -> Path:
+    """Create a fresh run folder; refuse one that exists and is not empty."""
+    run_dir = Path(path)
+    if not RunDir(run_dir).is_empty():
+        resumable = RunDir(run_dir).resume_checkpoints() and not RunDir(run_dir).is_finished()
+        hint = f"; to continue that run: twm train --resume {run_dir}" if resumable else ""
+        raise RunDirExistsError(
+            f"run folder {run_dir} already exists and is not empty; choose another --run-dir{hint}"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+# --------------------------------------------------------------------------------------- the lock
 
 LOCK_NAME = ".twm-lock"
 HEARTBEAT_S = 30.0

@@ -165,7 +165,7 @@ class GameSummary:
 def summarize_game(
     game: str, scores: np.ndarray, hns: np.ndarray | None, crafter_scores: list[float] | None = None
 ) -> GameSummary:
-    from twm.envs.games import random_normalized_score, random_score
+    from twm.games import random_normalized_score, random_score
 
     scores = np.asarray(scores, dtype=np.float64)
     std = float(np.std(scores, ddof=1)) if scores.size > 1 else None

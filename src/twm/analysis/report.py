@@ -28,7 +28,7 @@ from twm.analysis.aggregate import (
 )
 from twm.analysis.published import DEFAULT_COMPARE, SOURCE_NOTE, PublishedResult, resolve_methods
 from twm.analysis.scores import Curve, LoadedScores, load_inputs, sort_games
-from twm.envs.games import ATARI100K_GAMES, human_normalized_score
+from twm.games import ATARI100K_GAMES, human_normalized_score
 
 MATPLOTLIB_HINT = "pip install 'twm[report]'"
 PLOTTED_METRICS: tuple[str, ...] = ("mean", "median", "iqm", "optimality_gap")
@@ -134,13 +134,12 @@ def render_markdown(report: Report) -> str:
     crafter_games = [g for g in report.games if g.crafter_scores]
     if crafter_games:
         lines += ["", "| game | runs | Crafter score (%) | random policy (%) |", "|---|---:|---:|---:|"]
-        from twm.envs.games import measured_random_scores
+        from twm.games import measured_random_scores
 
         for g in crafter_games:
+            scores = g.crafter_scores or []  # not empty: filtered above
             rnd_score = measured_random_scores().get(g.game, {}).get("crafter_score")
-            lines.append(
-                f"| {g.game} | {len(g.crafter_scores or [])} | {np.mean(g.crafter_scores):.2f} | {_num(rnd_score, 2)} |"
-            )
+            lines.append(f"| {g.game} | {len(scores)} | {np.mean(scores):.2f} | {_num(rnd_score, 2)} |")
     if report.excluded:
         lines.append("")
         lines.append(

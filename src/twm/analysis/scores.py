@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from twm.envs.games import UnknownGameError, resolve_game, valid_game_names
+from twm.games import UnknownGameError, resolve_game, valid_game_names
+from twm.run_dir import CONFIG_FILE, FINAL_JSON, METRICS_FILE
 
-FINAL_SCORES = Path("eval") / "final.json"
-METRICS_FILE = "metrics.jsonl"
 CURVE_KEY = "eval/mean_score"
 # Files that only a run folder holds: a folder with one of these but no eval/final.json is a run
 # that has not finished (or crashed), which we skip with a warning instead of silently.
-_RUN_MARKERS = ("metrics.jsonl", "config.yaml")
+_RUN_MARKERS = (METRICS_FILE, CONFIG_FILE)
 
 
 class ReportInputError(ValueError):
@@ -181,7 +180,7 @@ def read_curve(metrics_path: str | Path, game: str) -> Curve | None:
 def load_run_dir(run_dir: str | Path) -> tuple[RunScore, Curve | None]:
     """The final score of one run folder and its learning curve (if it logged one)."""
     run_dir = Path(run_dir)
-    final = run_dir / FINAL_SCORES
+    final = run_dir / FINAL_JSON
     data = _read_json(final)
     if not _is_final_json(data):
         raise ReportInputError(f"{final}: expected an object with 'game' and 'scores'")
@@ -224,12 +223,12 @@ def load_inputs(paths: Sequence[str | Path]) -> LoadedScores:
         finished, unfinished = find_run_dirs(path)
         for run_dir in unfinished:
             loaded.warnings.append(
-                f"skipping run folder {run_dir}: it has no {FINAL_SCORES} (unfinished run?)"
+                f"skipping run folder {run_dir}: it has no {FINAL_JSON} (unfinished run?)"
             )
         if not finished and not unfinished:
-            loaded.warnings.append(f"skipping {path}: no run folder with {FINAL_SCORES} found in it")
+            loaded.warnings.append(f"skipping {path}: no run folder with {FINAL_JSON} found in it")
         for run_dir in finished:
-            key = (run_dir / FINAL_SCORES).resolve()
+            key = (run_dir / FINAL_JSON).resolve()
             if key in seen:
                 continue
             seen.add(key)
@@ -241,6 +240,6 @@ def load_inputs(paths: Sequence[str | Path]) -> LoadedScores:
         raise ReportInputError(
             "no run scores found in "
             + ", ".join(str(p) for p in paths)
-            + f" (run folders need {FINAL_SCORES})"
+            + f" (run folders need {FINAL_JSON})"
         )
     return loaded

@@ -4,7 +4,7 @@ Every environment returns observations of shape (frame_stack * c, 64, 64) uint8,
 (always for Atari and catch) and 3 for RGB (``env.color``), the newest frame last, and at an episode
 start pads the stack by repeating the first frame.
 
-Families (twm.envs.games): Atari (twm.envs.atari), catch (twm.envs.catch), and through the adapter
+Families (twm.games): Atari (twm.envs.atari), catch (twm.envs.catch), and through the adapter
 twm.envs.pixel: MinAtar (twm.envs.minatar), Crafter (twm.envs.crafter), any Gymnasium id
 (twm.envs.gym_env).
 """
@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from twm.envs.games import GYM_PREFIX, MINATAR_PREFIX, game_family, resolve_game
 from twm.envs.pixel import EnvError
+from twm.games import GYM_PREFIX, MINATAR_PREFIX, game_family, resolve_game
 
-if TYPE_CHECKING:  # twm.config imports twm.envs.games, so import the config lazily
+if TYPE_CHECKING:  # twm.config imports twm.games, so import the config lazily
     from twm.config import EnvConfig
 
 __all__ = ["Env", "EnvError", "make_env", "newest_frame"]

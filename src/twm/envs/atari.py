@@ -103,9 +103,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import cv2
 import numpy as np
 
-from twm.envs.games import resolve_game
+from twm.games import resolve_game
 
-if TYPE_CHECKING:  # twm.config imports twm.envs.games; the config is only needed for type hints
+if TYPE_CHECKING:  # twm.config imports twm.games; the config is only needed for type hints
     from twm.config import EnvConfig
 
 FRAME_SIZE = 64

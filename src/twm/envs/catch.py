@@ -40,7 +40,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-if TYPE_CHECKING:  # twm.config imports twm.envs.games; the config is only needed for type hints here
+from twm.seeding import numpy_generator
+
+if TYPE_CHECKING:  # twm.config imports twm.games; the config is only needed for type hints here
     from twm.config import EnvConfig
 
 FRAME_SIZE = 64
@@ -95,7 +97,7 @@ class CatchEnv:
         self.squash = env_cfg.reward_transform == "tanh"
         self.num_actions = len(ACTION_MEANINGS)
         self.action_meanings = list(ACTION_MEANINGS)
-        self._rng = np.random.Generator(np.random.PCG64(seed))
+        self._rng = numpy_generator(seed)
         self._stack = np.zeros((self.frame_stack, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         self._paddle = 0
         self._ball_row = 0
@@ -128,7 +130,7 @@ class CatchEnv:
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """Start an episode (a whole game); ``seed`` re-seeds the generator first."""
         if seed is not None:
-            self._rng = np.random.Generator(np.random.PCG64(seed))
+            self._rng = numpy_generator(seed)
         self._paddle = int(self._rng.integers(COLUMNS))
         self._balls_left = self.num_balls
         self._spawn_ball()

@@ -54,7 +54,7 @@ import numpy as np
 
 from twm.envs import make_env
 from twm.envs.atari import FRAME_SIZE
-from twm.envs.games import game_family
+from twm.games import game_family
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig

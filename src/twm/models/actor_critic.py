@@ -1,4 +1,4 @@
-"""Actor and critic networks of TWM (SPEC.md §3); the losses live in ``twm.training.ac_losses``.
+"""Actor and critic networks of TWM (SPEC.md §3); the losses live in ``twm.losses``.
 
 Both read the latent z_t only -- the (..., C*K) one-hot concatenation from the observation
 model, not the transformer's h_t -- so acting in the real game needs just the encoder and the
@@ -58,7 +58,7 @@ class Actor(nn.Module):
 
     def dist(self, z: Tensor) -> Categorical:
         """The policy as a distribution with batch shape z.shape[:-1]."""
-        return Categorical(logits=self(z))
+        return Categorical(logits=self(z), validate_args=False)
 
     @torch.no_grad()
     def sample(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -237,13 +237,15 @@ class DynamicsModel(nn.Module):
         # is n * M + 2 tokens (see transformer_xl.window_start).
         self.memory_tokens = n * cfg.memory_steps + 2
 
-        self.embed_z = nn.Sequential(nn.Linear(latent_dim, d), nn.SiLU())
-        _kaiming_uniform_(self.embed_z[0], SILU_GAIN)
+        embed_z = nn.Linear(latent_dim, d)
+        _kaiming_uniform_(embed_z, SILU_GAIN)
+        self.embed_z = nn.Sequential(embed_z, nn.SiLU())
         self.embed_a = nn.Embedding(num_actions, d)
         self.embed_r: nn.Sequential | None = None
         if cfg.input_rewards:
-            self.embed_r = nn.Sequential(nn.Linear(1, d), nn.SiLU())
-            _kaiming_uniform_(self.embed_r[0], SILU_GAIN)
+            embed_r = nn.Linear(1, d)
+            _kaiming_uniform_(embed_r, SILU_GAIN)
+            self.embed_r = nn.Sequential(embed_r, nn.SiLU())
 
         self.transformer = TransformerXL(
             d_model=d,

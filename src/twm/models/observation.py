@@ -28,9 +28,9 @@ Pretraining calls ``compute_loss(frames, z, logits)`` without the consistency te
 from __future__ import annotations
 
 import math
+from typing import Literal, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twm.config import ObservationModelConfig
@@ -116,6 +116,13 @@ def consistency_ce(logits: Tensor, dynamics_logits: Tensor, mask: Tensor | None 
 # --------------------------------------------------------------------------------------- latents
 
 
+def one_hot_of(index: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
+    """``F.one_hot(index, classes).to(dtype)`` without its range check, which reads the indices back
+    to the host (a sync per call); the indices here come from argmax or sampling, so are in range."""
+    out = torch.zeros((*index.shape, classes), dtype=dtype, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1.0)
+
+
 def sample_one_hot(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One-hot samples of each categorical with straight-through gradients: (..., C, K) -> (..., C*K).
 
@@ -126,7 +133,7 @@ def sample_one_hot(logits: Tensor, generator: torch.Generator | None = None) -> 
     probs = logits.softmax(dim=-1)  # (..., C, K)
     flat = probs.detach().float().reshape(-1, K)  # (N*C, K) rows for multinomial
     index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])  # (..., C)
-    one_hot = F.one_hot(index, K).to(probs.dtype)  # (..., C, K)
+    one_hot = one_hot_of(index, K, probs.dtype)  # (..., C, K)
     z = one_hot + (probs - probs.detach())  # (..., C, K)
     return z.flatten(-2)  # (..., C*K)
 
@@ -134,7 +141,7 @@ def sample_one_hot(logits: Tensor, generator: torch.Generator | None = None) -> 
 def mode_one_hot(logits: Tensor) -> Tensor:
     """The most likely latent, one-hot argmax of each categorical, no gradient: (..., C, K) -> (..., C*K)."""
     K = logits.shape[-1]
-    one_hot = F.one_hot(logits.detach().argmax(dim=-1), K).to(logits.dtype)  # (..., C, K)
+    one_hot = one_hot_of(logits.detach().argmax(dim=-1), K, logits.dtype)  # (..., C, K)
     return one_hot.flatten(-2)  # (..., C*K)
 
 
@@ -195,6 +202,7 @@ class ObservationModel(nn.Module):
             decoder.append(deconv)
             if i < len(kernels) - 1:
                 decoder.append(nn.SiLU())  # between the transposed convs, not after the last
+        assert deconv.bias is not None  # ConvTranspose2d has a bias by default
         nn.init.constant_(deconv.bias, 0.5)
         self.decoder = nn.Sequential(*decoder)
 
@@ -236,10 +244,12 @@ class ObservationModel(nn.Module):
         That conv sees a 1x1 map, so out[n, o, i, j] = sum_c x[n, c] W[c, o, i, j] + b[o]: a linear
         layer with weight W.flatten(1), which runs many times faster than the transposed-conv kernel.
         """
-        linear, act, _, first, *rest = self.decoder
+        linear, act, _, first_module, *rest = self.decoder
+        first = cast(nn.ConvTranspose2d, first_module)
         x = act(linear(z))  # (N, 16c)
         w = first.weight  # (16c, 4c, k, k)
-        x = (x @ w.flatten(1)).unflatten(1, w.shape[1:]) + first.bias[:, None, None]  # (N, 4c, k, k)
+        b = cast(Tensor, first.bias)  # (4c,): built with a bias
+        x = (x @ w.flatten(1)).unflatten(1, w.shape[1:]) + b[:, None, None]  # (N, 4c, k, k)
         x = x.contiguous(memory_format=torch.channels_last)
         for module in rest:
             x = module(x)
@@ -309,7 +319,7 @@ class ObservationModel(nn.Module):
         return loss, metrics
 
 
-def _kaiming_uniform_(layer: nn.Linear | nn.Conv2d, nonlinearity: str) -> None:
+def _kaiming_uniform_(layer: nn.Linear | nn.Conv2d, nonlinearity: Literal["relu", "linear"]) -> None:
     """U(-b, b) with b = gain * sqrt(3 / fan_in) and zero bias, as the released ``nets`` init.
 
     ``nonlinearity`` "relu" gives gain sqrt(2) (the released code's gain for SiLU), "linear" gain 1.

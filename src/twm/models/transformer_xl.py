@@ -27,8 +27,9 @@ gather the entry for each (query, key) pair, which yields exactly the same numbe
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -358,6 +359,8 @@ class TransformerXL(nn.Module):
     larger distances only occur for masked pairs and are clamped.
     """
 
+    rel_table: Tensor  # a (non-persistent) buffer, registered in __init__
+
     def __init__(
         self,
         d_model: int,
@@ -414,6 +417,10 @@ class TransformerXL(nn.Module):
             x = layer(x, layer_memory, rel_table, distance, allowed, self.u, self.v, attention_out)
         return x, inputs
 
+    def typed_layers(self) -> Iterable[TransformerXLLayer]:
+        """``self.layers``, typed as what it holds (iterating a ``ModuleList`` yields ``Module``)."""
+        return cast("Iterable[TransformerXLLayer]", self.layers)
+
     # ------------------------------------------------------------------ key/value cache
 
     def _distance(self, positions: Tensor, Q: int) -> Tensor:
@@ -434,7 +441,7 @@ class TransformerXL(nn.Module):
         B, L, _ = memory[0].shape
         capacity = max(capacity, L)
         keys, values, positions = [], [], []
-        for layer, hidden in zip(self.layers, memory, strict=True):
+        for layer, hidden in zip(self.typed_layers(), memory, strict=True):
             attn = layer.attn
             k, val = attn.project_keys_values(hidden)  # (B, h, L, hd)
             shape = (B, attn.heads, capacity, attn.head_dim)
@@ -463,7 +470,7 @@ class TransformerXL(nn.Module):
         Q = x.shape[1]
         cache.make_room(Q, positions.shape[0] - Q)
         distance = self._distance(positions, Q)  # (Q, K)
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(self.typed_layers()):
             r = cache.positions[i]
             attn = layer.attn.forward_cached(x, cache, i, r, distance, allowed, self.u, self.v, attention_out)
             x = layer.finish(x, attn)

@@ -23,15 +23,18 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from twm.config import Config
+from twm.config import Config, DynamicsConfig, ObservationModelConfig
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import ObservationModel
 from twm.replay import SequenceBatch
+
+Precision = Literal["float32", "bfloat16"]
 
 
 @dataclass
@@ -90,13 +93,35 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+OptimizerImpl = Literal["for_loop", "foreach", "fused"]
+
+
+def adam(
+    params: Iterable[Tensor], lr: float, eps: float, weight_decay: float, impl: OptimizerImpl
+) -> torch.optim.Adam:
+    """torch Adam with coupled L2 weight decay, as the released code, run as ``impl`` says.
+
+    The three implementations apply the same update rule; ``for_loop`` is torch's reference
+    (one set of operators per parameter tensor, each reading its step count back to the host),
+    ``foreach`` batches them over tensors, ``fused`` is one kernel per step that keeps the step
+    counts on the device (tests compare them).
+    """
+    kind = {"foreach": impl == "foreach"} if impl != "fused" else {"fused": True}
+    return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, **kind)
+
+
 def optimizer_step(
     optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], clip: float
 ) -> Tensor:
-    """zero_grad, backward, clip the global gradient norm, step; returns the norm before clipping."""
+    """zero_grad, backward, clip the global gradient norm, step; returns the norm before clipping.
+
+    The clip runs batched over tensors unless the optimiser is the ``for_loop`` kind.
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = nn.utils.clip_grad_norm_(list(params), clip)
+    group = optimizer.param_groups[0]
+    batched = bool(group.get("foreach") or group.get("fused"))
+    norm = nn.utils.clip_grad_norm_(list(params), clip, foreach=batched)
     optimizer.step()
     return norm.detach()
 
@@ -104,29 +129,53 @@ def optimizer_step(
 class WorldModel(nn.Module):
     """The observation model and the dynamics model of one game, with their two Adam optimisers."""
 
-    def __init__(self, cfg: Config, num_actions: int) -> None:
+    def __init__(
+        self,
+        obs_cfg: ObservationModelConfig,
+        dyn_cfg: DynamicsConfig,
+        num_actions: int,
+        *,
+        frame_stack: int,
+        frame_channels: int,
+        discount: float,
+        precision: Precision = "float32",
+        optimizer_impl: OptimizerImpl = "fused",
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.obs_cfg, self.dyn_cfg = obs_cfg, dyn_cfg
         self.num_actions = num_actions
-        self.obs_model = ObservationModel(
-            cfg.obs_model, frame_stack=cfg.env.frame_stack, frame_channels=cfg.frame_channels
-        )
-        om = cfg.obs_model
-        self.dynamics = DynamicsModel(cfg.dynamics, cfg.latent_dim, om.categoricals, om.classes, num_actions)
+        self.discount = discount  # γ: the discount target of a step that did not end the episode
+        self.precision: Precision = precision
+        self.obs_model = ObservationModel(obs_cfg, frame_stack=frame_stack, frame_channels=frame_channels)
+        latent_dim = obs_cfg.categoricals * obs_cfg.classes
+        self.dynamics = DynamicsModel(dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions)
         # Coupled L2 weight decay (torch Adam), as the released code.
-        self.obs_optimizer = torch.optim.Adam(
-            self.obs_model.parameters(), lr=om.lr, eps=om.eps, weight_decay=om.weight_decay
+        self.obs_optimizer = adam(
+            self.obs_model.parameters(), obs_cfg.lr, obs_cfg.eps, obs_cfg.weight_decay, optimizer_impl
         )
-        dc = cfg.dynamics
-        self.dyn_optimizer = torch.optim.Adam(
-            self.dynamics.parameters(), lr=dc.lr, eps=dc.eps, weight_decay=dc.weight_decay
+        self.dyn_optimizer = adam(
+            self.dynamics.parameters(), dyn_cfg.lr, dyn_cfg.eps, dyn_cfg.weight_decay, optimizer_impl
+        )
+
+    @classmethod
+    def from_config(cls, cfg: Config, num_actions: int) -> WorldModel:
+        """The world model of a full config (its obs_model and dynamics sections, the env's frames)."""
+        return cls(
+            cfg.obs_model,
+            cfg.dynamics,
+            num_actions,
+            frame_stack=cfg.env.frame_stack,
+            frame_channels=cfg.frame_channels,
+            discount=cfg.env.discount,
+            precision=cfg.train.precision,
+            optimizer_impl=cfg.train.optimizer_impl,
         )
 
     # ------------------------------------------------------------------ helpers
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """``autocast`` for ``cfg.train.precision`` on this model's device."""
-        return autocast(self.cfg.train.precision, next(self.parameters()).device)
+        """``autocast`` for the model's precision on its device."""
+        return autocast(self.precision, next(self.parameters()).device)
 
     @torch.no_grad()
     def _encode_no_grad(self, frames: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -152,7 +201,7 @@ class WorldModel(nn.Module):
             batch.rewards[:, 1:],
             batch.terminated[:, 1:],
             batch.truncated[:, 1:],
-            gamma=self.cfg.env.discount,
+            gamma=self.discount,
         )
         return loss, out.z_logits[:, :-1], metrics
 
@@ -174,7 +223,7 @@ class WorldModel(nn.Module):
             target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)
             dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
         dyn_norm = optimizer_step(
-            self.dyn_optimizer, dyn_loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
+            self.dyn_optimizer, dyn_loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
         )
 
         with self.autocast():
@@ -182,7 +231,7 @@ class WorldModel(nn.Module):
                 frames, z, logits, dynamics_logits=z_pred_logits.detach()
             )
         obs_norm = optimizer_step(
-            self.obs_optimizer, obs_loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
+            self.obs_optimizer, obs_loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
         )
 
         metrics = {**obs_metrics, **dyn_metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
@@ -205,7 +254,7 @@ class WorldModel(nn.Module):
             z = self.obs_model.sample(logits, generator)  # (N, C*K)
             loss, metrics = self.obs_model.compute_loss(frames, z, logits)
         metrics["obs/grad_norm"] = optimizer_step(
-            self.obs_optimizer, loss, self.obs_model.parameters(), self.cfg.obs_model.grad_clip
+            self.obs_optimizer, loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
         )
         return metrics
 
@@ -218,6 +267,6 @@ class WorldModel(nn.Module):
             z, logits = self._encode_no_grad(batch.obs, generator)  # (B, T+2, C*K), (B, T+2, C, K)
             loss, _, metrics = self._dynamics_loss(z[:, :-1], batch, logits[:, 2:].softmax(-1))
         metrics["dyn/grad_norm"] = optimizer_step(
-            self.dyn_optimizer, loss, self.dynamics.parameters(), self.cfg.dynamics.grad_clip
+            self.dyn_optimizer, loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
         )
         return metrics

@@ -48,7 +48,6 @@ import contextlib
 import hashlib
 import io
 import os
-import re
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -60,6 +59,7 @@ import torch
 
 from twm import __version__
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
+from twm.run_dir import CHECKPOINT_DIR, LATEST_POINTER, RESUME_CHECKPOINT
 
 if TYPE_CHECKING:
     from twm.agent import Agent
@@ -69,15 +69,11 @@ FORMAT_VERSION = 1
 # Version of the resume state inside a resume checkpoint (the "resume" entry); bumped whenever a
 # change would make an older checkpoint continue differently, so it is refused instead.
 RESUME_FORMAT_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
-FINAL_CHECKPOINT = "final.pt"
-LATEST_POINTER = "latest"
 REPLAY_DIR = "replay"
 KEEP = 2  # resume checkpoints kept: the newest, and the one before it as a fallback
 
 CHECKSUM_MAGIC = b"TWMSHA01"
 _TRAILER = struct.Struct("<8sQ32s")  # magic, payload length, sha256 of the payload
-_CHECKPOINT_NAME = re.compile(r"^step_(\d+)_(\d+)\.pt$")
 _NDARRAY = "__ndarray__"
 
 
@@ -95,6 +91,11 @@ class CheckpointWriteError(RuntimeError):
     def __init__(self, message: str, errno_: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno_
+
+    def keeping(self, previous: Path | None) -> CheckpointWriteError:
+        """The same error, saying which earlier checkpoint is still intact."""
+        intact = f"the last checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        return CheckpointWriteError(f"{self}; {intact}", self.errno)
 
 
 # --------------------------------------------------------------------------------------- writing
@@ -137,7 +138,7 @@ def _temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], *, checksum: bool = False) -> None:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, checksum: bool = False) -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``.
 
     With ``checksum`` the SHA-256 trailer is appended (see the module docstring). An ``OSError``
@@ -325,7 +326,8 @@ def from_storable(obj: Any) -> Any:
 
 
 def _array_digest(array: np.ndarray) -> str:
-    return hashlib.sha256(memoryview(np.ascontiguousarray(array)).cast("B")).hexdigest()
+    # ``.data`` is memoryview(array), typed (numpy types ndarray as a buffer from Python 3.12 only).
+    return hashlib.sha256(np.ascontiguousarray(array).data.cast("B")).hexdigest()
 
 
 class CheckpointManager:
@@ -373,7 +375,11 @@ class CheckpointManager:
             first = len(self.chunks) * self.chunk
             block = frames[first : first + self.chunk]
             name = f"frames_{first:09d}.npy"
-            atomic_write(self.replay_dir / name, lambda f, block=block: np.save(f, block))
+
+            def write_block(f: IO[bytes], block: np.ndarray = block) -> None:
+                np.save(f, block)
+
+            atomic_write(self.replay_dir / name, write_block)
             self.chunks.append(
                 {"file": name, "first": first, "steps": self.chunk, "sha256": _array_digest(block)}
             )
@@ -391,7 +397,7 @@ class CheckpointManager:
             return []
         found = []
         for p in self.dir.iterdir():
-            m = _CHECKPOINT_NAME.match(p.name)
+            m = RESUME_CHECKPOINT.match(p.name)
             if m and p.is_file():
                 found.append((int(m.group(2)), int(m.group(1)), p))
         return [p for _, _, p in sorted(found, reverse=True)]

@@ -10,17 +10,22 @@ and episode count give the same scores on the CPU.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
 from twm.envs.crafter import crafter_score, success_rates
-from twm.envs.games import CRAFTER_GAME, human_normalized_score, random_normalized_score, resolve_game
 from twm.envs.vector import evaluate_episodes
+from twm.games import CRAFTER_GAME, human_normalized_score, random_normalized_score, resolve_game
+from twm.seeding import torch_generator
 
 if TYPE_CHECKING:
+    from twm.agent import Agent
     from twm.config import EnvConfig
+    from twm.replay import ReplayBuffer
+    from twm.training.logger import MetricsLogger
 
 # Ten slots: a periodic evaluation (10 episodes in the paper) is one lockstep round, and 100 final
 # episodes split evenly over the slots, so no slot plays a longer tail alone.
@@ -39,7 +44,7 @@ class EvalResult:
 
     ``hns`` is the human-normalized score of the mean (equal to the mean of per-episode hns, the map
     being affine); None for games without human scores. ``random_ratio`` is the mean over our measured
-    random-policy score (twm.envs.games.random_normalized_score; MinAtar, Crafter), else None.
+    random-policy score (twm.games.random_normalized_score; MinAtar, Crafter), else None.
     Crafter only: ``achievements`` (per episode, what it unlocked), ``success_rates`` (% of episodes,
     per achievement) and ``crafter_score`` (their geometric-mean score, %); None elsewhere.
     """
@@ -64,13 +69,13 @@ class EvalResult:
         arr = np.asarray(scores, dtype=np.float64)
         mean = float(arr.mean())
         game = resolve_game(game)
-        crafter = {}
+        unlocked: list[list[str]] | None = None
+        rates: dict[str, float] | None = None
+        score: float | None = None
         if achievements is not None:
-            crafter = {
-                "achievements": [sorted(a) for a in achievements],
-                "success_rates": success_rates(achievements),
-                "crafter_score": crafter_score(achievements),
-            }
+            unlocked = [sorted(a) for a in achievements]
+            rates = success_rates(achievements)
+            score = crafter_score(achievements)
         return cls(
             scores=[float(s) for s in scores],
             mean=mean,
@@ -79,16 +84,25 @@ class EvalResult:
             max=float(arr.max()),
             hns=human_normalized_score(game, mean),
             random_ratio=random_normalized_score(game, mean),
-            **crafter,
+            achievements=unlocked,
+            success_rates=rates,
+            crafter_score=score,
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def eval_generator(device: torch.device | str, seed: int) -> torch.Generator:
-    """A seeded generator on ``device``: acting samples there (``Actor.sample``), and nowhere else."""
-    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+@dataclass(frozen=True)
+class EvalEvent:
+    """What a hook called after each periodic evaluation of a training run gets (``Trainer(on_eval=)``)."""
+
+    agent: Agent
+    replay: ReplayBuffer
+    run_dir: Path
+    interactions: int
+    logger: MetricsLogger
+    action_meanings: list[str]
 
 
 def evaluate_agent(
@@ -100,7 +114,7 @@ def evaluate_agent(
 ) -> EvalResult:
     """Scores of ``num_episodes`` eval-mode games played by ``agent.act`` (sampled actions)."""
     device = getattr(agent, "device", torch.device("cpu"))
-    generator = eval_generator(device, seed)
+    generator = torch_generator(seed, device)  # acting samples on the agent's device
 
     def policy(obs: np.ndarray) -> np.ndarray:
         return np.asarray(agent.act(obs, generator))

@@ -1,4 +1,4 @@
-"""Run folders and metric logging: one JSON line per logged step, mirrored to TensorBoard.
+"""Metric logging: one JSON line per logged step, mirrored to TensorBoard.
 
 Metric names are namespaced by what they describe (``obs/``, ``dyn/``, ``ac/``, ``eval/``,
 ``charts/``), so TensorBoard groups them and ``metrics.jsonl`` stays greppable.
@@ -16,20 +16,7 @@ from typing import Any
 
 import torch
 
-
-class RunDirExistsError(FileExistsError):
-    """The run folder already holds a run; we never overwrite one."""
-
-
-def create_run_dir(path: str | Path) -> Path:
-    """Create a fresh run folder; refuse one that exists and is not empty."""
-    run_dir = Path(path)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RunDirExistsError(
-            f"run folder {run_dir} already exists and is not empty; choose another --run-dir"
-        )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+from twm.run_dir import METRICS_FILE, TENSORBOARD_DIR
 
 
 def _to_float(value: Any) -> float:
@@ -55,13 +42,13 @@ class MetricsLogger:
         purge_step: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / "metrics.jsonl"
+        self.path = self.run_dir / METRICS_FILE
         self._file = self.path.open("a", buffering=1)  # line-buffered: a crash loses at most one line
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge_step)
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=purge_step)
         self._start = time.time() - elapsed
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -47,13 +47,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
-from twm.envs.games import ATARI100K_GAMES, resolve_game
+from twm.games import ATARI100K_GAMES, resolve_game
+from twm.run_dir import FINAL_JSON, RunDir
 
 RAY_HINT = "pip install 'twm[cluster]' (or pip install 'ray>=2.9')"
-FINAL_JSON = Path("eval") / "final.json"
-CHECKPOINT_DIR = "checkpoints"
-# The resume checkpoints' names, as twm.training.checkpoint writes them (not imported: that pulls in torch).
-CHECKPOINT_NAME = re.compile(r"^step_(\d+)_(\d+)\.pt$")
 SWEEP_JSON = "sweep.json"
 EXIT_USAGE = 2  # twm train's exit code for a usage problem: retrying cannot help
 STOP_GRACE_S = 300.0  # how long an interrupted sweep waits for its runs to write their checkpoint
@@ -92,7 +89,7 @@ class Status(StrEnum):
 def parse_games(text: str) -> list[str]:
     """Canonical game names from ``"Pong,boxing"``; ``all`` is the 26 Atari 100k games.
 
-    Names are case-insensitive (``twm.envs.games.resolve_game``; ``catch`` is the built-in game);
+    Names are case-insensitive (``twm.games.resolve_game``; ``catch`` is the built-in game);
     duplicates are dropped, the order is kept. Raises ``UnknownGameError`` or ``SweepError``.
     """
     games: list[str] = []
@@ -138,24 +135,21 @@ def run_dir_for(root: str | Path, game: str, seed: int) -> Path:
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    """Whether the run wrote its final evaluation (written atomically, last of all)."""
-    return (Path(run_dir) / FINAL_JSON).is_file()
+    return RunDir(run_dir).is_finished()
 
 
 def has_checkpoint(run_dir: str | Path) -> bool:
-    """Whether the run folder holds a resume checkpoint (``checkpoints/step_<interactions>_<index>.pt``)."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    return folder.is_dir() and any(CHECKPOINT_NAME.match(p.name) for p in folder.iterdir())
+    return bool(RunDir(run_dir).resume_checkpoints())
 
 
 def plan_run(run_dir: str | Path) -> Action:
     """Skip a finished run, resume one with a checkpoint, start a missing or empty folder, else restart."""
-    run_dir = Path(run_dir)
-    if is_finished(run_dir):
+    folder = RunDir(run_dir)
+    if folder.is_finished():
         return Action.SKIP
-    if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
+    if folder.is_empty():
         return Action.START
-    if has_checkpoint(run_dir):
+    if folder.resume_checkpoints():
         return Action.RESUME
     return Action.RESTART
 
@@ -174,20 +168,11 @@ def move_aside(run_dir: str | Path) -> Path:
 
 
 def read_final(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's ``eval/final.json``, or None when it is missing or unreadable."""
-    try:
-        data = json.loads((Path(run_dir) / FINAL_JSON).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return RunDir(run_dir).read_final()
 
 
 def latest_checkpoint_name(run_dir: str | Path) -> str | None:
-    """The name in ``checkpoints/latest`` (the newest checkpoint written), if any."""
-    try:
-        return (Path(run_dir) / CHECKPOINT_DIR / "latest").read_text().strip() or None
-    except OSError:
-        return None
+    return RunDir(run_dir).latest_checkpoint_name()
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -326,7 +311,7 @@ def config_differences(spec: RunSpec) -> list[str]:
     from twm.config import Config, load_config
 
     try:
-        saved = Config.from_yaml(Path(spec.run_dir) / "config.yaml").to_dict()
+        saved = Config.from_yaml(RunDir(spec.run_dir).config).to_dict()
         asked = load_config(spec.options.preset, _run_overrides(spec), spec.options.config_file).to_dict()
     except Exception:  # an unreadable config.yaml is the trainer's to report
         return []

@@ -54,7 +54,8 @@ def attention_view(dream: Dream, start: int = 0, step: int = -1, heads: bool = F
     if not 0 <= t < dream.horizon:
         raise ValueError(f"step must be in [0, {dream.horizon}) (or negative from the end); got {step}")
     maps = dream.attention[t]
-    rows, labels = [], []
+    rows: list[np.ndarray] = []
+    labels: list[str] = []
     for layer, probs in enumerate(maps.probs):  # (B, h, N, K); the a_t query is the call's last token
         p = probs[start, :, -1].numpy()  # (h, K)
         if heads:

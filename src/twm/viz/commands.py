@@ -44,13 +44,8 @@ def load_run(
     ``checkpoint`` picks another checkpoint file; ``run_dir`` may itself be a checkpoint file. The
     run folder's ``config.yaml`` is used where there is one, else the config saved in the checkpoint.
     """
-    from twm.training.checkpoint import (
-        CHECKPOINT_DIR,
-        FINAL_CHECKPOINT,
-        CheckpointError,
-        agent_from_checkpoint,
-        load_checkpoint,
-    )
+    from twm.run_dir import RunDir, RunDirError
+    from twm.training.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
 
     path = Path(run_dir)
     folder: Path | None
@@ -58,19 +53,15 @@ def load_run(
         folder, ckpt = None, path
     elif path.is_dir():
         folder = path
-        if checkpoint is None:
-            if not (path / "config.yaml").is_file():
-                raise VizError(f"{path / 'config.yaml'} not found: {path} is not a twm run folder")
-            ckpt = path / CHECKPOINT_DIR / FINAL_CHECKPOINT
-            if not ckpt.is_file():
-                raise VizError(f"{ckpt} not found: the run has not finished (pass --checkpoint FILE)")
-        else:
-            ckpt = Path(checkpoint)
+        try:
+            ckpt = RunDir(path).require_final_checkpoint("pass --checkpoint FILE") if checkpoint is None else Path(checkpoint)
+        except RunDirError as exc:
+            raise VizError(str(exc)) from None
     else:
         raise VizError(f"run folder {path} does not exist")
     if not ckpt.is_file():
         raise VizError(f"checkpoint {ckpt} does not exist")
-    config_path = None if folder is None else folder / "config.yaml"
+    config_path = None if folder is None else RunDir(folder).config
     cfg = Config.from_yaml(config_path) if config_path is not None and config_path.is_file() else None
     try:
         state = load_checkpoint(ckpt, device)
@@ -90,6 +81,7 @@ def load_replay(run: LoadedRun) -> tuple[ReplayBuffer | None, str]:
     if manager_cls is None:
         return None, "this twm version keeps no replay buffer in its checkpoints"
     # Resume checkpoints live in RUN_DIR/checkpoints/, next to their replay/ frame chunks.
+    candidates: list[tuple[Path, dict[str, Any] | None]]  # (checkpoint, its state if loaded)
     if "replay" in run.state:
         candidates = [(run.checkpoint, run.state)]
         run_dir = run.checkpoint.parent.parent

@@ -11,6 +11,7 @@ import torch
 from twm.agent import Agent
 from twm.imagination import observe_latent
 from twm.replay import ReplayBuffer
+from twm.training.evaluation import EvalEvent
 from twm.training.logger import MetricsLogger
 from twm.viz.dream import action_meanings_of, context_from_replay, device_generator, dream, eval_mode
 from twm.viz.render import grid, newest_image, panel, to_uint8, write_png
@@ -94,3 +95,21 @@ def write_eval_images(
         "dream_actions": imagined.actions,
         "dream_captions": imagined.captions(),
     }
+
+
+def eval_images_hook(event: EvalEvent) -> None:
+    """``Trainer(on_eval=...)``: the pictures of ``train.eval_images`` after each periodic evaluation.
+
+    Draws its samples from a generator of its own (seeded by the interaction count), so the run's
+    random streams, and with them an exact resume, do not depend on whether images are written.
+    """
+    if event.agent.cfg.train.eval_images:
+        write_eval_images(
+            event.agent,
+            event.replay,
+            event.run_dir,
+            event.interactions,
+            event.logger,
+            None,
+            action_meanings=event.action_meanings,
+        )

@@ -1,13 +1,17 @@
-"""``twm play``: a person plays the game inside the world model.
+"""``twm play``: a person (or the agent's policy) plays the game inside the world model.
 
 The dream starts from a real, seeded start (``context_from_env``); then every tick (1/fps s) the
 keys held down are mapped to the game's action and the world model takes one step, whether a key is
-pressed or not (NOOP), as the real game would. The window shows the decoded frame, the action, the
-predicted reward, the running score (sum of predicted rewards; the learning rewards are tanh-squashed
-on Atari) and the predicted discount. R restarts from the next real start, Esc quits.
+pressed or not (NOOP), as the real game would. The window shows the decoded frame, the action (and
+who chose it), the predicted reward, the running score (sum of predicted rewards; the learning
+rewards are tanh-squashed on Atari) and the predicted discount. P hands control to the agent's
+policy (the actor of the checkpoint, sampling with the seeded generator) and back, R restarts from
+the next real start, Esc quits. ``Controls`` is that key handling, apart from pygame.
 
-``record_play`` runs the same loop from a fixed list of actions without any window (and without
-pygame), writing the frames the window would show: that is what the tests run.
+``record_play`` runs the same loop without any window (and without pygame), from a fixed list of
+actions or with the policy choosing every action, writing the frames the window would show; the
+policy's step is ``DreamSession.policy_actions`` + ``DreamSession.step``, as in ``twm dream``.
+``run_play_policy`` is ``twm play RUN --record FILE`` without ``--actions``.
 """
 
 from __future__ import annotations
@@ -16,24 +20,34 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from twm.agent import Agent
 from twm.config import Config
-from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext
-from twm.viz.render import VizError, panel, write_animation
+from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext, action_meanings_of, context_from_env
+from twm.viz.render import VizError, check_animation_path, panel, write_animation
+
+if TYPE_CHECKING:
+    from twm.viz.commands import LoadedRun
 
 PLAY_CAPTION_LINES = 3
 # Components of the Atari action names, e.g. "UPRIGHTFIRE" = {UP, RIGHT, FIRE}.
 ACTION_PARTS = ("UP", "DOWN", "LEFT", "RIGHT", "FIRE")
 PYGAME_HINT = (
     "twm play needs pygame for its window: pip install 'twm[viz]' (or pip install pygame); "
-    "--record FILE.gif --actions SPEC works without it"
+    "--record FILE.gif (with or without --actions SPEC) works without it"
 )
-KEY_HELP = "arrows/WASD move, space FIRE, R restart, Esc quit"
+KEY_HELP = "arrows/WASD move, space FIRE, P policy on/off, R restart, Esc quit"
+# Who chooses the actions, as the captions name it.
+PLAYER, POLICY = "you", "policy"
+# Keys of the window by their pygame names (pygame.key.name) and what they do.
+QUIT_KEY, RESTART_KEY, POLICY_KEY = "escape", "r", "p"
+QUIT, RESTART, TOGGLE = "quit", "restart", "toggle"
+# Steps the policy plays in a recording without --actions, unless --steps says otherwise.
+POLICY_STEPS = 50
 
 
 # --------------------------------------------------------------------------------------- actions
@@ -102,13 +116,55 @@ def parse_actions(spec: str, meanings: Sequence[str], seed: int = 0) -> list[int
 
 
 def play_caption(
-    t: int, action: str | None, reward: float, score: float, discount: float | None
+    t: int,
+    action: str | None,
+    reward: float,
+    score: float,
+    discount: float | None,
+    controller: str | None = None,
 ) -> list[str]:
-    """The three caption lines of a play frame."""
+    """The three caption lines of a play frame; ``controller`` (you, policy) follows the action."""
+    by = "" if controller is None else f" ({controller})"
     if action is None or discount is None:
-        return [f"t={t} start", f"score={score:+.2f}", "(real start)"]
+        return [f"t={t} start{by}", f"score={score:+.2f}", "(real start)"]
     end = " END" if discount < END_DISCOUNT else ""
-    return [f"t={t} {action}", f"r={reward:+.2f} score={score:+.2f}", f"disc={discount:.2f}{end}"]
+    return [f"t={t} {action}{by}", f"r={reward:+.2f} score={score:+.2f}", f"disc={discount:.2f}{end}"]
+
+
+@dataclass
+class Controls:
+    """The window's key handling without pygame: who chooses the actions, what a key press does.
+
+    Keys are pygame key names (``pygame.key.name``): Esc quits, R restarts, P hands control to the
+    policy and back; while the policy plays, the movement keys are ignored.
+    """
+
+    policy: bool = False
+
+    @property
+    def controller(self) -> str:
+        return POLICY if self.policy else PLAYER
+
+    def key_down(self, key: str) -> str | None:
+        """One key press: QUIT, RESTART, TOGGLE (control has switched) or None (no command)."""
+        key = key.lower()
+        if key == QUIT_KEY:
+            return QUIT
+        if key == RESTART_KEY:
+            return RESTART
+        if key == POLICY_KEY:
+            self.policy = not self.policy
+            return TOGGLE
+        return None
+
+    def action(self, pressed: Collection[str], meanings: Sequence[str]) -> int | None:
+        """The action of the buttons held down, or None when the policy chooses it."""
+        return None if self.policy else action_from_keys(pressed, meanings)
+
+
+def window_title(game: str, controls: Controls) -> str:
+    """The window's title: the game, who is in control, and the keys."""
+    return f"twm play {game} [{controls.controller} in control]: {KEY_HELP}"
 
 
 @dataclass
@@ -132,11 +188,14 @@ class PlayState:
         new_context: Callable[[int], RealContext],
         generator: torch.Generator,
         scale: int,
+        controller: str | None = None,
     ) -> None:
         self.session = DreamSession(agent, generator)
         self.meanings = list(meanings)
         self.new_context = new_context
         self.scale = scale
+        # Named in the captions when set (the window, policy recordings); scripted recordings leave it out.
+        self.controller = controller
         self.restarts = 0
         self.restart()
 
@@ -145,13 +204,23 @@ class PlayState:
         self.session.start(self.new_context(self.restarts))
         self.restarts += 1
         self.score = 0.0
-        self.caption = play_caption(0, None, 0.0, 0.0, None)
+        self.caption = play_caption(0, None, 0.0, 0.0, None, self.controller)
 
-    def step(self, action: int) -> None:
+    def step(self, action: int | None) -> int:
+        """One dream step with ``action``, or with the policy's action when None; returns the action.
+
+        The policy's step is the one ``twm dream`` takes: the actor samples a_t for the current latent
+        (``DreamSession.policy_actions``, with the session's seeded generator), then the world model steps.
+        """
+        if action is None:
+            action = int(self.session.policy_actions()[0])
         out = self.session.step([action])
         reward, discount = float(out.rewards[0]), float(out.discounts[0])
         self.score += reward
-        self.caption = play_caption(self.session.t, self.meanings[action], reward, self.score, discount)
+        self.caption = play_caption(
+            self.session.t, self.meanings[action], reward, self.score, discount, self.controller
+        )
+        return action
 
     def image(self) -> np.ndarray:
         """(caption + 64 * scale, 64 * scale, 3) uint8: what the window shows now."""
@@ -162,23 +231,72 @@ def record_play(
     agent: Agent,
     meanings: Sequence[str],
     new_context: Callable[[int], RealContext],
-    actions: Sequence[int],
+    actions: Sequence[int] | None,
     generator: torch.Generator,
     out: str | Path | None = None,
     *,
     fps: float = 10.0,
     scale: int = 4,
+    steps: int | None = None,
 ) -> PlayRecord:
-    """Play ``actions`` without a window; frames = the start + one per action (written to ``out``)."""
-    state = PlayState(agent, meanings, new_context, generator, scale)
-    frames, captions = [state.image()], [state.caption]
-    for action in actions:
-        state.step(int(action))
+    """Play ``actions`` without a window; frames = the start + one per action (written to ``out``).
+
+    With ``actions`` None the agent's policy chooses every action for ``steps`` steps (sampled with
+    ``generator``, so a recording is reproducible) and the captions say so ("t=3 RIGHT (policy)").
+    """
+    if actions is None:
+        if steps is None or steps < 1:
+            raise ValueError(f"the policy needs a positive number of steps; got {steps}")
+        plan: list[int | None] = [None] * steps
+    else:
+        plan = [int(a) for a in actions]
+    controller = POLICY if actions is None else None
+    state = PlayState(agent, meanings, new_context, generator, scale, controller)
+    frames, captions, taken = [state.image()], [state.caption], []
+    for action in plan:
+        taken.append(state.step(action))
         frames.append(state.image())
         captions.append(state.caption)
     if out is not None:
         write_animation(out, frames, fps)
-    return PlayRecord(frames=frames, captions=captions, actions=[int(a) for a in actions], score=state.score)
+    return PlayRecord(frames=frames, captions=captions, actions=taken, score=state.score)
+
+
+def run_play_policy(
+    run_dir: str | Path,
+    record: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    seed: int = 0,
+    warmup: int = 8,
+    fps: float = 10.0,
+    scale: int | None = None,
+    steps: int = POLICY_STEPS,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """``twm play RUN --record FILE`` without ``--actions``: the policy plays ``steps`` dream steps.
+
+    The same start and seeding as ``run_play`` (the real start of seed ``seed``, one generator seeded
+    with ``seed`` for the warm-up, the actor and the world model), so the same seed writes the same file.
+    """
+    # Imported here: twm.viz.commands imports this module.
+    from twm.viz.commands import load_run
+
+    record = check_animation_path(record)
+    for name, value in (("--fps", fps), ("--warmup", warmup), ("--scale", scale or 1), ("--steps", steps)):
+        if value <= 0:
+            raise VizError(f"{name} must be positive; got {value}")
+    run: LoadedRun = load_run(run_dir, checkpoint, device)
+    meanings = action_meanings_of(run.cfg.env)
+    generator = torch.Generator(device=run.agent.device).manual_seed(seed)
+
+    def new_context(restart: int) -> RealContext:
+        return context_from_env(run.agent, run.cfg.env, 1, warmup, seed + restart, generator)
+
+    played = record_play(
+        run.agent, meanings, new_context, None, generator, record, fps=fps, scale=scale or 4, steps=steps
+    )
+    return {"out": record, "frames": len(played.frames), "score": played.score, "record": played}
 
 
 def import_pygame() -> Any:
@@ -214,10 +332,11 @@ def play_window(
     }
     pygame.init()
     try:
-        state = PlayState(agent, meanings, new_context, generator, scale)
+        controls = Controls()
+        state = PlayState(agent, meanings, new_context, generator, scale, controls.controller)
         first = state.image()
         screen = pygame.display.set_mode((first.shape[1], first.shape[0]))
-        pygame.display.set_caption(f"twm play {cfg.env.game}: {KEY_HELP}")
+        pygame.display.set_caption(window_title(cfg.env.game, controls))
         clock = pygame.time.Clock()
         # Only the captions and actions are kept: storing every frame would grow without bound.
         captions, taken = [state.caption], []
@@ -225,20 +344,22 @@ def play_window(
         running = True
         while running:
             for event in pygame.event.get():
-                if event.type == pygame.QUIT or (
-                    event.type == pygame.KEYDOWN and event.key == pygame.K_ESCAPE
-                ):
+                command = None
+                if event.type == pygame.KEYDOWN:
+                    command = controls.key_down(pygame.key.name(event.key))
+                if event.type == pygame.QUIT or command == QUIT:
                     running = False
-                elif event.type == pygame.KEYDOWN and event.key == pygame.K_r:
+                elif command == RESTART:
                     state.restart()
+                elif command == TOGGLE:
+                    state.controller = controls.controller
+                    pygame.display.set_caption(window_title(cfg.env.game, controls))
             if not running:
                 break
             held = pygame.key.get_pressed()
             pressed = {button for button, codes in keys.items() if any(held[c] for c in codes)}
-            action = action_from_keys(pressed, meanings)
-            state.step(action)
+            taken.append(state.step(controls.action(pressed, meanings)))
             image = state.image()
-            taken.append(action)
             captions.append(state.caption)
             # surfarray is (W, H, 3): transpose the (H, W, 3) image.
             screen.blit(pygame.surfarray.make_surface(np.ascontiguousarray(image.transpose(1, 0, 2))), (0, 0))

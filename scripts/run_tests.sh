@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command of CI and `make test`: ruff, mypy, then the whole pytest suite, in VENV_DIR.
+#
+#   scripts/run_tests.sh [VENV_DIR] [PYTEST_ARGS...]     (default .venv; set it up with setup_venv.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${1:-.venv}
+shift $(( $# > 0 ? 1 : 0 ))
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "run_tests: no virtual environment in $VENV; run scripts/setup_venv.sh $VENV first" >&2
+    exit 2
+fi
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+ruff check src tests benchmarks
+mypy
+python -m pytest "$@"

@@ -1,0 +1,230 @@
+"""What a run shows and writes besides checkpoints: metric lines, ``eval/final.json``, progress bars."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twm import __version__
+from twm.envs.crafter import crafter_score
+from twm.training.checkpoint import atomic_write
+from twm.training.evaluation import EvalResult
+from twm.training.state import TrainingState
+
+
+def train_line(state: TrainingState, buffer_size: int) -> dict[str, Any]:
+    """The metric line of a logging window: mean losses, rates, counters, the games that ended in it.
+
+    Empties the window (its metric sums and game lists) and starts the next one.
+    """
+    now = time.time()
+    last_time, last_steps, last_updates = state.last_log
+    state.last_log = (now, state.interactions, state.updates)
+    elapsed = max(now - last_time, 1e-9)
+    line: dict[str, Any] = state.train_metrics.pop()
+    line.update(
+        {
+            "charts/interactions": state.interactions,
+            "charts/updates": state.updates,
+            "charts/updates_per_second": (state.updates - last_updates) / elapsed,
+            "charts/steps_per_second": (state.interactions - last_steps) / elapsed,
+            "charts/games": state.games,
+            "buffer/size": buffer_size,
+            "buffer/episodes": state.episodes,
+        }
+    )
+    if state.game_scores:  # only when a game ended in this window; an empty mean is no score
+        line["charts/episode_score"] = float(np.mean(state.game_scores))
+        state.game_scores.clear()
+    if state.game_achievements:
+        achievements = state.game_achievements
+        line["crafter/unlocked"] = achievements.copy()  # one list per game
+        line["crafter/achievements_per_game"] = float(np.mean([len(a) for a in achievements]))
+        line["crafter/score"] = crafter_score(achievements)
+        achievements.clear()
+    return line
+
+
+def eval_line(result: EvalResult, episodes: int, seconds: float) -> dict[str, float]:
+    """The metric line of one evaluation."""
+    line: dict[str, float] = {
+        "eval/mean_score": result.mean,
+        "eval/std_score": result.std,
+        "eval/min_score": result.min,
+        "eval/max_score": result.max,
+        "eval/episodes": episodes,
+        "eval/seconds": seconds,
+    }
+    if result.hns is not None:
+        line["eval/hns"] = result.hns
+    if result.random_ratio is not None:
+        line["eval/random_ratio"] = result.random_ratio
+    if result.crafter_score is not None:
+        line["eval/crafter_score"] = result.crafter_score
+        line["eval/achievements_per_game"] = float(np.mean([len(a) for a in result.achievements or []]))
+    return line
+
+
+def write_final(
+    path: Path,
+    result: EvalResult,
+    *,
+    game: str,
+    seed: int,
+    preset: str | None,
+    eval_seed: int,
+    state: TrainingState,
+    wall_time: float,
+    device: str,
+) -> dict[str, Any]:
+    """Write ``eval/final.json`` (atomically: a run counts as finished only once it is complete)."""
+    summary: dict[str, Any] = {"game": game, "seed": seed}
+    if preset is not None:
+        summary["preset"] = preset
+    summary.update(
+        {
+            "scores": result.scores,
+            "mean": result.mean,
+            "std": result.std,
+            "min": result.min,
+            "max": result.max,
+            "hns": result.hns,
+            "random_ratio": result.random_ratio,
+            "episodes": len(result.scores),
+            "eval_seed": eval_seed,
+            "interactions": state.interactions,
+            "updates": state.updates,
+            "wall_time_s": round(wall_time, 3),
+            "device": device,
+            "twm_version": __version__,
+        }
+    )
+    if result.crafter_score is not None:
+        summary["crafter"] = {
+            "score": result.crafter_score,
+            "success_rates": result.success_rates,
+            "achievements": result.achievements,
+        }
+    text = json.dumps(summary, indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+    return summary
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class WorkClock:
+    """Measured seconds per environment step and per update, and the time the work left will take.
+
+    The interactions of a run are not equal work: the prefill is random actions only, then every
+    interaction carries ~1/steps_per_update updates. So the ETA is the steps left times the measured
+    seconds per step plus the updates left times the measured seconds per update.
+    """
+
+    def __init__(self) -> None:
+        self.step_seconds = 0.0
+        self.steps = 0
+        self.update_seconds = 0.0
+        self.updates = 0
+
+    def add_steps(self, seconds: float, n: int = 1) -> None:
+        self.step_seconds += seconds
+        self.steps += n
+
+    def add_updates(self, seconds: float, n: int = 1) -> None:
+        self.update_seconds += seconds
+        self.updates += n
+
+    def eta(self, steps_left: int, updates_left: int) -> float | None:
+        """Seconds for the work left, or None while a needed rate has not been measured yet."""
+        if (steps_left and not self.steps) or (updates_left and not self.updates):
+            return None
+        per_step = self.step_seconds / self.steps if self.steps else 0.0
+        per_update = self.update_seconds / self.updates if self.updates else 0.0
+        return steps_left * per_step + updates_left * per_update
+
+
+class Progress:
+    """The run's bars on stderr: interactions with an ETA from the work left, and one per pretraining phase."""
+
+    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self._tqdm = tqdm
+        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="step",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            bar_format=self.FORMAT,
+        )
+        self.info: dict[str, str] = {}  # ETA, updates/s, last eval score
+        self.clock = WorkClock()
+        self._phase_bar: Any = None
+        self._last_refresh = 0.0
+
+    def describe(self, text: str) -> None:
+        self.bar.set_description(text)
+
+    def step(self, steps_left: int, updates_left: int) -> None:
+        self.bar.update(1)
+        now = time.monotonic()
+        if now - self._last_refresh >= 1.0:  # the ETA needs no more than one refresh a second
+            self._last_refresh = now
+            self.set_eta(steps_left, updates_left)
+
+    def set_eta(self, steps_left: int, updates_left: int) -> None:
+        eta = self.clock.eta(steps_left, updates_left)
+        self.info["ETA"] = "?" if eta is None else _clock(eta)
+        self.bar.set_postfix(self.info, refresh=False)
+
+    def note(self, key: str, value: str, refresh: bool = False) -> None:
+        self.info[key] = value
+        self.bar.set_postfix(self.info, refresh=refresh)
+
+    def start_phase(self, name: str, total: int, done: int) -> None:
+        """A second bar for a pretraining phase: step of steps, rate and its own ETA."""
+        self.end_phase()
+        self._phase_bar = self._tqdm(
+            total=total,
+            initial=done,
+            desc=f"pretrain {name}",
+            unit="step",
+            file=sys.stderr,
+            disable=not self.enabled,
+            dynamic_ncols=True,
+            leave=False,
+            position=1,
+        )
+
+    @property
+    def phase_started(self) -> bool:
+        return self._phase_bar is not None
+
+    def phase_step(self, done: bool) -> None:
+        if self._phase_bar is not None:
+            self._phase_bar.update(1)
+            if done:
+                self.end_phase()
+
+    def end_phase(self) -> None:
+        if self._phase_bar is not None:
+            self._phase_bar.close()
+            self._phase_bar = None
+
+    def close(self) -> None:
+        self.end_phase()
+        self.bar.close()
