@@ -24,21 +24,20 @@ import pytest
 
 from twm import cli
 from twm.games import ATARI100K_GAMES, UnknownGameError
-from twm.training import sweep
-from twm.training.sweep import (
+from twm.launch import attempt, plan, sweep
+from twm.launch.attempt import execute_run, train_command
+from twm.launch.plan import (
     Action,
     RunSpec,
     Status,
     SweepError,
     SweepOptions,
     TrainOptions,
-    execute_run,
     move_aside,
     parse_games,
     parse_seeds,
     plan_run,
     run_dir_for,
-    train_command,
 )
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -99,12 +98,12 @@ def test_build_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
     (tmp_path / "c.yaml").write_text("train: {}\n")
     opts = SweepOptions(["Pong", "catch"], [0, 1], "sw", TrainOptions(config_file="c.yaml"), parallel=2)
-    specs = sweep.build_specs(opts)
+    specs = plan.build_specs(opts)
     assert [(s.game, s.seed) for s in specs] == [("Pong", 0), ("Pong", 1), ("catch", 0), ("catch", 1)]
     assert specs[3].run_dir == str(tmp_path / "sw" / "catch" / "seed_1")  # absolute: for Ray workers
     assert specs[0].options.config_file == str(tmp_path / "c.yaml") and specs[0].options.threads == 4
     opts.ray_address = "auto"  # Ray sets the threads of a task from its CPUs
-    assert sweep.build_specs(opts)[0].options.threads is None
+    assert plan.build_specs(opts)[0].options.threads is None
 
 
 # --------------------------------------------------------------------------------------- run folders
@@ -187,7 +186,7 @@ def fake_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
     def command(spec: RunSpec, resume: bool) -> list[str]:
         return [sys.executable, str(script), modes.get(spec.game, "ok"), spec.run_dir, str(resume)]
 
-    monkeypatch.setattr(sweep, "train_command", command)
+    monkeypatch.setattr(attempt, "train_command", command)
     return modes
 
 
@@ -289,14 +288,14 @@ def test_local_sweep_statuses_summary_and_exit_code(
 def test_an_error_in_one_run_does_not_stop_the_sweep(
     tmp_path: Path, fake_trainer: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_attempt = sweep.run_attempt
+    real_attempt = attempt.run_attempt
 
-    def attempt(spec: RunSpec, command: list[str], n: int) -> int:
+    def failing_attempt(spec: RunSpec, command: list[str], n: int) -> int:
         if spec.game == "Boxing":
             raise OSError(28, "No space left on device")
         return real_attempt(spec, command, n)
 
-    monkeypatch.setattr(sweep, "run_attempt", attempt)
+    monkeypatch.setattr(attempt, "run_attempt", failing_attempt)
     root = tmp_path / "sweep"
     opts = SweepOptions(["Pong", "Boxing"], [0], str(root), TrainOptions(preset="smoke"), progress=False)
     out = io.StringIO()

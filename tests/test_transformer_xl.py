@@ -148,7 +148,7 @@ def test_gather_equals_rel_shift() -> None:
     allowed = (positions[None, :] <= positions[L:, None]).expand(B, Q, L + Q)  # causal over memory + new
     distance = (positions[L:, None] - positions[None, :]).clamp(0, L + Q - 1)
     table = sinusoidal_table(L + Q, d).double()
-    ours = attn(x, memory, table, distance, allowed, u, v)
+    ours = attn(x, memory, table, distance, ~allowed[:, None], u, v)
     torch.testing.assert_close(ours, reference_attention(attn, x, memory, allowed, u, v), rtol=0, atol=1e-12)
 
 

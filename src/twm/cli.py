@@ -251,7 +251,8 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     # Imported here: only the sweep needs it (and Ray, imported by it only with --ray-address).
-    from twm.training.sweep import SweepError, SweepOptions, TrainOptions, parse_games, parse_seeds, run_sweep
+    from twm.launch.plan import SweepError, SweepOptions, TrainOptions, parse_games, parse_seeds
+    from twm.launch.sweep import run_sweep
 
     try:
         games = parse_games(args.games)

@@ -182,13 +182,13 @@ class RelativeAttention(nn.Module):
         memory: Tensor | None,
         rel_table: Tensor,
         distance: Tensor,
-        allowed: Tensor,
+        blocked: Tensor,
         u: Tensor,
         v: Tensor,
         attention_out: list[Tensor] | None = None,
     ) -> Tensor:
         """x (B, Q, d), memory (B, L, d) or None, rel_table (P, d), distance (Q, L+Q) in [0, P),
-        allowed (B, Q, L+Q), u and v (heads, head_dim) -> (B, Q, d).
+        blocked (B, 1, Q, L+Q) = ~allowed[:, None] (True where a key may not be attended to), u and v (heads, head_dim) -> (B, Q, d).
 
         ``attention_out``: a list to which the attention probabilities (B, h, Q, L+Q), before
         attention dropout and detached, are appended (for visualisation). It only reads what the
@@ -204,7 +204,7 @@ class RelativeAttention(nn.Module):
         k = k.reshape(B, K, h, hd).transpose(1, 2)  # (B, h, K, hd)
         val = val.reshape(B, K, h, hd).transpose(1, 2)  # (B, h, K, hd)
         r = self.project_positions(rel_table)  # (h, P, hd)
-        return self.attend(q, k, val, r, distance, allowed, u, v, attention_out)
+        return self.attend(q, k, val, r, distance, blocked, u, v, attention_out)
 
     def project_positions(self, rel_table: Tensor) -> Tensor:
         """W_{k,R} applied to the relative-position table: (P, d) -> (h, P, hd)."""
@@ -224,7 +224,7 @@ class RelativeAttention(nn.Module):
         layer: int,
         r: Tensor,
         distance: Tensor,
-        allowed: Tensor,
+        blocked: Tensor,
         u: Tensor,
         v: Tensor,
         attention_out: list[Tensor] | None = None,
@@ -246,7 +246,7 @@ class RelativeAttention(nn.Module):
         keys[:, :, cache.filled : end] = k.reshape(B, Q, h, hd).transpose(1, 2)
         values[:, :, cache.filled : end] = val.reshape(B, Q, h, hd).transpose(1, 2)
         return self.attend(
-            q, keys[:, :, start:end], values[:, :, start:end], r, distance, allowed, u, v, attention_out
+            q, keys[:, :, start:end], values[:, :, start:end], r, distance, blocked, u, v, attention_out
         )
 
     def attend(
@@ -256,7 +256,7 @@ class RelativeAttention(nn.Module):
         val: Tensor,
         r: Tensor,
         distance: Tensor,
-        allowed: Tensor,
+        blocked: Tensor,
         u: Tensor,
         v: Tensor,
         attention_out: list[Tensor] | None = None,
@@ -279,7 +279,7 @@ class RelativeAttention(nn.Module):
         if self.attention == "fused":
             # scaled_dot_product_attention computes softmax(q k^T * scale + attn_mask): fold the
             # (scaled) position term and the mask into the additive float mask.
-            bias = (pos_scores * self.scale).masked_fill(~allowed[:, None], float("-inf"))  # (B, h, Q, K)
+            bias = (pos_scores * self.scale).masked_fill(blocked, float("-inf"))  # (B, h, Q, K)
             p = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(
                 q_content, k, val, attn_mask=bias, dropout_p=p, scale=self.scale
@@ -291,7 +291,7 @@ class RelativeAttention(nn.Module):
                 attention_out.append(scores.softmax(dim=-1).detach())
         else:
             scores = (q_content @ k.transpose(-1, -2) + pos_scores) * self.scale  # (B, h, Q, K)
-            scores = scores.masked_fill(~allowed[:, None], float("-inf"))
+            scores = scores.masked_fill(blocked, float("-inf"))
             weights = scores.softmax(dim=-1)  # (B, h, Q, K)
             if attention_out is not None:
                 attention_out.append(weights.detach())
@@ -335,12 +335,12 @@ class TransformerXLLayer(nn.Module):
         memory: Tensor | None,
         rel_table: Tensor,
         distance: Tensor,
-        allowed: Tensor,
+        blocked: Tensor,
         u: Tensor,
         v: Tensor,
         attention_out: list[Tensor] | None = None,
     ) -> Tensor:
-        attn = self.attn(x, memory, rel_table, distance, allowed, u, v, attention_out)
+        attn = self.attn(x, memory, rel_table, distance, blocked, u, v, attention_out)
         return self.finish(x, attn)
 
     def finish(self, x: Tensor, attn: Tensor) -> Tensor:
@@ -409,12 +409,13 @@ class TransformerXL(nn.Module):
         """
         Q = x.shape[1]
         distance = self._distance(positions, Q)  # (Q, K)
+        blocked = ~allowed[:, None]  # (B, 1, Q, K), once for all layers
         rel_table = self.pos_drop(self.rel_table)  # (P, d), one dropout mask shared by all layers
         inputs = []
         for i, layer in enumerate(self.layers):
             inputs.append(x)
             layer_memory = None if memory is None else memory[i]
-            x = layer(x, layer_memory, rel_table, distance, allowed, self.u, self.v, attention_out)
+            x = layer(x, layer_memory, rel_table, distance, blocked, self.u, self.v, attention_out)
         return x, inputs
 
     def typed_layers(self) -> Iterable[TransformerXLLayer]:
@@ -470,9 +471,10 @@ class TransformerXL(nn.Module):
         Q = x.shape[1]
         cache.make_room(Q, positions.shape[0] - Q)
         distance = self._distance(positions, Q)  # (Q, K)
+        blocked = ~allowed[:, None]  # (B, 1, Q, K), once for all layers
         for i, layer in enumerate(self.typed_layers()):
             r = cache.positions[i]
-            attn = layer.attn.forward_cached(x, cache, i, r, distance, allowed, self.u, self.v, attention_out)
+            attn = layer.attn.forward_cached(x, cache, i, r, distance, blocked, self.u, self.v, attention_out)
             x = layer.finish(x, attn)
         cache.filled += Q
         return x

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from twm import __version__
+from twm.config import Config
 from twm.envs.crafter import crafter_score
 from twm.training.checkpoint import atomic_write
 from twm.training.evaluation import EvalResult
@@ -122,11 +123,13 @@ def _clock(seconds: float) -> str:
 
 
 class WorkClock:
-    """Measured seconds per environment step and per update, and the time the work left will take.
+    """Measured seconds per environment step, per update and per evaluation episode, and the time
+    the work left will take.
 
     The interactions of a run are not equal work: the prefill is random actions only, then every
-    interaction carries ~1/steps_per_update updates. So the ETA is the steps left times the measured
-    seconds per step plus the updates left times the measured seconds per update.
+    interaction carries ~1/steps_per_update updates, and evaluations come on top. So the ETA is the
+    steps left times the measured seconds per step, plus the updates left times the seconds per
+    update, plus the evaluation episodes left times the seconds per episode.
     """
 
     def __init__(self) -> None:
@@ -134,6 +137,12 @@ class WorkClock:
         self.steps = 0
         self.update_seconds = 0.0
         self.updates = 0
+        self.eval_seconds = 0.0
+        self.eval_episodes = 0
+
+    def add_eval(self, seconds: float, episodes: int) -> None:
+        self.eval_seconds += seconds
+        self.eval_episodes += episodes
 
     def add_steps(self, seconds: float, n: int = 1) -> None:
         self.step_seconds += seconds
@@ -143,19 +152,20 @@ class WorkClock:
         self.update_seconds += seconds
         self.updates += n
 
-    def eta(self, steps_left: int, updates_left: int) -> float | None:
+    def eta(self, steps_left: int, updates_left: int, episodes_left: int = 0) -> float | None:
         """Seconds for the work left, or None while a needed rate has not been measured yet."""
         if (steps_left and not self.steps) or (updates_left and not self.updates):
             return None
         per_step = self.step_seconds / self.steps if self.steps else 0.0
         per_update = self.update_seconds / self.updates if self.updates else 0.0
-        return steps_left * per_step + updates_left * per_update
+        per_episode = self.eval_seconds / self.eval_episodes if self.eval_episodes else 0.0
+        return steps_left * per_step + updates_left * per_update + episodes_left * per_episode
 
 
 class Progress:
     """The run's bars on stderr: interactions with an ETA from the work left, and one per pretraining phase."""
 
-    FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+    FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
     def __init__(self, total: int, initial: int, enabled: bool) -> None:
         from tqdm import tqdm
@@ -179,15 +189,17 @@ class Progress:
     def describe(self, text: str) -> None:
         self.bar.set_description(text)
 
-    def step(self, steps_left: int, updates_left: int) -> None:
+    def step(self, cfg: Config, state: TrainingState) -> None:
+        """One interaction done; the ETA from the steps, updates and evaluation episodes left."""
         self.bar.update(1)
         now = time.monotonic()
-        if now - self._last_refresh >= 1.0:  # the ETA needs no more than one refresh a second
-            self._last_refresh = now
-            self.set_eta(steps_left, updates_left)
-
-    def set_eta(self, steps_left: int, updates_left: int) -> None:
-        eta = self.clock.eta(steps_left, updates_left)
+        if now - self._last_refresh < 1.0:  # the ETA needs no more than one refresh a second
+            return
+        self._last_refresh = now
+        t, n = cfg.train, state.interactions
+        evals_left = max(0, (t.total_steps - 1) // t.eval_interval - n // t.eval_interval)  # periodic ones
+        episodes_left = evals_left * t.eval_episodes + t.final_eval_episodes
+        eta = self.clock.eta(t.total_steps - n, cfg.num_updates - state.updates, episodes_left)
         self.info["ETA"] = "?" if eta is None else _clock(eta)
         self.bar.set_postfix(self.info, refresh=False)
 

@@ -291,7 +291,7 @@ class Trainer:
         self._progress += 1
 
     def _after_step(self) -> None:
-        self._bar.step(self.cfg.train.total_steps - self.interactions, self.cfg.num_updates - self.updates)
+        self._bar.step(self.cfg, self.state)
         if self.interactions % self.cfg.train.log_interval == 0:
             self._log_train()
 
@@ -374,7 +374,9 @@ class Trainer:
         if result is None:
             self.agent.train()  # acting switches to eval mode and may not have switched back
             return None
-        self.logger.log(self.interactions, output.eval_line(result, episodes, time.time() - start))
+        seconds = time.time() - start
+        self.logger.log(self.interactions, output.eval_line(result, episodes, seconds))
+        self._bar.clock.add_eval(seconds, episodes)
         self.logger.flush()
         self.last_eval = result
         self.state.num_evals += 1
