@@ -106,8 +106,9 @@ def adam(
     ``foreach`` batches them over tensors, ``fused`` is one kernel per step that keeps the step
     counts on the device (tests compare them).
     """
-    kind = {"foreach": impl == "foreach"} if impl != "fused" else {"fused": True}
-    return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, **kind)
+    if impl == "fused":
+        return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, foreach=impl == "foreach")
 
 
 def optimizer_step(
