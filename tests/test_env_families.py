@@ -127,6 +127,8 @@ def test_render_state_levels_contrast_with_the_background() -> None:
     assert len(set(GRAY_LEVELS)) == len(GRAY_LEVELS) == 10 and len(set(COLORS)) == len(COLORS) == 10
     assert min(abs(v - 128) for v in GRAY_LEVELS) >= 48
     assert min(max(abs(c - 128) for c in rgb) for rgb in COLORS) >= 48
+    # The first eight colours are the corners of the RGB cube: as far from grey as colours can be.
+    assert {tuple(c) for c in COLORS[:8]} == {(r, g, b) for r in (0, 255) for g in (0, 255) for b in (0, 255)}
 
 
 @pytest.mark.parametrize("shape", [(10, 10), (9, 10, 4), (10, 10, 11), (10, 11, 2)])

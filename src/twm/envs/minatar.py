@@ -10,8 +10,9 @@ Picture
     background is mid-grey (128, the decoder's initial output, as in catch), and channel k is drawn
     in ``GRAY_LEVELS[k]`` (or ``COLORS[k]`` with ``env.color``), channels in their MinAtar order
     (e.g. Breakout: paddle, ball, trail, brick), a later channel overwriting an earlier one where
-    both are set. The levels alternate bright and dark, far from the background, so every object
-    contrasts with it.
+    both are set. The gray levels alternate bright and dark, 48-127 away from the background; the
+    colours are the corners of the RGB cube (each component 0 or 255), as far from it as a colour
+    can be, which is why ``env.color=true`` is the better picture for games with small objects.
 
 Actions and dynamics
     The game's minimal action set (Breakout: NOOP, LEFT, RIGHT). Sticky actions: with probability
@@ -39,17 +40,21 @@ BACKGROUND_GRAY = 128
 BACKGROUND_RGB = (128, 128, 128)
 # Channel k's gray level / colour (MinAtar games have at most 10 channels: Seaquest).
 GRAY_LEVELS = (255, 0, 224, 32, 192, 64, 240, 16, 176, 80)
+# The colours: first the eight corners of the RGB cube, every component 0 or 255, so each is as far
+# from the mid-grey background as a colour can be in every component (in grayscale a level is at most
+# 127 away, and the levels of small objects such as bullets are only 64 away: too faint for the
+# pixel loss to make the latent keep them); then two more for Seaquest's ninth and tenth channels.
 COLORS = (
-    (230, 25, 75),  # red
-    (60, 180, 75),  # green
-    (255, 225, 25),  # yellow
-    (0, 130, 200),  # blue
-    (245, 130, 48),  # orange
-    (145, 30, 180),  # purple
-    (70, 240, 240),  # cyan
-    (240, 50, 230),  # magenta
+    (255, 0, 0),  # red
+    (0, 255, 0),  # green
+    (0, 0, 255),  # blue
+    (255, 255, 0),  # yellow
+    (255, 0, 255),  # magenta
+    (0, 255, 255),  # cyan
     (255, 255, 255),  # white
     (0, 0, 0),  # black
+    (255, 128, 0),  # orange
+    (128, 0, 255),  # violet
 )
 # Background first, then channel k at index k + 1 (render_state looks cells up by index).
 _GRAY_PALETTE = np.array([BACKGROUND_GRAY, *GRAY_LEVELS], dtype=np.uint8)  # (11,)
