@@ -1,5 +1,13 @@
 """The life of a run around its schedule: resume checks, signals, stops, failures, test hooks.
 
+Reproducibility, checkpoints, resume
+    Every random stream derives from ``cfg.train.seed`` (``twm.seeding``). The trainer writes a resume
+    checkpoint (``twm.training.state`` lists what it holds) at safe points between two steps: every
+    ``checkpoint_interval`` interactions (after the evaluation when both fall on one interaction), with
+    every pretraining log line, after pretraining, before the final evaluation, and on SIGINT or
+    SIGTERM. On the CPU a run is a function of its config, and an interrupted and resumed run equals
+    the uninterrupted one bit for bit (apart from ``TIME_KEYS`` of ``twm.training.trainer``).
+
 Signals
     The first SIGINT or SIGTERM sets a flag; the current step (or update, or pretraining step) finishes,
     a checkpoint is written and the run raises ``TrainingStopped`` (the CLI exits with 128 + signal:

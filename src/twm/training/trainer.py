@@ -13,13 +13,8 @@ Schedule (all steps count agent interactions, the prefill included)
        paper) without rounding drift; evaluations every ``eval_interval`` interactions;
     5. the final checkpoint, then ``final_eval_episodes`` evaluation episodes at ``total_steps``.
 
-Reproducibility, checkpoints, resume
-    Every random stream derives from ``cfg.train.seed`` (``twm.seeding``). A resume checkpoint
-    (``twm.training.state`` lists what it holds) is written at safe points between two steps: every
-    ``checkpoint_interval`` interactions (after the evaluation when both fall on one interaction),
-    with every pretraining log line, after pretraining, before the final evaluation, and on SIGINT or
-    SIGTERM (``twm.training.lifecycle``). On the CPU a run is a function of its config, and an
-    interrupted and resumed run equals the uninterrupted one bit for bit (apart from ``TIME_KEYS``).
+Safe points, checkpoints, signals and resume: ``twm.training.lifecycle``; what a checkpoint holds:
+``twm.training.state``.
 """
 
 from __future__ import annotations
@@ -66,18 +61,10 @@ class Trainer:
     """
 
     def __init__(
-        self,
-        cfg: Config,
-        run_dir: str | Path,
-        device: str | None = None,
-        progress: bool = True,
-        *,
-        preset: str | None = None,
-        eval_envs: int = DEFAULT_EVAL_ENVS,
-        on_eval: EvalHook | None = None,
-        warn: Callable[[str], None] = lifecycle.warn,
-        _resuming: bool = False,
-    ) -> None:
+        self, cfg: Config, run_dir: str | Path, device: str | None = None, progress: bool = True, *,
+        preset: str | None = None, eval_envs: int = DEFAULT_EVAL_ENVS, on_eval: EvalHook | None = None,
+        warn: Callable[[str], None] = lifecycle.warn, _resuming: bool = False,
+    ) -> None:  # fmt: skip
         self.cfg, self.preset, self.eval_envs, self.on_eval, self.warn = cfg, preset, eval_envs, on_eval, warn
         self.device = resolve_device(device if device is not None else cfg.train.device)
         if cfg.train.keep_freed_memory:
@@ -91,8 +78,7 @@ class Trainer:
         self._resume_from: tuple[dict[str, Any], ReplayBuffer, Path] | None = None
         folder = RunDir(run_dir if _resuming else create_run_dir(run_dir))
         self.run_dir = folder.path
-        # One process per run folder; when resuming, before anything in it is touched.
-        self._lock = RunLock(self.run_dir, warn=warn).acquire()
+        self._lock = RunLock(self.run_dir, warn=warn).acquire()  # before anything in it is touched
         if not _resuming:
             cfg.to_yaml(folder.config)  # first: a run that dies later still says what it was
             self._checkpoints = CheckpointManager(self.run_dir)
@@ -136,9 +122,14 @@ class Trainer:
     def _run_session(self) -> dict[str, Any]:
         purge_step = None
         if self._resume_from is not None:
-            checkpoint, replay, path = self._resume_from
+            checkpoint, self.replay, path = self._resume_from
             self._resume_from = None
-            self._restore(checkpoint, replay)
+            load_agent_state(self.agent, checkpoint, self.device)
+            resume = self.state.load_state_dict(checkpoint, self.warn)
+            self.preset = resume["preset"]
+            self.env.set_state(resume["env"])
+            lifecycle.truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
+            self._saved_progress = self._progress  # this position is saved: a stop right away needs no new one
             purge_step = self.interactions + 1
             where = f"{self.phase.value.replace('_', ' ')}, {self.interactions}/{self.cfg.train.total_steps}"
             print(f"twm: resuming {self.run_dir} from {path.name} ({where} interactions)", file=sys.stderr)
@@ -165,7 +156,10 @@ class Trainer:
             self._safe_point("pretrained", periodic=True)  # a run stopped from here never redoes it
         if s.phase == Phase.TRAIN:
             self._train()
-            self._save_final_checkpoint()
+            try:
+                save_agent(RunDir(self.run_dir).final_checkpoint, self.agent, s.counters(self.device))
+            except CheckpointWriteError as exc:
+                raise exc.keeping(self._checkpoints.last_path) from None
             s.phase = Phase.FINAL_EVAL
             self._progress += 1
             self._safe_point("trained", periodic=True)  # a stop during the final evaluation resumes here
@@ -174,21 +168,13 @@ class Trainer:
         if result is None:
             raise self._stopped("during the final evaluation")
         summary = output.write_final(
-            RunDir(self.run_dir).final_json,
-            result,
-            game=self.cfg.env.game,
-            seed=t.seed,
-            preset=self.preset,
-            eval_seed=final_eval_seed(t.seed),
-            state=s,
-            wall_time=self._elapsed(),
-            device=str(self.device),
-        )
+            RunDir(self.run_dir).final_json, result, game=self.cfg.env.game, seed=t.seed, preset=self.preset,
+            eval_seed=final_eval_seed(t.seed), state=s, wall_time=self._elapsed(), device=str(self.device),
+        )  # fmt: skip
         s.phase = Phase.DONE
         return {**summary, "run_dir": str(self.run_dir)}
 
-    def _build(self) -> None:
-        """Everything a run needs, seeded from the config (a resume then overwrites the states)."""
+    def _build(self) -> None:  # everything a run needs, seeded from the config (a resume overwrites the states)
         cfg, seed = self.cfg, self.cfg.train.seed
         seed_globals(seed)
         self.env: Env = make_env(cfg.env, "train", derive_seed(seed, Stream.TRAIN_ENV))
@@ -332,21 +318,6 @@ class Trainer:
             raise exc.keeping(self._checkpoints.last_path) from None
         self._saved_progress = self._progress
 
-    def _restore(self, checkpoint: dict[str, Any], replay: ReplayBuffer) -> None:
-        load_agent_state(self.agent, checkpoint, self.device)
-        self.replay = replay
-        resume = self.state.load_state_dict(checkpoint, self.warn)
-        self.preset = resume["preset"]
-        self.env.set_state(resume["env"])
-        lifecycle.truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
-        self._saved_progress = self._progress  # this position is saved: a stop right away needs no new one
-
-    def _save_final_checkpoint(self) -> Path:
-        try:
-            return save_agent(RunDir(self.run_dir).final_checkpoint, self.agent, self.state.counters(self.device))
-        except CheckpointWriteError as exc:
-            raise exc.keeping(self._checkpoints.last_path) from None
-
     # ------------------------------------------------------------------ logging and evaluation
 
     def _log_train(self) -> None:
@@ -356,11 +327,10 @@ class Trainer:
             self._bar.note("upd/s", f"{line['charts/updates_per_second']:.1f}")
 
     def _periodic_eval(self) -> None:
-        s = self.state
-        seed = derive_seed(self.cfg.train.seed, Stream.EVAL, s.num_evals)
+        seed = derive_seed(self.cfg.train.seed, Stream.EVAL, self.state.num_evals)
         if self._run_eval(self.cfg.train.eval_episodes, seed, f"eval:{self.interactions}") is None:
             return
-        s.eval_pending = False
+        self.state.eval_pending = False
         if self.on_eval is not None:
             meanings = self.env.action_meanings
             self.on_eval(EvalEvent(self.agent, self.replay, self.run_dir, self.interactions, self.logger, meanings))
@@ -368,9 +338,8 @@ class Trainer:
     def _run_eval(self, episodes: int, seed: int, where: str) -> EvalResult | None:
         """Evaluate and log; None if a signal stopped it (the evaluation is then redone after a resume)."""
         start = time.time()
-        result = self._stop.abortable(
-            where, lambda: evaluate_agent(self.agent, self.cfg.env, episodes, seed, self.eval_envs)
-        )
+        evaluate = lambda: evaluate_agent(self.agent, self.cfg.env, episodes, seed, self.eval_envs)  # noqa: E731
+        result = self._stop.abortable(where, evaluate)
         if result is None:
             self.agent.train()  # acting switches to eval mode and may not have switched back
             return None
