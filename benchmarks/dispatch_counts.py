@@ -52,6 +52,7 @@ def main() -> int:
     parser.add_argument("--preset", default="atari100k")
     parser.add_argument("--game", default="Pong")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--top", type=int, default=0, help="also list the N most frequent launching operators")
     args = parser.parse_args()
     CountOps = load_counter()
     cfg = load_config(args.preset, [f"env.game={args.game}", *args.overrides])
@@ -71,7 +72,7 @@ def main() -> int:
     with CountOps() as counter:
         agent.actor_critic_step(rollout)
     parts["actor_critic"] = counter.counts
-    out = {k: {"ops": c.ops, "launching": c.launching, "syncs": c.syncs} for k, c in parts.items()}
+    out = {k: c.summary(args.top) for k, c in parts.items()}
     out["total"] = {key: sum(v[key] for v in out.values()) for key in ("ops", "launching", "syncs")}
     print(
         json.dumps(

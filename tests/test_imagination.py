@@ -121,3 +121,73 @@ def test_imagination_starts_are_consecutive_pairs(agent: Agent) -> None:
     assert torch.equal(start.context_action, ctx % NUM_ACTIONS)
     assert torch.equal(start.context_reward, ctx.float() / 100)
     assert torch.equal(start.context_done, (ctx % 5 == 0) | (ctx % 7 == 0))
+
+
+class TableLatents:
+    """Fresh latents handed out in a fixed order (row i of the table is the i-th one asked for)."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        self.table, self.taken, self.calls = table, 0, 0
+
+    def __call__(self, n: int) -> torch.Tensor:
+        self.calls += 1
+        rows = torch.arange(self.taken, self.taken + n) % len(self.table)
+        self.taken += n
+        return self.table[rows]
+
+
+def pooled_rollout(agent: Agent, start: ImaginationStart, threshold: float, fresh: TableLatents, pool: int):
+    wm = agent.world_model
+    gen = torch.Generator().manual_seed(1)
+    return imagine(
+        wm.dynamics, wm.obs_model, agent.actor, start, 8, threshold, fresh, gen, fresh_pool=pool
+    )
+
+
+@pytest.mark.parametrize("kv_cache", [True, False])
+def test_fresh_pool_gives_the_on_demand_rollout(agent: Agent, kv_cache: bool) -> None:
+    """With the same fresh latents in the same order, the pool (masks, no host sync) and the
+    on-demand path (a count read on the host at every step) imagine the same rollout, bit for bit."""
+    agent.world_model.dynamics.cfg.kv_cache = kv_cache
+    start = make_start(agent.cfg, 16, seed=3)
+    table = random_latents(agent.cfg, 200, torch.Generator().manual_seed(7))
+    on_demand = pooled_rollout(agent, start, 0.6, TableLatents(table), pool=0)
+    ends = int(on_demand.dones.sum())
+    assert ends >= 10 and on_demand.dones[:, :-1].any(dim=0).sum() >= 3, "the test needs ends in several steps"
+    assert (on_demand.dones.sum(dim=0) >= 2).any(), "and a step with several ends (their order matters)"
+    fresh = TableLatents(table)
+    pooled = pooled_rollout(agent, start, 0.6, fresh, pool=len(table))
+    assert fresh.calls == 1 and on_demand.fresh_reused is None and int(pooled.fresh_reused) == 0
+    for name in ("z", "actions", "rewards", "discounts", "dones", "weights", "h"):
+        assert torch.equal(getattr(pooled, name), getattr(on_demand, name)), name
+
+
+def test_fresh_pool_reuses_its_latents_when_too_small(agent: Agent) -> None:
+    start = make_start(agent.cfg, 16, seed=3)
+    pool = 4
+    small = random_latents(agent.cfg, pool, torch.Generator().manual_seed(7))
+    # The on-demand path over a table of 4 rows cycles through them exactly as a pool of 4 does.
+    on_demand = pooled_rollout(agent, start, 0.6, TableLatents(small), pool=0)
+    pooled = pooled_rollout(agent, start, 0.6, TableLatents(small), pool=pool)
+    ends = int(on_demand.dones.sum())
+    assert ends > pool
+    assert int(pooled.fresh_reused) == ends - pool
+    assert torch.equal(pooled.z, on_demand.z) and torch.equal(pooled.h, on_demand.h)
+
+
+def test_fresh_pool_update_has_no_host_sync() -> None:
+    """A whole update with a pool, fused optimisers and no logging reads nothing back from the device."""
+    from twm.bench import synthetic_batch, synthetic_obs_sampler
+    from twm.op_count import CountOps
+
+    torch.manual_seed(0)
+    cfg = smoke("actor_critic.fresh_pool=64", "actor_critic.discount_threshold=0.6")
+    agent = Agent(cfg, NUM_ACTIONS)
+    batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0)
+    sample_obs = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    agent.update(batch, sample_obs, gen)  # the optimisers' state is created here
+    with CountOps() as counter:
+        metrics = agent.update(batch, sample_obs, gen)
+    assert counter.counts.syncs == 0, counter.counts.sync_ops
+    assert metrics["ac/imagined_dones"] > 0, "the test needs imagined episode ends"

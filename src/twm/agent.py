@@ -129,6 +129,7 @@ class Agent(nn.Module):
                 ac.discount_threshold,
                 fresh_latents,
                 generator,
+                fresh_pool=ac.fresh_pool,
             )
 
     def _imagination_starts(
@@ -187,6 +188,8 @@ class Agent(nn.Module):
                 "ac/imagined_dones": rollout.dones.float().sum(),
             }
         )
+        if rollout.fresh_reused is not None:
+            metrics["ac/fresh_reused"] = rollout.fresh_reused.float()
         return metrics
 
     # ------------------------------------------------------------------ pretraining

@@ -168,6 +168,14 @@ class ActorCriticConfig:
     horizon: int = param(15, "imagined steps per rollout", lo=1)
     lam: float = param(0.95, "lambda of the lambda-returns (GAE)", lo=0, hi=1)
     discount_threshold: float = param(0.1, "imagined episode ends below this discount product", lo=0, hi=1)
+    fresh_pool: int = param(
+        0,
+        "fresh starts after imagined episode ends: 0 draws them when needed (a host sync per imagined "
+        "step); N > 0 draws N once per rollout and hands them out with masks (no host sync, for GPUs "
+        "and captured steps; the same draws, in another order; beyond N ends the pool is reused, "
+        "logged as ac/fresh_reused)",
+        lo=0,
+    )
     entropy_coef: float = param(0.01, "weight of the actor's entropy hinge", lo=0)
     entropy_threshold: float = param(0.1, "normalised entropy below which the hinge acts", lo=0, hi=1)
     actor_lr: float = param(1e-4, "actor Adam learning rate", lo=0, lo_open=True)

@@ -5,7 +5,10 @@ alone, the dynamics model (with its Transformer-XL memory, so a step costs only 
 reads the group (r_{t-1}, z_t, a_t) and predicts z_{t+1} (sampled at temperature 1), the mean reward
 r_t and the discount gamma_t = sigmoid(logit). The running product of predicted discounts ends an
 imagined episode when it falls below a threshold: the next latent is then a fresh one, encoded and
-sampled from a random replay observation, and the episode-end flag cuts attention there. By default
+sampled from a random replay observation, and the episode-end flag cuts attention there. Those
+fresh latents are drawn either when needed (the default: the number of ends is read on the host
+at every step, a host sync) or, with a pool (``actor_critic.fresh_pool``), all at once before the
+rollout and handed out in order with masks and fixed shapes (no host sync, capturable). By default
 (``dynamics.kv_cache``) the memory holds each layer's keys and values rather than its hidden states,
 so a step projects only its own three tokens (``DynamicsModel.cache_memory``).
 
@@ -49,7 +52,8 @@ class Rollout:
     actions (B, H); rewards (B, H) predicted means; discounts (B, H) predicted probabilities;
     dones (B, H): the imagined episode ended after step t; weights (B, H): product of the predicted
     discounts before step t within its imagined episode (1 at an episode's first step);
-    h (B, H, d): the transformer states h_t.
+    h (B, H, d): the transformer states h_t; fresh_reused () int: with a pool, the fresh starts
+    that had to reuse a pool latent because the pool ran out (None without a pool).
     """
 
     z: Tensor
@@ -59,6 +63,7 @@ class Rollout:
     dones: Tensor
     weights: Tensor
     h: Tensor
+    fresh_reused: Tensor | None = None
 
 
 @torch.no_grad()
@@ -78,11 +83,16 @@ def imagine(
     fresh_latents: Callable[[int], Tensor],
     generator: torch.Generator | None = None,
     kv_cache: bool | None = None,
+    fresh_pool: int = 0,
 ) -> Rollout:
     """Roll the actor out in the world model for ``horizon`` steps (imagine mode).
 
-    ``fresh_latents(n)`` returns n sampled latents (n, Z) of random replay observations; it is
-    called only when some imagined episode ends. The networks are used in eval mode (no dropout)
+    ``fresh_latents(n)`` returns n sampled latents (n, Z) of random replay observations. With
+    ``fresh_pool`` 0 it is called at each step where some imagined episode ends, for as many latents
+    as ended; with ``fresh_pool`` N > 0 it is called once, for N latents, which the ends take in
+    order (batch order within a step, as on demand), so no step reads a count on the host; if more
+    than N episodes end, the pool is reused from its start (``Rollout.fresh_reused`` counts them).
+    Given the same fresh latents in the same order, both give the same rollout. The networks are used in eval mode (no dropout)
     and restored to their previous mode afterwards. ``kv_cache`` (default ``dynamics.cfg.kv_cache``)
     keeps the transformer's keys and values in buffers for the whole rollout instead of
     re-projecting the memory at every step: the same rollout, cheaper.
@@ -102,6 +112,8 @@ def imagine(
     prev_reward, prev_done = start.context_reward.float(), start.context_done.bool()
 
     z = start.start_z
+    pool = fresh_latents(fresh_pool) if fresh_pool > 0 else None  # (N, Z)
+    pool_last = torch.full((), -1, dtype=torch.long, device=device)  # index of the last pool latent taken
     running = torch.ones(B, device=device)  # discount product of the current imagined episode
     zs, actions, rewards, discounts, dones, weights, hs = [z], [], [], [], [], [], []
     for _ in range(horizon):
@@ -115,11 +127,20 @@ def imagine(
         weights.append(running)
         running = running * discount
         done = running < discount_threshold  # (B,)
-        count = int(done.sum())
-        if count:
-            next_z = next_z.clone()
-            next_z[done] = fresh_latents(count)
+        if pool is not None:
+            # The k-th end (k = 1, 2, ...) of this step takes the k-th pool latent after the last one
+            # taken, cycling: fixed shapes and no host sync.
+            ends_so_far = torch.cumsum(done.long(), dim=0)  # (B,), k where done
+            fresh = pool[(pool_last + ends_so_far) % fresh_pool]  # (B, Z)
+            next_z = torch.where(done[:, None], fresh, next_z)
+            pool_last = pool_last + ends_so_far[-1]
             running = torch.where(done, torch.ones_like(running), running)
+        else:
+            count = int(done.sum())  # host sync
+            if count:
+                next_z = next_z.clone()
+                next_z[done] = fresh_latents(count)
+                running = torch.where(done, torch.ones_like(running), running)
 
         zs.append(next_z)
         actions.append(action)
@@ -139,4 +160,5 @@ def imagine(
         dones=torch.stack(dones, dim=1),
         weights=torch.stack(weights, dim=1),
         h=torch.stack(hs, dim=1),  # (B, H, d)
+        fresh_reused=(pool_last + 1 - fresh_pool).clamp(min=0) if pool is not None else None,
     )

@@ -5,6 +5,7 @@ Read bottom-up:
 1. ``DynamicsMemory``    -- what one call hands to the next: per-layer hidden states of the last
                             tokens plus the bookkeeping (episode ids, stream position) for the mask
 2. ``chunk_tokens``      -- positions and episode ids of the tokens one call feeds;
+   ``StreamPositions``   -- what depends on the positions alone (kept per model: the same each update)
    ``extend_memory``     -- append them to the memory and keep the last n * memory_steps + 2
 3. ``mlp_head``          -- SiLU, then an MLP: the heads that read h_t
 4. ``DynamicsModel``     -- embeddings -> Transformer-XL -> h_t at each a_t token -> heads, and the loss
@@ -47,7 +48,7 @@ from torch import Tensor, nn
 
 from twm.config import DynamicsConfig
 from twm.models.observation import full_precision
-from twm.models.transformer_xl import KVCache, TransformerXL, build_attention_mask
+from twm.models.transformer_xl import KVCache, TransformerXL, position_mask
 
 # --------------------------------------------------------------------------------------- memory
 
@@ -88,6 +89,14 @@ def chunk_tokens(dones: Tensor, memory: DynamicsMemory | None, tokens_per_step: 
     (z_t, a_t) without reward tokens -- where z_t and a_t open a new episode when d_{t-1} is true and
     r_{t-1} stays in the episode of step t-1. Without memory the first group has no r_{-1} token.
     """
+    episode = chunk_episodes(dones, memory, tokens_per_step)  # (B, N)
+    first = 0 if memory is None else memory.num_tokens
+    positions = torch.arange(first, first + episode.shape[1], device=dones.device)  # (N,)
+    return positions, episode
+
+
+def chunk_episodes(dones: Tensor, memory: DynamicsMemory | None, tokens_per_step: int) -> Tensor:
+    """The episode ids (B, N) of ``chunk_tokens`` (its positions are first, first + 1, ...)."""
     n = tokens_per_step
     B = dones.shape[0]
     prev_done = dones.long()  # (B, T) or (B, T-1)
@@ -95,10 +104,8 @@ def chunk_tokens(dones: Tensor, memory: DynamicsMemory | None, tokens_per_step: 
         # A virtual step -1 that did not end: step 0 starts episode 0 at position 0.
         prev_done = torch.cat([prev_done.new_zeros(B, 1), prev_done], dim=1)  # (B, T)
         last_episode = prev_done.new_zeros(B)
-        first = -1 if n == 3 else 0  # position of the (dropped) r_{-1} token, or of z_0
     else:
         last_episode = memory.episode[:, -1]  # episode of the previous call's last step
-        first = memory.num_tokens
     T = prev_done.shape[1]
     step_episode = last_episode[:, None] + prev_done.cumsum(dim=1)  # (B, T) episode of z_t and a_t
     if n == 3:
@@ -107,10 +114,24 @@ def chunk_tokens(dones: Tensor, memory: DynamicsMemory | None, tokens_per_step: 
     else:
         groups = [step_episode, step_episode]
     episode = torch.stack(groups, dim=2).reshape(B, n * T)  # (B, T*n) in stream order
-    positions = torch.arange(first, first + n * T, device=dones.device)  # (T*n,)
     if memory is None and n == 3:
-        episode, positions = episode[:, 1:], positions[1:]  # drop r_{-1}
-    return positions, episode
+        episode = episode[:, 1:]  # drop r_{-1}: z_0 is at position 0
+    return episode
+
+
+@dataclass(frozen=True)
+class StreamPositions:
+    """What one call needs of its tokens' positions alone: the new tokens sit at ``query``
+    (first_query .. first_query + N - 1) and attend to ``keys`` (first_key .. the last new token).
+
+    mask (N, K): ``position_mask`` (causal and inside the window); distance (N, K): the clamped
+    query-key distances that index the relative-position table.
+    """
+
+    query: Tensor
+    keys: Tensor
+    mask: Tensor
+    distance: Tensor
 
 
 def extend_memory(
@@ -143,6 +164,8 @@ def _kaiming_uniform_(linear: nn.Linear, gain: float) -> None:
 
 # The released code initialises layers followed by SiLU with the ReLU gain.
 SILU_GAIN = math.sqrt(2.0)
+# How many StreamPositions a model keeps (a rollout uses horizon + 1 of them; a dream grows forever).
+MAX_KEPT_POSITIONS = 1024
 
 
 def mlp_head(
@@ -258,6 +281,10 @@ class DynamicsModel(nn.Module):
             attention=cfg.attention,
         )
 
+        # StreamPositions by (first key, first query, count, device): a rollout asks for the same
+        # few at every update, so they are built once instead of by a dozen small operators each step.
+        self._positions: dict[tuple[int, int, int, str], StreamPositions] = {}
+
         self.z_head = mlp_head(d, cfg.z_head_hidden, cfg.z_head_layers, latent_dim, cfg.dropout)
         self.reward_head = mlp_head(d, cfg.reward_head_hidden, cfg.reward_head_layers, 1, cfg.dropout, 0.0)
         # Starts predicting P(not terminated) = sigmoid(0.99), as the released code (final_bias_init
@@ -313,16 +340,18 @@ class DynamicsModel(nn.Module):
         dropped = int(memory is None and n == 3)
         tokens = tokens[:, dropped:]  # (B, T*n - dropped, d)
 
-        positions, episode = chunk_tokens(dones, memory, n)  # (N,), (B, N)
+        episode = chunk_episodes(dones, memory, n)  # (B, N)
         if memory is None:
-            key_positions, key_episode, hiddens = positions, episode, None
+            key_episode, hiddens = episode, None
+            pos = self.stream_positions(0, 0, episode.shape[1], episode.device)
         else:
-            key_positions = torch.cat([memory.positions(), positions])  # (L+N,)
             key_episode = torch.cat([memory.episode, episode], dim=1)  # (B, L+N)
             hiddens = memory.hiddens
-        allowed = build_attention_mask(
-            positions, key_positions, episode, key_episode, n, self.cfg.memory_steps
-        )  # (B, N, L+N)
+            first = memory.num_tokens
+            pos = self.stream_positions(first - memory.length, first, episode.shape[1], episode.device)
+        positions, key_positions = pos.query, pos.keys  # (N,), (L+N,)
+        # build_attention_mask, with its position part kept: (B, N, L+N)
+        allowed = pos.mask[None] & (episode[:, :, None] == key_episode[:, None, :])
         attention_out: list[Tensor] | None = [] if return_attention else None
         # Count tokens on the host (no device sync): the stream now ends after the new tokens.
         num_tokens = (0 if memory is None else memory.num_tokens) + tokens.shape[1]
@@ -330,19 +359,20 @@ class DynamicsModel(nn.Module):
             kv = memory.kv
             if kv.tokens != memory.num_tokens:
                 raise ValueError("a key/value-cached memory can only be continued from its newest state")
-            out = self.transformer.forward_cached(tokens, key_positions, allowed, kv, attention_out)
+            out = self.transformer.forward_cached(tokens, key_positions, allowed, kv, attention_out, pos.distance)
             kv.tokens = num_tokens
             keep = self.memory_tokens
             new_memory = DynamicsMemory(
                 hiddens=[], episode=key_episode[:, -keep:], num_tokens=num_tokens, kv=kv
             )
         else:
-            out, layer_inputs = self.transformer(tokens, key_positions, allowed, hiddens, attention_out)
+            out, layer_inputs = self.transformer(
+                tokens, key_positions, allowed, hiddens, attention_out, pos.distance
+            )
             new_memory = extend_memory(memory, layer_inputs, episode, num_tokens, self.memory_tokens)
 
-        # h_t is the output at a_t, the last token of each group.
-        a_index = torch.arange(T, device=out.device) * n + (n - 1) - dropped  # (T,)
-        h = out[:, a_index]  # (B, T, d)
+        # h_t is the output at a_t, the last token of each group: tokens n-1-dropped, 2n-1-dropped, ...
+        h = out[:, n - 1 - dropped :: n]  # (B, T, d), a view
         # Under bfloat16 autocast the predictions leave in float32 (losses, sampling).
         h = full_precision(h)
         # (B, T, C, K)
@@ -357,6 +387,21 @@ class DynamicsModel(nn.Module):
             if attention_out is None
             else AttentionMaps(attention_out, allowed, positions, key_positions),
         )
+
+    def stream_positions(self, first_key: int, first_query: int, count: int, device: torch.device) -> StreamPositions:
+        """The ``StreamPositions`` of ``count`` new tokens from ``first_query`` over keys from ``first_key``."""
+        key = (first_key, first_query, count, str(device))
+        found = self._positions.get(key)
+        if found is None:
+            if len(self._positions) >= MAX_KEPT_POSITIONS:  # long streams (dreams) never repeat one
+                self._positions.clear()
+            with torch.inference_mode(False), torch.no_grad():  # usable in training too
+                query = torch.arange(first_query, first_query + count, device=device)  # (N,)
+                keys = torch.arange(first_key, first_query + count, device=device)  # (K,)
+                mask = position_mask(query, keys, self.tokens_per_step, self.cfg.memory_steps)
+                found = StreamPositions(query, keys, mask, self.transformer.distance(keys, count))
+            self._positions[key] = found
+        return found
 
     def cache_memory(self, memory: DynamicsMemory, capacity: int) -> DynamicsMemory:
         """The same memory with each layer's keys and values in a ``KVCache`` of ``capacity`` tokens.

@@ -102,11 +102,15 @@ def build_attention_mask(
     Every token sees itself (causal, inside its window, same episode), so no row is fully masked
     and the softmax never meets a row of -inf only.
     """
+    same_episode = query_episode[:, :, None] == key_episode[:, None, :]  # (B, Q, K)
+    return position_mask(query_pos, key_pos, tokens_per_step, memory_steps)[None] & same_episode
+
+
+def position_mask(query_pos: Tensor, key_pos: Tensor, tokens_per_step: int, memory_steps: int) -> Tensor:
+    """(Q, K) the part of ``build_attention_mask`` that depends on positions only: causal, in window."""
     causal = key_pos[None, :] <= query_pos[:, None]  # (Q, K)
     start = window_start(query_pos, tokens_per_step, memory_steps)  # (Q,)
-    in_window = key_pos[None, :] >= start[:, None]  # (Q, K)
-    same_episode = query_episode[:, :, None] == key_episode[:, None, :]  # (B, Q, K)
-    return (causal & in_window)[None] & same_episode
+    return causal & (key_pos[None, :] >= start[:, None])
 
 
 # --------------------------------------------------------------------------------------- cache
@@ -119,25 +123,40 @@ class KVCache:
     During an imagination rollout the weights are fixed, so a token's keys and values never change:
     they are computed once, when the token is fed, instead of re-projecting the memory's hidden
     states at every step (the plain Transformer-XL memory). Only the buffers' last tokens are
-    attended to (the memory of the plain path), so the outputs are the same.
+    attended to (the memory of the plain path), so the outputs are the same. What depends only on
+    the weights is computed once too (``RelativeAttention.forward_cached`` says how it is used).
 
     Attributes:
-        keys, values: per layer (B, heads, capacity, head_dim); tokens 0 .. filled-1 are valid.
-        positions: per layer (heads, P, head_dim), the projected relative-position table.
+        kv: per layer (2, B, heads, capacity, head_dim): keys [0] and values [1] in one buffer, so a
+            step writes both with one copy; tokens 0 .. filled-1 are valid.
+        positions: per layer (heads, P, head_dim), the projected relative-position table r.
+        position_bias: per layer (heads, 1, P): (v - u) . r_d, the part of the position term that
+            does not depend on the query (the query then carries u instead of v).
+        qkv_bias: (3 * heads * head_dim,): u in the query part, zeros elsewhere, so the projection
+            yields q + u directly.
         filled: valid tokens in the buffers.
         tokens: the caller's stream position after the last token fed (``DynamicsModel`` uses it
             to refuse continuing from a memory that is not the newest one).
     """
 
-    keys: list[Tensor]
-    values: list[Tensor]
+    kv: list[Tensor]
     positions: list[Tensor]
+    position_bias: list[Tensor]
+    qkv_bias: Tensor
     filled: int
     tokens: int = 0
 
     @property
     def capacity(self) -> int:
-        return self.keys[0].shape[2]
+        return self.kv[0].shape[3]
+
+    @property
+    def keys(self) -> list[Tensor]:  # per layer (B, heads, capacity, head_dim), views of kv
+        return [kv[0] for kv in self.kv]
+
+    @property
+    def values(self) -> list[Tensor]:
+        return [kv[1] for kv in self.kv]
 
     def make_room(self, new: int, keep: int) -> None:
         """Make room for ``new`` tokens after the last ``keep`` ones, moving those to the front if needed."""
@@ -145,13 +164,12 @@ class KVCache:
             return
         capacity = self.capacity
         size = max(capacity, keep + new)
-        for buffers in (self.keys, self.values):
-            for i, buf in enumerate(buffers):
-                kept = buf[:, :, self.filled - keep : self.filled].clone()
-                if size > capacity:
-                    buf = buf.new_empty(*buf.shape[:2], size, buf.shape[3])
-                    buffers[i] = buf
-                buf[:, :, :keep] = kept
+        for i, buf in enumerate(self.kv):
+            kept = buf[:, :, :, self.filled - keep : self.filled].clone()
+            if size > capacity:
+                buf = buf.new_empty(*buf.shape[:3], size, buf.shape[4])
+                self.kv[i] = buf
+            buf[:, :, :, :keep] = kept
         self.filled = keep
 
 
@@ -222,32 +240,62 @@ class RelativeAttention(nn.Module):
         x: Tensor,
         cache: KVCache,
         layer: int,
-        r: Tensor,
         distance: Tensor,
         blocked: Tensor,
-        u: Tensor,
-        v: Tensor,
         attention_out: list[Tensor] | None = None,
     ) -> Tensor:
         """The same attention as ``forward`` with the memory's keys and values read from ``cache``.
 
         x (B, Q, d) are the new tokens; their keys and values are written into the cache at
         ``cache.filled .. cache.filled + Q`` and the keys attended to are the last
-        ``distance.shape[1]`` tokens of the cache (the memory, then x). ``r`` is this layer's
-        projected position table (``cache.positions[layer]``).
+        ``distance.shape[1]`` tokens of the cache (the memory, then x).
+
+        Fewer operations than ``attend``, the same scores: the projection adds u to the queries
+        (``cache.qkv_bias``), so the content term is (q + u) . k as there, and the position term
+        (q + v) . r_d = (q + u) . r_d + (v - u) . r_d takes its second part from
+        ``cache.position_bias``: one batched product with its bias (and the scale) added, no
+        per-step adds, multiplies or copies of the queries.
         """
         B, Q, _ = x.shape
         h, hd = self.heads, self.head_dim
-        q, k, val = self.qkv(x).chunk(3, dim=-1)  # 3 x (B, Q, h*hd)
-        q = q.reshape(B, Q, h, hd).transpose(1, 2)  # (B, h, Q, hd)
+        qkv = F.linear(x, self.qkv.weight, cache.qkv_bias).view(B, Q, 3, h, hd)  # q + u, k, v
         end = cache.filled + Q
         start = end - distance.shape[1]
-        keys, values = cache.keys[layer], cache.values[layer]  # (B, h, capacity, hd)
-        keys[:, :, cache.filled : end] = k.reshape(B, Q, h, hd).transpose(1, 2)
-        values[:, :, cache.filled : end] = val.reshape(B, Q, h, hd).transpose(1, 2)
-        return self.attend(
-            q, keys[:, :, start:end], values[:, :, start:end], r, distance, blocked, u, v, attention_out
-        )
+        kv = cache.kv[layer]  # (2, B, h, capacity, hd)
+        kv[:, :, :, cache.filled : end] = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)  # (2, B, h, Q, hd)
+        keys, values = kv[0, :, :, start:end], kv[1, :, :, start:end]  # (B, h, K, hd)
+        q_u = qkv[:, :, 0]  # (B, Q, h, hd)
+        K = keys.shape[2]
+
+        # Position term, scaled, one score per distance: (h, B*Q, hd) @ (h, hd, P) plus (h, 1, P).
+        r = cache.positions[layer]  # (h, P, hd)
+        P = r.shape[1]
+        q_rows = q_u.reshape(B * Q, h, hd).transpose(0, 1)  # (h, B*Q, hd), a view
+        pos = torch.baddbmm(
+            cache.position_bias[layer], q_rows, r.transpose(1, 2), beta=self.scale, alpha=self.scale
+        )  # (h, B*Q, P)
+        pos = pos.view(h, B, Q, P).transpose(0, 1)  # (B, h, Q, P)
+        bias = pos.gather(-1, distance[None, None].expand(B, h, Q, K))  # (B, h, Q, K)
+        bias = bias.masked_fill(blocked, float("-inf"))
+        q_content = q_u.transpose(1, 2)  # (B, h, Q, hd)
+        if self.attention == "fused":
+            y = F.scaled_dot_product_attention(q_content, keys, values, attn_mask=bias, scale=self.scale)
+            if attention_out is not None:  # recomputed on the side, as in attend
+                scores = (q_content @ keys.transpose(-1, -2)) * self.scale + bias
+                attention_out.append(scores.softmax(dim=-1).detach())
+        else:
+            scores = torch.baddbmm(
+                bias.reshape(B * h, Q, K),
+                q_content.reshape(B * h, Q, hd),
+                keys.reshape(B * h, K, hd).transpose(1, 2),
+                alpha=self.scale,
+            ).view(B, h, Q, K)
+            weights = scores.softmax(dim=-1)  # (B, h, Q, K)
+            if attention_out is not None:
+                attention_out.append(weights.detach())
+            y = weights @ values  # (B, h, Q, hd); no dropout in eval mode, where the cache lives
+        y = y.transpose(1, 2).reshape(B, Q, h * hd)  # (B, Q, h*hd)
+        return self.out(y)
 
     def attend(
         self,
@@ -392,6 +440,7 @@ class TransformerXL(nn.Module):
         allowed: Tensor,
         memory: list[Tensor] | None = None,
         attention_out: list[Tensor] | None = None,
+        distance: Tensor | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Run the new tokens x (B, Q, d) on top of an optional memory.
 
@@ -402,13 +451,14 @@ class TransformerXL(nn.Module):
             memory: per layer (B, L, d), the inputs that layer saw for the L previous tokens.
             attention_out: if a list, each layer appends its attention probabilities (B, h, Q, K)
                 (read-only: the outputs do not change).
+            distance: (Q, K) ``self.distance(positions, Q)`` if the caller has it already.
 
         Returns:
             The output (B, Q, d) and, per layer, its input for the new tokens (B, Q, d) -- what the
             caller appends to the memory.
         """
         Q = x.shape[1]
-        distance = self._distance(positions, Q)  # (Q, K)
+        distance = self.distance(positions, Q) if distance is None else distance  # (Q, K)
         blocked = ~allowed[:, None]  # (B, 1, Q, K), once for all layers
         rel_table = self.pos_drop(self.rel_table)  # (P, d), one dropout mask shared by all layers
         inputs = []
@@ -424,7 +474,7 @@ class TransformerXL(nn.Module):
 
     # ------------------------------------------------------------------ key/value cache
 
-    def _distance(self, positions: Tensor, Q: int) -> Tensor:
+    def distance(self, positions: Tensor, Q: int) -> Tensor:
         """Distance of each key behind each query; keys in the future or beyond the window are
         masked anyway, clamping just keeps the gather in range."""
         num_distances = self.rel_table.shape[0]
@@ -441,17 +491,21 @@ class TransformerXL(nn.Module):
             raise RuntimeError("the key/value cache is for inference: call .eval() first")
         B, L, _ = memory[0].shape
         capacity = max(capacity, L)
-        keys, values, positions = [], [], []
+        kvs, positions, position_bias = [], [], []
+        v_minus_u = (self.v - self.u)[:, None, :]  # (h, 1, hd)
         for layer, hidden in zip(self.typed_layers(), memory, strict=True):
             attn = layer.attn
             k, val = attn.project_keys_values(hidden)  # (B, h, L, hd)
-            shape = (B, attn.heads, capacity, attn.head_dim)
-            keys.append(k.new_empty(shape))
-            values.append(val.new_empty(shape))
-            keys[-1][:, :, :L] = k
-            values[-1][:, :, :L] = val
-            positions.append(attn.project_positions(self.rel_table))  # (h, P, hd)
-        return KVCache(keys=keys, values=values, positions=positions, filled=L)
+            kv = k.new_empty(2, B, attn.heads, capacity, attn.head_dim)
+            kv[0, :, :, :L] = k
+            kv[1, :, :, :L] = val
+            kvs.append(kv)
+            r = attn.project_positions(self.rel_table)  # (h, P, hd)
+            positions.append(r)
+            position_bias.append(v_minus_u @ r.transpose(1, 2))  # (h, 1, P)
+        u = self.u.reshape(-1)
+        qkv_bias = torch.cat([u, u.new_zeros(2 * u.numel())])  # (3 * h * hd,)
+        return KVCache(kv=kvs, positions=positions, position_bias=position_bias, qkv_bias=qkv_bias, filled=L)
 
     def forward_cached(
         self,
@@ -460,6 +514,7 @@ class TransformerXL(nn.Module):
         allowed: Tensor,
         cache: KVCache,
         attention_out: list[Tensor] | None = None,
+        distance: Tensor | None = None,
     ) -> Tensor:
         """``forward`` for new tokens x (B, Q, d) on top of the memory held by ``cache``.
 
@@ -470,11 +525,10 @@ class TransformerXL(nn.Module):
             raise RuntimeError("the key/value cache is for inference: call .eval() first")
         Q = x.shape[1]
         cache.make_room(Q, positions.shape[0] - Q)
-        distance = self._distance(positions, Q)  # (Q, K)
+        distance = self.distance(positions, Q) if distance is None else distance  # (Q, K)
         blocked = ~allowed[:, None]  # (B, 1, Q, K), once for all layers
         for i, layer in enumerate(self.typed_layers()):
-            r = cache.positions[i]
-            attn = layer.attn.forward_cached(x, cache, i, r, distance, blocked, self.u, self.v, attention_out)
+            attn = layer.attn.forward_cached(x, cache, i, distance, blocked, attention_out)
             x = layer.finish(x, attn)
         cache.filled += Q
         return x
