@@ -183,3 +183,31 @@ def test_memory_and_shared_biases_of_the_paper_config() -> None:
     # u and v are shared by all layers: one (heads, head_dim) pair each.
     assert model.transformer.u.shape == model.transformer.v.shape == (4, 64)
     assert dataclasses.asdict(model.cfg) == dataclasses.asdict(DynamicsConfig())
+
+
+def test_stream_positions_are_kept_and_equal_what_they_replace() -> None:
+    """The memoised position part of the mask and the distance table equal a fresh build (the
+    mask itself is checked against a loop in test_transformer_xl), and one built under
+    inference_mode serves a training forward with backward afterwards."""
+    from twm.models.transformer_xl import build_attention_mask
+
+    model = tiny_model()
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        pos = model.stream_positions(4, 9, 5, cpu)
+    assert model.stream_positions(4, 9, 5, cpu) is pos
+    assert model.stream_positions(4, 10, 5, cpu) is not pos
+    assert pos.query.tolist() == list(range(9, 14)) and pos.keys.tolist() == list(range(4, 14))
+    one_episode = torch.zeros(1, 5, dtype=torch.long), torch.zeros(1, 10, dtype=torch.long)
+    expected = build_attention_mask(pos.query, pos.keys, *one_episode, model.tokens_per_step, model.cfg.memory_steps)
+    assert torch.equal(pos.mask, expected[0])
+    limit = model.transformer.rel_table.shape[0] - 1
+    distance = [[min(max(q - k, 0), limit) for k in range(4, 14)] for q in range(9, 14)]
+    assert pos.distance.tolist() == distance
+
+    z, a, r, d = random_batch(B=2, T=4, seed=3)
+    with torch.inference_mode():
+        model(z, a, r[:, :-1], d[:, :-1])  # builds the entries a training pass then reuses
+    out = model.train()(z, a, r[:, :-1], d[:, :-1])
+    out.h.sum().backward()
+    assert all(p.grad is not None for p in model.transformer.parameters())
