@@ -47,8 +47,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twm.config import DynamicsConfig
+from twm.models.kv_cache import KVCache
 from twm.models.observation import full_precision
-from twm.models.transformer_xl import KVCache, TransformerXL, position_mask
+from twm.models.transformer_xl import TransformerXL, position_mask
 
 # --------------------------------------------------------------------------------------- memory
 
