@@ -40,7 +40,7 @@ state=$("$PY" - "$RUN_DIR" <<'EOF'
 import sys
 
 from twm.run_dir import RunDir, RunLock
-from twm.training.sweep import Action, plan_run
+from twm.launch.plan import Action, plan_run
 
 folder = RunDir(sys.argv[1])
 action = plan_run(folder.path)
@@ -72,7 +72,7 @@ case "$state" in
         "${TWM[@]}" train --resume "$RUN_DIR" $device
         ;;
     restart)
-        aside=$("$PY" -c 'import sys; from twm.training.sweep import move_aside; print(move_aside(sys.argv[1]))' "$RUN_DIR")
+        aside=$("$PY" -c 'import sys; from twm.launch.plan import move_aside; print(move_aside(sys.argv[1]))' "$RUN_DIR")
         say "$RUN_DIR stopped before its first checkpoint; moved it to $aside and starting again"
         "${TWM[@]}" train --game catch --preset quick --run-dir "$RUN_DIR" $device "$@"
         ;;
