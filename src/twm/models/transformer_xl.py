@@ -176,6 +176,22 @@ class RelativeAttention(nn.Module):
         shape = (B, N, self.heads, self.head_dim)
         return k.reshape(shape).transpose(1, 2), val.reshape(shape).transpose(1, 2)
 
+    def fused_attend(
+        self, q_content: Tensor, k: Tensor, val: Tensor, bias: Tensor, attention_out: list[Tensor] | None
+    ) -> Tensor:
+        """softmax(q_content k^T * scale + bias) @ val with ``scaled_dot_product_attention``: (B, h, Q, hd).
+
+        bias (B, h, Q, K) holds the scaled position term, -inf where a key is blocked.
+        """
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q_content, k, val, attn_mask=bias, dropout_p=p, scale=self.scale)
+        if attention_out is not None:
+            # The fused kernel does not expose its probabilities: recompute them on the side, so
+            # the output above stays the fused one.
+            scores = (q_content @ k.transpose(-1, -2)) * self.scale + bias  # (B, h, Q, K)
+            attention_out.append(scores.softmax(dim=-1).detach())
+        return y
+
     def forward_cached(
         self,
         x: Tensor,
@@ -220,10 +236,7 @@ class RelativeAttention(nn.Module):
         bias = bias.masked_fill(blocked, float("-inf"))
         q_content = q_u.transpose(1, 2)  # (B, h, Q, hd)
         if self.attention == "fused":
-            y = F.scaled_dot_product_attention(q_content, keys, values, attn_mask=bias, scale=self.scale)
-            if attention_out is not None:  # recomputed on the side, as in attend
-                scores = (q_content @ keys.transpose(-1, -2)) * self.scale + bias
-                attention_out.append(scores.softmax(dim=-1).detach())
+            y = self.fused_attend(q_content, keys, values, bias, attention_out)
         else:
             scores = torch.baddbmm(
                 bias.reshape(B * h, Q, K),
@@ -269,15 +282,7 @@ class RelativeAttention(nn.Module):
             # scaled_dot_product_attention computes softmax(q k^T * scale + attn_mask): fold the
             # (scaled) position term and the mask into the additive float mask.
             bias = (pos_scores * self.scale).masked_fill(blocked, float("-inf"))  # (B, h, Q, K)
-            p = self.dropout if self.training else 0.0
-            y = F.scaled_dot_product_attention(
-                q_content, k, val, attn_mask=bias, dropout_p=p, scale=self.scale
-            )
-            if attention_out is not None:
-                # The fused kernel does not expose its probabilities: recompute them on the side,
-                # so the output above stays the fused one.
-                scores = (q_content @ k.transpose(-1, -2)) * self.scale + bias  # (B, h, Q, K)
-                attention_out.append(scores.softmax(dim=-1).detach())
+            y = self.fused_attend(q_content, k, val, bias, attention_out)
         else:
             scores = (q_content @ k.transpose(-1, -2) + pos_scores) * self.scale  # (B, h, Q, K)
             scores = scores.masked_fill(blocked, float("-inf"))
