@@ -26,6 +26,7 @@ def test_bench_json(capsys: pytest.CaptureFixture[str]) -> None:
         "dynamics.attention": "plain",
         "train.precision": "float32",
         "train.compile": False,
+        "train.capture": False,
         "train.keep_freed_memory": True,
     }
     assert set(r["matmul_peak_flops_per_second"]) == {"float32", "bfloat16"}

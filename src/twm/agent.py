@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from twm.captured import CapturedUpdate
 from twm.config import Config
 from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
 from twm.losses import actor_loss, critic_loss, lambda_returns, pretrain_actor_loss
@@ -38,7 +39,9 @@ class Agent(nn.Module):
         self.actor_optimizer = adam(self.actor.parameters(), ac.actor_lr, ac.eps, ac.weight_decay, impl)
         self.critic_optimizer = adam(self.critic.parameters(), ac.critic_lr, ac.eps, ac.weight_decay, impl)
         if cfg.train.compile:
-            self.compile_networks()
+            self.compile_networks(cfg.train.compile_backend)
+        # train.capture: the update as compiled regions (compiled at the first update).
+        self.captured = CapturedUpdate(self, cfg.train.compile_backend) if cfg.train.capture else None
 
     def compile_networks(self, backend: str = "inductor") -> None:
         """``torch.compile`` the networks' forward functions (``train.compile``).
@@ -97,12 +100,30 @@ class Agent(nn.Module):
         sample_start_obs: Callable[[int], Tensor],
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """One update: world-model step, imagination from the batch's latents, actor-critic step."""
-        wm_out = self.world_model.update(batch, generator)
+        """One update: world-model step, imagination from the batch's latents, actor-critic step.
+
+        With ``train.capture`` each part runs as compiled regions (``twm.captured``), which draw
+        from torch's global generator: ``generator`` must then be None.
+        """
+        wm_out = self.world_model_step(batch, generator)
         rollout = self.imagine(wm_out, sample_start_obs, generator)
         metrics = self.actor_critic_step(rollout)
         metrics.update(wm_out.metrics)
         return metrics
+
+    def _captured_update(self, generator: torch.Generator | None) -> CapturedUpdate | None:
+        if self.captured is not None and generator is not None:
+            raise ValueError("a captured update draws from torch's global generator; pass generator=None")
+        return self.captured
+
+    def world_model_step(
+        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
+    ) -> WorldModelOutput:
+        """The world model's update on a replay batch (``WorldModel.update``)."""
+        captured = self._captured_update(generator)
+        if captured is not None:
+            return captured.world_model_step(batch)
+        return self.world_model.update(batch, generator)
 
     def imagine(
         self,
@@ -111,6 +132,9 @@ class Agent(nn.Module):
         generator: torch.Generator | None = None,
     ) -> Rollout:
         """Draw the imagination starts from a world-model update's latents and roll the actor out."""
+        captured = self._captured_update(generator)
+        if captured is not None:
+            return captured.imagine(wm_out, sample_start_obs)
         start = self._imagination_starts(wm_out, generator)
         obs_model = self.world_model.obs_model
 
@@ -154,8 +178,12 @@ class Agent(nn.Module):
             start_z=z[:, 1:].reshape(flat, -1)[pick],
         )
 
-    def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
-        """Critic then actor step on an imagined rollout (SPEC.md §3)."""
+    def actor_critic_losses(self, rollout: Rollout) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """(critic loss, actor loss, detached metrics) of an imagined rollout (SPEC.md §3).
+
+        The actor's loss reads the advantages of the critic before its step, so both can be
+        computed before either optimiser steps.
+        """
         ac = self.cfg.actor_critic
         with torch.no_grad():
             values = self.critic(rollout.z)  # (B, H+1)
@@ -163,9 +191,7 @@ class Agent(nn.Module):
             rollout.rewards, rollout.discounts, rollout.dones, values, ac.lam
         )
         states = rollout.z[:, :-1]  # (B, H, Z): the last latent only bootstraps
-
         c_loss = critic_loss(self.critic(states), returns, rollout.weights)
-        c_norm = optimizer_step(self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip)
         a_loss, metrics = actor_loss(
             self.actor(states),
             rollout.actions,
@@ -174,12 +200,9 @@ class Agent(nn.Module):
             ac.entropy_coef,
             ac.entropy_threshold,
         )
-        a_norm = optimizer_step(self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip)
         metrics.update(
             {
                 "ac/critic_loss": c_loss.detach(),
-                "ac/critic_grad_norm": c_norm,
-                "ac/actor_grad_norm": a_norm,
                 "ac/value": values.mean(),
                 "ac/return": returns.mean(),
                 "ac/advantage_abs": advantages.abs().mean(),
@@ -190,6 +213,20 @@ class Agent(nn.Module):
         )
         if rollout.fresh_reused is not None:
             metrics["ac/fresh_reused"] = rollout.fresh_reused.float()
+        return c_loss, a_loss, metrics
+
+    def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
+        """Critic then actor step on an imagined rollout (SPEC.md §3)."""
+        if self.captured is not None:
+            return self.captured.actor_critic_step(rollout)
+        ac = self.cfg.actor_critic
+        c_loss, a_loss, metrics = self.actor_critic_losses(rollout)
+        metrics["ac/critic_grad_norm"] = optimizer_step(
+            self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip
+        )
+        metrics["ac/actor_grad_norm"] = optimizer_step(
+            self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip
+        )
         return metrics
 
     # ------------------------------------------------------------------ pretraining

@@ -103,13 +103,13 @@ def time_update(
     agent: Agent,
     batch: TorchSequenceBatch,
     sample_obs: Callable[[int], torch.Tensor],
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """One update, part by part: (seconds of each part, number of imagined episode ends)."""
     device = agent.device
     _sync(device)
     t0 = time.perf_counter()
-    wm_out = agent.world_model.update(batch, generator)
+    wm_out = agent.world_model_step(batch, generator)
     _sync(device)
     t1 = time.perf_counter()
     rollout = agent.imagine(wm_out, sample_obs, generator)
@@ -121,6 +121,14 @@ def time_update(
     return dict(zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True)), rollout.dones.sum()
 
 
+def update_generator(agent: Agent, seed: int) -> torch.Generator | None:
+    """The update's generator: a seeded one, or None for a captured update (global generator)."""
+    if agent.captured is not None:
+        torch.manual_seed(seed)
+        return None
+    return torch_generator(seed, agent.device)
+
+
 def time_updates(
     agent: Agent,
     batch: TorchSequenceBatch,
@@ -130,7 +138,7 @@ def time_updates(
     seed: int = 0,
 ) -> UpdateTimes:
     """Run ``warmup`` + ``updates`` updates part by part; time the last ``updates``."""
-    gen = torch_generator(seed, agent.device)
+    gen = update_generator(agent, seed)
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
     dones = []
     for i in range(warmup + updates):
@@ -146,12 +154,12 @@ def count_update(
     agent: Agent,
     batch: TorchSequenceBatch,
     sample_obs: Callable[[int], torch.Tensor],
-    generator: torch.Generator,
+    generator: torch.Generator | None,
 ) -> dict[str, OpCounts]:
     """What one update dispatches, part by part (``twm.op_count``), plus the total."""
     counts: dict[str, OpCounts] = {}
     with CountOps() as counter:
-        wm_out = agent.world_model.update(batch, generator)
+        wm_out = agent.world_model_step(batch, generator)
     counts["world_model"] = counter.counts
     with CountOps() as counter:
         rollout = agent.imagine(wm_out, sample_obs, generator)
@@ -276,6 +284,7 @@ def switches(cfg: Config) -> dict[str, Any]:
         "dynamics.attention": cfg.dynamics.attention,
         "train.precision": cfg.train.precision,
         "train.compile": cfg.train.compile,
+        "train.capture": cfg.train.capture,
         "train.keep_freed_memory": cfg.train.keep_freed_memory,
     }
 
@@ -295,6 +304,8 @@ def run_bench(
         from twm.info import num_actions_of
 
         num_actions = num_actions_of(cfg)
+    if cfg.train.capture:
+        warmup = max(warmup, 2)  # the first two updates compile (the second, with optimiser state)
     if cfg.train.keep_freed_memory:
         keep_freed_memory()
     with peak_memory(device) as memory:
@@ -304,7 +315,14 @@ def run_bench(
         sample_obs = synthetic_obs_sampler(cfg, device)
         times = time_updates(agent, batch, sample_obs, updates, warmup, seed)
         # One more update under the dispatch counter (after the timed ones: counting slows it down).
-        op_counts = count_update(agent, batch, sample_obs, torch_generator(seed + 1, device))
+        # Compiled code cannot run under a dispatch mode: a captured update counts its regions.
+        if agent.captured is None:
+            op_counts = count_update(agent, batch, sample_obs, update_generator(agent, seed + 1))
+            regions = None
+        else:
+            op_counts, before = {}, agent.captured.region_calls
+            agent.update(batch, sample_obs, update_generator(agent, seed + 1))
+            regions = agent.captured.region_calls - before
     medians = times.medians()
     fresh = round(statistics.mean(times.fresh_starts))
     flops = update_flops(cfg, num_actions, fresh_starts=fresh)
@@ -338,7 +356,8 @@ def run_bench(
         "seconds": medians,
         "seconds_all": {**{k: [round(s, 4) for s in v] for k, v in times.parts.items()}},
         "fresh_starts": fresh,
-        "dispatch": {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()},
+        "dispatch": {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()} or None,
+        "captured_regions_per_update": regions,
         "flops": flop_parts,
         "flops_by_layer": by_layer,
         "achieved_flops_per_second": achieved,
@@ -369,26 +388,34 @@ def format_report(r: dict[str, Any]) -> str:
         "",
         f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}{'ops':>9}{'launching':>11}{'syncs':>7}",
     ]
+    dispatch = r["dispatch"]
     for part in (*PARTS, "total"):
-        s, f, d = r["seconds"][part], r["flops"][part], r["dispatch"][part]
-        lines.append(
-            f"  {part:<14}{s:>10.3f}{f / 1e9:>12.1f}{f / 1e9 / s:>10.1f}"
-            f"{d['ops']:>9}{d['launching']:>11}{d['syncs']:>7}"
+        s, f = r["seconds"][part], r["flops"][part]
+        counts = "" if dispatch is None else (
+            f"{dispatch[part]['ops']:>9}{dispatch[part]['launching']:>11}{dispatch[part]['syncs']:>7}"
         )
+        lines.append(f"  {part:<14}{s:>10.3f}{f / 1e9:>12.1f}{f / 1e9 / s:>10.1f}{counts}")
     lines.append(
         f"  (FLOPs counted analytically, forward + backward; imagination includes {r['fresh_starts']} "
         "fresh-start encodings)"
     )
-    lines.append(
-        "  (ops: ATen operators dispatched in one more update, forward and backward; launching: all but "
-        "views and allocations; syncs: host waits such as .item())"
-    )
-    top = r["dispatch"]["total"].get("top_launching", {})
-    if top:
-        lines.append("  most launched: " + ", ".join(f"{k} {v}" for k, v in top.items()))
-    syncs = r["dispatch"]["total"].get("sync_ops", {})
-    if syncs:
-        lines.append("  host syncs by operator: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
+    if dispatch is None:
+        lines.append(
+            f"  (captured update: {r['captured_regions_per_update']} compiled regions per update, backward "
+            "passes included; ATen operators are not counted, since compiled code cannot run under a "
+            "dispatch counter)"
+        )
+    else:
+        lines.append(
+            "  (ops: ATen operators dispatched in one more update, forward and backward; launching: all "
+            "but views and allocations; syncs: host waits such as .item())"
+        )
+        top = dispatch["total"].get("top_launching", {})
+        if top:
+            lines.append("  most launched: " + ", ".join(f"{k} {v}" for k, v in top.items()))
+        syncs = dispatch["total"].get("sync_ops", {})
+        if syncs:
+            lines.append("  host syncs by operator: " + ", ".join(f"{k} {v}" for k, v in syncs.items()))
     layer = sorted(r["flops_by_layer"].items(), key=lambda kv: -kv[1])
     lines.append("  FLOPs by layer kind: " + ", ".join(f"{k} {v / 1e9:.1f}G" for k, v in layer))
     peaks = r.get("matmul_peak_flops_per_second")

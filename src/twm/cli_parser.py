@@ -139,7 +139,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p)
     p.add_argument("--updates", type=int, default=3, help="timed updates (the medians are over these)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed updates first")
+    p.add_argument("--warmup", type=int, default=1, help="untimed updates first (at least 2 with train.capture, which compiles)")
     add_device(p)
     p.add_argument("--env-steps", type=int, default=1000, help="agent steps of the env benchmark (0: skip)")
     p.add_argument(

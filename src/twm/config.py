@@ -224,6 +224,15 @@ class TrainConfig:
     compile: bool = param(
         False, "torch.compile the networks of the update (GPU-oriented; the first updates compile)"
     )
+    capture: bool = param(
+        False,
+        "run each part of an update as one whole compiled region with static shapes (twm.captured): "
+        "CUDA graphs on a GPU, inductor on a CPU; draws from torch's global generator; needs "
+        "actor_critic.fresh_pool > 0 and train.optimizer_impl=foreach; the first updates compile",
+    )
+    compile_backend: str = param(
+        "inductor", "torch.compile backend of train.compile and train.capture (aot_eager: no code generation)"
+    )
     optimizer_impl: Literal["for_loop", "foreach", "fused"] = param(
         "fused",
         "how torch runs Adam and the gradient-norm clip (the same update rule): a loop over the "
@@ -359,6 +368,16 @@ class Config:
                 f"actor_critic.num_starts ({ac.num_starts}) real sequences of actor_critic.horizon steps must fit "
                 f"in the prefill; train.prefill_steps must be >= {ac.num_starts + ac.horizon + 1}"
             )
+        if t.capture:
+            needs = []
+            if ac.fresh_pool <= 0:
+                needs.append("actor_critic.fresh_pool > 0 (fresh starts without a host sync)")
+            if t.optimizer_impl != "foreach":
+                needs.append("train.optimizer_impl=foreach (fused Adam is not traceable)")
+            if t.compile:
+                needs.append("train.compile=false (the captured regions are compiled whole)")
+            if needs:
+                raise ConfigError("train.capture needs " + " and ".join(needs))
         if self.replay.obs_batch_size > t.prefill_steps:
             raise ConfigError(
                 f"replay.obs_batch_size ({self.replay.obs_batch_size}) must not exceed train.prefill_steps "

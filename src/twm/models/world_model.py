@@ -81,6 +81,17 @@ class WorldModelOutput:
     metrics: dict[str, Tensor]
 
 
+@dataclass
+class WorldModelLosses:
+    """The forward half of a world-model update: the two losses (not yet stepped), the detached
+    latents z_0..z_T (B, T+1, C*K) and detached metrics."""
+
+    obs_loss: Tensor
+    dyn_loss: Tensor
+    z: Tensor
+    metrics: dict[str, Tensor]
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """The arithmetic of ``train.precision``: nothing for float32, else bfloat16 autocast on the device.
 
@@ -179,12 +190,18 @@ class WorldModel(nn.Module):
         return autocast(self.precision, next(self.parameters()).device)
 
     @torch.no_grad()
-    def _encode_no_grad(self, frames: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """(sampled z, logits) of frames with the encoder in eval mode and no gradient."""
+    def _logits_no_grad(self, frames: Tensor) -> Tensor:
+        """Encoder logits of frames in eval mode and with no gradient."""
         was_training = self.obs_model.training
         self.obs_model.eval()
         logits = self.obs_model.encode(frames)
         self.obs_model.train(was_training)
+        return logits
+
+    @torch.no_grad()
+    def _encode_no_grad(self, frames: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """(sampled z, logits) of frames with the encoder in eval mode and no gradient."""
+        logits = self._logits_no_grad(frames)
         return self.obs_model.sample(logits, generator), logits
 
     def _dynamics_loss(
@@ -208,12 +225,17 @@ class WorldModel(nn.Module):
 
     # ------------------------------------------------------------------ updates
 
-    def update(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelOutput:
-        """One world-model update (see the module docstring)."""
+    def losses(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelLosses:
+        """The forward half of an update (see the module docstring): both losses, nothing stepped.
+
+        The observation loss reads only detached dynamics predictions, so computing it here, before
+        the dynamics optimiser steps, changes nothing; the two losses share no parameter.
+        """
         self.train()
         with self.autocast():
             context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
-            _, next_logits = self._encode_no_grad(batch.obs[:, -1:], generator)  # (B, 1, C, K)
+            # (B, 1, C, K); no latent is drawn (a compiled region would drop an unused draw).
+            next_logits = self._logits_no_grad(batch.obs[:, -1:])
 
             frames = batch.obs[:, 1:-1]  # (B, T, S, 64, 64)
             logits = self.obs_model.encode(frames)  # (B, T, C, K)
@@ -223,21 +245,28 @@ class WorldModel(nn.Module):
             # (B, T, C, K): z_2..z_{T+1}
             target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)
             dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
-        dyn_norm = optimizer_step(
-            self.dyn_optimizer, dyn_loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
-        )
-
-        with self.autocast():
             obs_loss, obs_metrics = self.obs_model.compute_loss(
                 frames, z, logits, dynamics_logits=z_pred_logits.detach()
             )
-        obs_norm = optimizer_step(
-            self.obs_optimizer, obs_loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
-        )
+        return WorldModelLosses(obs_loss, dyn_loss, z_in.detach(), {**obs_metrics, **dyn_metrics})
 
-        metrics = {**obs_metrics, **dyn_metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
+    def update(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelOutput:
+        """One world-model update (see the module docstring): losses, dynamics step, observation step."""
+        losses = self.losses(batch, generator)
+        dyn_norm = optimizer_step(
+            self.dyn_optimizer, losses.dyn_loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
+        )
+        obs_norm = optimizer_step(
+            self.obs_optimizer, losses.obs_loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
+        )
+        metrics = {**losses.metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
+        return self.output(batch, losses.z, metrics)
+
+    @staticmethod
+    def output(batch: TorchSequenceBatch, z: Tensor, metrics: dict[str, Tensor]) -> WorldModelOutput:
+        """What an update hands on: the latents z_0..z_T (B, T+1, Z) with the batch's steps."""
         return WorldModelOutput(
-            z=z_in.detach(),
+            z=z,
             actions=batch.actions,
             rewards=batch.rewards,
             terminated=batch.terminated,

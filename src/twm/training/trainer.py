@@ -286,7 +286,9 @@ class Trainer:
         sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
         batch = TorchSequenceBatch.from_numpy(sequences, self.device)
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
-        metrics = self.agent.update(batch, sample_start_obs, s.update_generator)
+        # A captured update draws from torch's global generator (saved in checkpoints too).
+        generator = None if self.cfg.train.capture else s.update_generator
+        metrics = self.agent.update(batch, sample_start_obs, generator)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)

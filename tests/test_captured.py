@@ -1,0 +1,165 @@
+"""train.capture (twm.captured): the update as whole compiled regions, against the eager update.
+
+The regions are compiled with ``fullgraph=True``, so a graph break anywhere in them (Python on a
+tensor value, a host sync, an untraceable call) fails these tests instead of silently splitting a
+region. They compile with the ``aot_eager`` backend, which traces and differentiates as inductor
+does but generates no code (inductor takes minutes on a CPU; TWM_TEST_INDUCTOR=1 runs it too).
+Both paths draw from torch's global generator here, so they must agree up to rounding:
+metrics within 1e-5 and weights within 1e-6 after three updates, with dropout on, imagined
+episodes ending and the fresh-start pool running out and being reused.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from twm.agent import Agent
+from twm.bench import synthetic_batch, synthetic_obs_sampler
+from twm.config import Config, ConfigError, load_config
+from twm.training.checkpoint import load_checkpoint
+from twm.training.trainer import Trainer, TrainingStopped
+
+NUM_ACTIONS = 3
+# A high threshold ends imagined episodes within a few steps, and a pool of 4 runs out, so the
+# ends, the fresh starts and the pool's reuse are all exercised.
+CAPTURED = [
+    "env.game=catch",
+    "train.capture=true",
+    "train.compile_backend=aot_eager",
+    "train.optimizer_impl=foreach",
+    "actor_critic.fresh_pool=4",
+    "actor_critic.discount_threshold=0.7",
+]
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo() -> Iterator[None]:
+    """Each test compiles afresh (every agent is a new set of guards on the same functions)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Agent]:
+    """n updates from a seeded init on synthetic batches, drawing from torch's global generator."""
+    torch.manual_seed(0)
+    agent = Agent(cfg, NUM_ACTIONS)
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    out = []
+    for i in range(n):
+        metrics = agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", i), sampler, None)
+        out.append({k: float(v) for k, v in metrics.items()})
+    return out, agent
+
+
+def assert_same_updates(cfg: Config, rtol: float, weight_atol: float) -> list[dict[str, float]]:
+    eager_cfg = load_config("smoke", [*CAPTURED, "train.capture=false"])
+    eager, eager_agent = updates(eager_cfg)
+    captured, captured_agent = updates(cfg)
+    for got, expected in zip(captured, eager, strict=True):
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=rtol, abs=rtol), key
+    for (name, p), q in zip(eager_agent.state_dict().items(), captured_agent.state_dict().values(), strict=True):
+        torch.testing.assert_close(q, p, rtol=0, atol=weight_atol, msg=name)
+    # The optimisers moved the weights (so the comparison is not between two initialisations).
+    torch.manual_seed(0)
+    init = Agent(eager_cfg, NUM_ACTIONS).state_dict()
+    assert any(not torch.equal(init[k], v) for k, v in captured_agent.state_dict().items())
+    return captured
+
+
+def test_captured_update_matches_eager_across_episode_ends_and_fresh_starts() -> None:
+    cfg = load_config("smoke", CAPTURED)
+    assert cfg.dynamics.dropout > 0  # dropout draws from the same global generator in both paths
+    captured = assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6)
+    assert all(m["ac/imagined_dones"] > 0 for m in captured)
+    assert any(m["ac/fresh_reused"] > 0 for m in captured)
+
+
+@pytest.mark.skipif(
+    os.environ.get("TWM_TEST_INDUCTOR") != "1",
+    reason="inductor compiles for minutes on a CPU; TWM_TEST_INDUCTOR=1",
+)
+def test_captured_update_with_inductor_matches_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._inductor.config
+
+    # Inductor's own random numbers would differ from eager's; torch's operators draw the same.
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
+    cfg = load_config("smoke", [*CAPTURED, "train.compile_backend=inductor"])
+    assert_same_updates(cfg, rtol=1e-4, weight_atol=1e-5)
+
+
+def test_a_captured_update_takes_no_generator() -> None:
+    cfg = load_config("smoke", CAPTURED)
+    agent = Agent(cfg, NUM_ACTIONS)
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    with pytest.raises(ValueError, match="global generator"):
+        agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0), sampler, torch.Generator())
+
+
+def test_bench_times_the_captured_update_by_parts() -> None:
+    from twm.bench import format_report, run_bench
+
+    cfg = load_config("smoke", CAPTURED)
+    r = run_bench(cfg, torch.device("cpu"), updates=1, warmup=0, env_steps=0, peak_seconds=0, num_actions=3)
+    assert r["switches"]["train.capture"] is True
+    assert r["warmup"] == 2  # the compiling updates are never timed
+    assert all(r["seconds"][part] > 0 for part in ("world_model", "imagination", "actor_critic"))
+    assert r["fresh_starts"] > 0
+    assert r["dispatch"] is None and r["captured_regions_per_update"] == 7
+    text = format_report(r)
+    assert "7 compiled regions per update" in text
+
+
+@pytest.mark.parametrize(
+    ("override", "needs"),
+    [
+        ("actor_critic.fresh_pool=0", "actor_critic.fresh_pool > 0"),
+        ("train.optimizer_impl=fused", "train.optimizer_impl=foreach"),
+        ("train.compile=true", "train.compile=false"),
+    ],
+)
+def test_capture_names_what_it_needs(override: str, needs: str) -> None:
+    with pytest.raises(ConfigError, match="train.capture needs") as err:
+        load_config("smoke", [*CAPTURED, override])
+    assert needs in str(err.value)
+
+
+# --------------------------------------------------------------------------------------- resume
+
+SETTINGS = ["train.total_steps=160", "train.budget=4000", "train.checkpoint_interval=30"]
+
+
+@pytest.mark.slow
+def test_captured_run_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A captured run stopped by SIGINT mid-training and resumed ends bit for bit as the run
+    that was never stopped: the global generator's state travels in the checkpoint."""
+    cfg = load_config("smoke", [*CAPTURED, *SETTINGS])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        Trainer(cfg, tmp_path / "whole", device="cpu", progress=False, preset="smoke").run()
+        monkeypatch.setenv("TWM_TEST_SIGNAL_AT", "train:125")
+        handler = signal.getsignal(signal.SIGINT)
+        with pytest.raises(TrainingStopped) as stop:
+            Trainer(cfg, tmp_path / "cut", device="cpu", progress=False, preset="smoke").run()
+        assert signal.getsignal(signal.SIGINT) is handler
+        assert stop.value.checkpoint is not None
+        assert load_checkpoint(stop.value.checkpoint)["updates"] > 0  # stopped after updates began
+        monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
+        Trainer.resume(tmp_path / "cut", device="cpu", progress=False).run()
+    finally:
+        torch.set_num_threads(threads)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "final.pt")["model"]
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "final.pt")["model"]
+    assert whole.keys() == cut.keys()
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    lines = [(tmp_path / run / "metrics.jsonl").read_text().count("\n") for run in ("whole", "cut")]
+    assert lines[0] == lines[1]
