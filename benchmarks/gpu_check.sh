@@ -7,6 +7,8 @@
 #   1. twm bench --preset atari100k (Pong) in float32          (train.precision=float32)
 #   2. the same in bfloat16                                    (train.precision=bfloat16)
 #   3. the same compiled, float32                              (train.compile=true)
+#   3b. the same captured, float32: each part of an update one CUDA graph (train.capture=true,
+#      train.optimizer_impl=foreach, actor_critic.fresh_pool=400)
 #   4. twm train --game Pong --preset atari100k for N = 2,000 interactions (--steps), timed: the paper's
 #      networks, batches and update ratio (0.76 interactions per update), with the prefill, pretraining,
 #      evaluation and checkpoints shrunk so that they fit in N steps (see TRAIN_SETS below).
@@ -168,6 +170,9 @@ bench "bench $preset, bfloat16" "train.precision=bfloat16" bfloat16 "$warmup" --
     --env-steps 0 --peak-seconds 0
 bench "bench $preset, compiled" "train.compile=true, float32, $compile_warmup warm-up updates" compiled \
     "$compile_warmup" --set train.compile=true --env-steps 0 --peak-seconds 0
+bench "bench $preset, captured" "train.capture=true, foreach Adam, fresh_pool 400, float32" captured \
+    "$compile_warmup" --set train.capture=true --set train.optimizer_impl=foreach \
+    --set actor_critic.fresh_pool=400 --env-steps 0 --peak-seconds 0
 
 # The training run.
 run="$work/run"
