@@ -163,3 +163,19 @@ def test_captured_run_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: 
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     lines = [(tmp_path / run / "metrics.jsonl").read_text().count("\n") for run in ("whole", "cut")]
     assert lines[0] == lines[1]
+
+
+def test_optimiser_state_of_a_captured_cuda_run_steps_on_a_cpu() -> None:
+    """Checkpoints of a captured CUDA run hold capturable=True, with which Adam refuses to step on a
+    CPU (an AssertionError in torch); an agent loading one clears it and steps anywhere."""
+    cfg = load_config("smoke", [*CAPTURED, "train.capture=false"])
+    _, agent = updates(cfg, n=1)
+    state = agent.optimizer_state_dict()
+    for opt_state in state.values():
+        for group in opt_state["param_groups"]:
+            group["capturable"] = True
+    agent.load_optimizer_state_dict(state)
+    assert all(not g["capturable"] for opt in agent.optimizers().values() for g in opt.param_groups)
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    metrics = agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 1), sampler, None)
+    assert torch.isfinite(metrics["dyn/loss"])

@@ -289,3 +289,7 @@ class Agent(nn.Module):
     def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state[name])
+            # A captured run on CUDA saves capturable=True, which a CPU cannot step; a captured
+            # update on CUDA sets it again at its first update.
+            for group in opt.param_groups:
+                group["capturable"] = False

@@ -66,6 +66,16 @@ def backward(losses: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimize
     torch.autograd.backward(losses)
 
 
+def make_capturable(optimizer: torch.optim.Optimizer) -> None:
+    """Adam with its step counts on the parameters' device, so a CUDA graph can replay its step."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if state and "step" in state:  # resumed: the counts were loaded onto the host
+                state["step"] = state["step"].to(param.device, torch.float32)
+
+
 def copied(metrics: dict[str, Tensor]) -> dict[str, Tensor]:
     """The metrics, copied out of the graphs' memory (which the next replay overwrites) in one
     stack; each is a view of the copy."""
@@ -103,8 +113,7 @@ class CapturedUpdate:
                 if self.backend == "inductor":
                     options["mode"] = "reduce-overhead"  # each region replays as a CUDA graph
                 for optimizer in self._wm_optimizers + self._ac_optimizers:
-                    for group in optimizer.param_groups:  # step counts on the device: replayable
-                        group["capturable"] = True
+                    make_capturable(optimizer)
             self._regions = (
                 torch.compile(self.agent.world_model.losses, **options),
                 torch.compile(self._rollout, **options),
