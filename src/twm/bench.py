@@ -386,7 +386,8 @@ def format_report(r: dict[str, Any]) -> str:
         f"  one update = world model on {B} x {T} steps + imagination {S} x {H} steps + actor-critic; "
         f"median of {r['updates']} updates after {r['warmup']} warm-up",
         "",
-        f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}{'ops':>9}{'launching':>11}{'syncs':>7}",
+        f"  {'part':<14}{'seconds':>10}{'GFLOP':>12}{'GFLOP/s':>10}"
+        + ("" if r["dispatch"] is None else f"{'ops':>9}{'launching':>11}{'syncs':>7}"),
     ]
     dispatch = r["dispatch"]
     for part in (*PARTS, "total"):
