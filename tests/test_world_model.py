@@ -48,7 +48,6 @@ def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) 
         om = model.obs_model.eval()
         logits_all = om.encode(batch.obs)  # (B, T+2, C, K)
         z0 = om.sample(logits_all[:, :1], gen)
-        om.sample(logits_all[:, -1:], gen)  # the update draws the next latent too (unused)
         z = om.sample(logits_all[:, 1:-1], gen)
         z_in = torch.cat([z0, z], dim=1)
         dones = batch.terminated | batch.truncated
