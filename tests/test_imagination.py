@@ -113,7 +113,7 @@ def test_imagination_starts_are_consecutive_pairs(agent: Agent) -> None:
         truncated=ids % 7 == 0,
         metrics={},
     )
-    start = agent._imagination_starts(out, torch.Generator().manual_seed(0))
+    start = agent.imagination_starts(out, torch.Generator().manual_seed(0))
     ctx = start.context_z[:, 0].long()
     assert len(set(ctx.tolist())) == cfg.actor_critic.num_starts  # without replacement
     assert torch.equal(start.start_z[:, 0].long(), ctx + 1)  # the next step of the same sequence

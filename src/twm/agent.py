@@ -135,18 +135,26 @@ class Agent(nn.Module):
         captured = self._captured_update(generator)
         if captured is not None:
             return captured.imagine(wm_out, sample_start_obs)
-        start = self._imagination_starts(wm_out, generator)
         obs_model = self.world_model.obs_model
 
         def fresh_latents(n: int) -> Tensor:
             with torch.no_grad():
                 return obs_model.sample(obs_model.encode(sample_start_obs(n)), generator)
 
+        return self.rollout(self.imagination_starts(wm_out, generator), fresh_latents, generator)
+
+    def rollout(
+        self,
+        start: ImaginationStart,
+        fresh_latents: Callable[[int], Tensor],
+        generator: torch.Generator | None = None,
+    ) -> Rollout:
+        """The actor's rollout in the world model from ``start`` (``imagination.imagine``)."""
         ac = self.cfg.actor_critic
         with self.world_model.autocast():
             return imagine(
                 self.world_model.dynamics,
-                obs_model,
+                self.world_model.obs_model,
                 self.actor,
                 start,
                 ac.horizon,
@@ -156,7 +164,7 @@ class Agent(nn.Module):
                 fresh_pool=ac.fresh_pool,
             )
 
-    def _imagination_starts(
+    def imagination_starts(
         self, wm_out: WorldModelOutput, generator: torch.Generator | None
     ) -> ImaginationStart:
         """``num_starts`` pairs (z_{k-1}, z_k) drawn without replacement from the B x T pairs of the batch."""

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from twm.imagination import Rollout, imagine
+from twm.imagination import Rollout
 from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput
 
 if TYPE_CHECKING:
@@ -162,23 +162,9 @@ class CapturedUpdate:
 
     def _rollout(self, wm_out: WorldModelOutput, pool_obs: Tensor) -> Rollout:
         """Imagination from the world model's latents, the fresh starts encoded from ``pool_obs``."""
-        agent = self.agent
-        obs_model = agent.world_model.obs_model
-        start = agent._imagination_starts(wm_out, None)
+        obs_model = self.agent.world_model.obs_model
 
-        def fresh_latents(n: int) -> Tensor:
+        def fresh_latents(n: int) -> Tensor:  # called once, for the pool of all n observations
             return obs_model.sample(obs_model.encode(pool_obs[:n]), None)
 
-        ac = agent.cfg.actor_critic
-        with agent.world_model.autocast():
-            return imagine(
-                agent.world_model.dynamics,
-                obs_model,
-                agent.actor,
-                start,
-                ac.horizon,
-                ac.discount_threshold,
-                fresh_latents,
-                None,
-                fresh_pool=ac.fresh_pool,
-            )
+        return self.agent.rollout(self.agent.imagination_starts(wm_out, None), fresh_latents, None)

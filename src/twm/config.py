@@ -230,8 +230,10 @@ class TrainConfig:
         "CUDA graphs on a GPU, inductor on a CPU; draws from torch's global generator; needs "
         "actor_critic.fresh_pool > 0 and train.optimizer_impl=foreach; the first updates compile",
     )
-    compile_backend: str = param(
-        "inductor", "torch.compile backend of train.compile and train.capture (aot_eager: no code generation)"
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = param(
+        "inductor",
+        "torch.compile backend of train.compile and train.capture (aot_eager traces and differentiates "
+        "but generates no code, eager only traces: both for checks, not speed)",
     )
     optimizer_impl: Literal["for_loop", "foreach", "fused"] = param(
         "fused",
