@@ -135,11 +135,14 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "the update's FLOPs (counted from the layer shapes), this machine's float32/bfloat16 matmul peak "
         "and the fraction of it reached, the peak memory and the real game's agent steps per second. "
         "Speed switches are config keys: --set dynamics.kv_cache=false, --set train.precision=bfloat16, "
-        "--set train.compile=true, --set dynamics.attention=fused.",
+        "--set train.compile=true, --set dynamics.attention=fused; the captured update: --set "
+        "train.capture=true --set train.optimizer_impl=foreach --set actor_critic.fresh_pool=400.",
     )
     add_config_args(p)
     p.add_argument("--updates", type=int, default=3, help="timed updates (the medians are over these)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed updates first (at least 2 with train.capture, which compiles)")
+    p.add_argument(
+        "--warmup", type=int, default=1, help="untimed updates first (at least 2 with train.capture, which compiles)"
+    )
     add_device(p)
     p.add_argument("--env-steps", type=int, default=1000, help="agent steps of the env benchmark (0: skip)")
     p.add_argument(
