@@ -316,11 +316,13 @@ def run_bench(
         times = time_updates(agent, batch, sample_obs, updates, warmup, seed)
         # One more update under the dispatch counter (after the timed ones: counting slows it down).
         # Compiled code cannot run under a dispatch mode: a captured update counts its regions.
+        dispatch: dict[str, Any] | None = None
+        regions: int | None = None
         if agent.captured is None:
             op_counts = count_update(agent, batch, sample_obs, update_generator(agent, seed + 1))
-            regions = None
+            dispatch = {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()}
         else:
-            op_counts, before = {}, agent.captured.region_calls
+            before = agent.captured.region_calls
             agent.update(batch, sample_obs, update_generator(agent, seed + 1))
             regions = agent.captured.region_calls - before
     medians = times.medians()
@@ -356,7 +358,7 @@ def run_bench(
         "seconds": medians,
         "seconds_all": {**{k: [round(s, 4) for s in v] for k, v in times.parts.items()}},
         "fresh_starts": fresh,
-        "dispatch": {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()} or None,
+        "dispatch": dispatch,
         "captured_regions_per_update": regions,
         "flops": flop_parts,
         "flops_by_layer": by_layer,

@@ -122,43 +122,43 @@ class CapturedUpdate:
             )
         return self._regions
 
-    def update(self, batch: TorchSequenceBatch, sample_start_obs: Callable[[int], Tensor]) -> dict[str, Tensor]:
-        """One update: the same steps as ``Agent.update``, drawing from torch's global generator."""
-        wm_out = self.world_model_step(batch)
-        metrics = self.actor_critic_step(self.imagine(wm_out, sample_start_obs))
-        metrics.update(wm_out.metrics)
-        return metrics
-
     def world_model_step(self, batch: TorchSequenceBatch) -> WorldModelOutput:
         """Regions 1-3: the world-model losses, their backward, the two optimiser steps."""
         mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
         if mark_step is not None:  # a new update: the previous one's graph outputs are not read again
             mark_step()
         wm_losses_of, _, _, step = self._compiled_regions()
-        wm_losses = wm_losses_of(batch)
-        backward([wm_losses.obs_loss, wm_losses.dyn_loss], self._wm_optimizers)
+        wm_losses = self._run(wm_losses_of, batch)
+        self._backward([wm_losses.obs_loss, wm_losses.dyn_loss], self._wm_optimizers)
         with torch.no_grad():
-            obs_norm, dyn_norm = step(self._wm_optimizers, self._wm_clips)
-        self.region_calls += 3
+            obs_norm, dyn_norm = self._run(step, self._wm_optimizers, self._wm_clips)
         metrics = {**wm_losses.metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
         return WorldModel.output(batch, wm_losses.z, copied(metrics))
 
     def imagine(self, wm_out: WorldModelOutput, sample_start_obs: Callable[[int], Tensor]) -> Rollout:
         """Region 4: the starts, the fresh-start pool and the rollout (read within this update)."""
         pool_obs = sample_start_obs(self.agent.cfg.actor_critic.fresh_pool)
-        self.region_calls += 1
-        return self._compiled_regions()[1](wm_out, pool_obs)
+        return self._run(self._compiled_regions()[1], wm_out, pool_obs)
 
     def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
         """Regions 5-7: the critic's and actor's losses, their backward, the two optimiser steps."""
         _, _, ac_losses_of, step = self._compiled_regions()
-        c_loss, a_loss, metrics = ac_losses_of(rollout)
-        backward([c_loss, a_loss], self._ac_optimizers)
+        c_loss, a_loss, metrics = self._run(ac_losses_of, rollout)
+        self._backward([c_loss, a_loss], self._ac_optimizers)
         with torch.no_grad():
-            c_norm, a_norm = step(self._ac_optimizers, self._ac_clips)
-        self.region_calls += 3
+            c_norm, a_norm = self._run(step, self._ac_optimizers, self._ac_clips)
         metrics = {**metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm}
         return copied(metrics)
+
+    def _run(self, region: Callable[..., Any], *args: Any) -> Any:
+        """Run one compiled region, counted in ``region_calls``."""
+        self.region_calls += 1
+        return region(*args)
+
+    def _backward(self, losses: Sequence[Tensor], optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        """The backward pass of a compiled forward region: one more region (compiled by AOT autograd)."""
+        self.region_calls += 1
+        backward(losses, optimizers)
 
     def _rollout(self, wm_out: WorldModelOutput, pool_obs: Tensor) -> Rollout:
         """Imagination from the world model's latents, the fresh starts encoded from ``pool_obs``."""
