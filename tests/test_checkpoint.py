@@ -252,3 +252,33 @@ def test_an_incompatible_resume_format_is_refused_without_fallback(tmp_path: Pat
 def test_no_checkpoint_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no checkpoint"):
         CheckpointManager(tmp_path).load_latest()
+
+
+class _Game:
+    """A game object as an older twm put it into resume checkpoints (pickled as itself)."""
+
+    def __init__(self) -> None:
+        self.t = 3
+
+
+def test_a_pickled_object_is_incompatible_and_left_alone(tmp_path: Path, agent: Agent) -> None:
+    # Written by an older twm: intact (the checksum verifies), but weights_only refuses the object.
+    # It must not be taken for corruption and moved aside (that lost every MinAtar checkpoint of a run).
+    buf = filled_buffer(100)
+    manager = CheckpointManager(tmp_path, chunk=64)
+    previous = manager.save(agent, buf, 100, {"interactions": 100})
+    newest = manager.save(agent, buf, 100, {"interactions": 100})
+    for path in (previous, newest):
+        state = load_checkpoint(path)
+        state["resume"] = {"env": _Game()}
+        atomic_torch_save(state, path)
+    with pytest.raises(IncompatibleCheckpointError, match=r"holds a pickled .*_Game.*cannot be resumed"):
+        CheckpointManager(tmp_path).load_latest()
+    assert newest.exists() and previous.exists()
+    assert not list(manager.dir.glob("*.corrupt"))
+
+
+@pytest.mark.parametrize("value", [_Game(), {"env": [1, {"deep": _Game()}]}, (np.random.default_rng(0),)])
+def test_to_storable_refuses_objects_when_the_checkpoint_is_written(value: Any) -> None:
+    with pytest.raises(TypeError, match="cannot go into a resume checkpoint"):
+        to_storable(value)

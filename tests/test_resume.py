@@ -272,6 +272,32 @@ def test_resume_from_every_phase_in_process(
     assert_same_run(run_dir, reference)
 
 
+@pytest.mark.parametrize(
+    ("game", "package"), [("minatar/breakout", "minatar"), ("crafter", "crafter")]
+)
+def test_pixel_game_runs_resume_exactly(
+    tmp_path: Path, game: str, package: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    # These games are Python objects, not the plain arrays of catch and Atari: a checkpoint holds
+    # them as bytes (twm.envs.saved_state). Before that a resume of them failed, and moved every
+    # checkpoint of the run aside as corrupt.
+    pytest.importorskip(package)
+    from twm.config import load_config
+
+    cfg = load_config("smoke", [f"env.game={game}", *SETTINGS])
+    Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
+    reference = outcome(tmp_path / "reference")
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("TWM_TEST_SIGNAL_AT", "train:145")  # mid-episode, in the policy's phase
+    with pytest.raises(TrainingStopped):
+        Trainer(cfg, run_dir, device="cpu", progress=False).run()
+    monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
+    assert newest_checkpoint(run_dir).name.startswith("step_000000145_")
+    Trainer.resume(run_dir, device="cpu", progress=False).run()
+    assert_same_run(run_dir, reference)
+    assert not list((run_dir / "checkpoints").glob("*.corrupt"))
+
+
 def stopped_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run stopped by SIGINT after 30 prefill steps, with its checkpoint (a couple of seconds)."""
     run_dir = tmp_path / "run"

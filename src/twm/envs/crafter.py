@@ -13,13 +13,14 @@ achievement i was unlocked at least once, S = exp(mean_i ln(1 + s_i)) - 1, over 
 
 from __future__ import annotations
 
+import collections
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from twm.envs.pixel import DeepCopiedState, EnvError
+from twm.envs.pixel import EnvError, PickledGameState
 
 # crafter.constants.achievements (fixed by the game's data.yaml), so scoring needs no crafter import.
 ACHIEVEMENTS = (
@@ -73,8 +74,55 @@ def import_crafter() -> Any:
     return crafter
 
 
-class CrafterSource(DeepCopiedState):
+class InsertionOrderedSet:
+    """A set iterated in insertion order, for the objects of one Crafter chunk.
+
+    crafter keeps each chunk's objects in a ``set``, which iterates in ``id()`` (memory address)
+    order, and its despawning picks ``creatures[random index]`` from that order: two runs with one
+    seed diverged once a chunk held two creatures of a kind. With this set the choice depends on
+    the seed alone; which creatures can be picked, and with what probability, is unchanged.
+    """
+
+    def __init__(self, items: Iterable[Any] = ()) -> None:
+        self._items = dict.fromkeys(items)
+
+    def add(self, item: Any) -> None:
+        self._items[item] = None
+
+    def remove(self, item: Any) -> None:
+        del self._items[item]
+
+    def __contains__(self, item: Any) -> bool:
+        return item in self._items
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def order_chunks(world: Any) -> None:
+    """Replace the chunk sets of a freshly reset crafter ``World`` by ``InsertionOrderedSet``s.
+
+    The world generator has already filled them; their objects are put in the order they were
+    added to the world (their index in ``world._objects``), which the seed fixes.
+    """
+    index = world._obj_map
+    world._chunks = collections.defaultdict(
+        InsertionOrderedSet,
+        {
+            key: InsertionOrderedSet(sorted(objs, key=lambda obj: int(index[tuple(obj.pos)])))
+            for key, objs in world._chunks.items()
+        },
+    )
+
+
+class CrafterSource(PickledGameState):
     """Crafter as a PixelSource (see the module docstring)."""
+
+    # The classes a saved game may rebuild (twm.envs.saved_state): crafter's and the chunk set.
+    game_packages = ("crafter", "twm.envs.crafter")
 
     def __init__(self, seed: int) -> None:
         crafter = import_crafter()
@@ -84,7 +132,9 @@ class CrafterSource(DeepCopiedState):
         self.num_actions = len(self.action_meanings)
 
     def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
-        return self._env.reset(), {}
+        obs = self._env.reset()
+        order_chunks(self._env._world)  # a run is a function of its seed (InsertionOrderedSet)
+        return obs, {}
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, done, info = self._env.step(int(action))

@@ -7,19 +7,20 @@ as the max over channels, 0/255); actions a ``Discrete``. ``env.kwargs`` go to `
 The environment's own ``terminated`` and ``truncated`` are kept apart; ``env.time_limit`` truncates
 as well. It is seeded once, at its first reset.
 
-Resume: the environment is deep-copied into checkpoints when it can be; when it cannot (an env
-holding a native handle), a resumed run starts a fresh episode there, with a warning.
+Resume: the environment is pickled into checkpoints when it can be, and rebuilt from its own
+package's and gymnasium's classes only (twm.envs.saved_state); when it cannot (an env holding a
+native handle, or needing other globals), a resumed run starts a fresh episode there, with a warning.
 """
 
 from __future__ import annotations
 
-import copy
 import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from twm.envs.pixel import EnvError
+from twm.envs.saved_state import dump_game, load_game
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
@@ -83,7 +84,9 @@ class GymSource:
         self.num_actions = int(space.n)
         meanings = getattr(self._env.unwrapped, "get_action_meanings", None)
         names = list(meanings()) if callable(meanings) else []
-        self.action_meanings = names if len(names) == self.num_actions else [f"ACTION_{i}" for i in range(self.num_actions)]
+        self.action_meanings = (
+            names if len(names) == self.num_actions else [f"ACTION_{i}" for i in range(self.num_actions)]
+        )
         self._boolean = self._env.observation_space.dtype == np.bool_
         self._seed: int | None = int(np.random.SeedSequence(seed).generate_state(1)[0]) & 0x7FFFFFFF
         self._copyable = True
@@ -100,12 +103,23 @@ class GymSource:
         obs, reward, terminated, truncated, _ = self._env.step(action + self._start)
         return self._picture(obs), float(reward), bool(terminated), bool(truncated), {}
 
+    def _game_packages(self) -> tuple[str, ...]:
+        """The packages whose classes a saved env may rebuild: its own and gymnasium (wrappers)."""
+        return (type(self._env.unwrapped).__module__.split(".", 1)[0], "gymnasium")
+
     def get_state(self) -> Any:
         if self._copyable:
             try:
-                return {"env": copy.deepcopy(self._env), "seed": self._seed}
-            except Exception:  # a native handle, a lock, ...: resume will restart the episode
+                game = dump_game(self._env)
+                load_game(game, self._game_packages())  # what resume will do, tried now
+                return {"env": game, "seed": self._seed}
+            except Exception as exc:  # a native handle, a lock, a class from elsewhere, ...
                 self._copyable = False
+                warnings.warn(
+                    f"gym:{self.env_id} cannot be saved in checkpoints ({str(exc).splitlines()[0]}); a "
+                    "resumed run will continue from a fresh episode (not bit-exact)",
+                    stacklevel=2,
+                )
         return {"env": None, "seed": self._seed}
 
     def set_state(self, state: Any) -> None:
@@ -118,7 +132,7 @@ class GymSource:
             self._env.reset()  # so the episode the run was in can go on stepping
             self._seed = None  # seeded already: later resets continue its generator
             return
-        self._env = copy.deepcopy(state["env"])
+        self._env = load_game(state["env"], self._game_packages())
         self._seed = state["seed"]
 
     def close(self) -> None:

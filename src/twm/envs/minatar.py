@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twm.envs.pixel import DeepCopiedState, EnvError
+from twm.envs.pixel import EnvError, PickledGameState
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
@@ -92,8 +92,10 @@ def import_minatar() -> Any:
     return minatar
 
 
-class MinAtarSource(DeepCopiedState):
+class MinAtarSource(PickledGameState):
     """A MinAtar game as a PixelSource (see the module docstring)."""
+
+    game_packages = ("minatar",)  # the classes a saved game may rebuild (twm.envs.saved_state)
 
     def __init__(self, game: str, env_cfg: EnvConfig, seed: int) -> None:
         minatar = import_minatar()

@@ -31,12 +31,13 @@ Train and eval modes behave the same (a source gets a different seed for each en
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import cv2
 import numpy as np
+
+from twm.envs.saved_state import dump_game, load_game
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
@@ -65,19 +66,22 @@ class PixelSource(Protocol):
     def close(self) -> None: ...
 
 
-class DeepCopiedState:
+class PickledGameState:
     """get_state/set_state/close of a source whose game is plain Python/numpy in ``self._env``.
 
-    Such a game (its objects and its numpy generator) continues exactly from a deep copy.
+    Such a game (its objects and its numpy generator) continues exactly from a pickled snapshot;
+    the snapshot is bytes, so resume checkpoints stay loadable with ``weights_only``, and it is
+    rebuilt with the allowlist of ``twm.envs.saved_state`` (classes of ``game_packages`` only).
     """
 
     _env: Any
+    game_packages: tuple[str, ...]
 
     def get_state(self) -> Any:
-        return copy.deepcopy(self._env)
+        return {"game": dump_game(self._env)}
 
     def set_state(self, state: Any) -> None:
-        self._env = copy.deepcopy(state)
+        self._env = load_game(state["game"], self.game_packages)
 
     def close(self) -> None:
         self._env = None

@@ -48,6 +48,8 @@ import contextlib
 import hashlib
 import io
 import os
+import pickle
+import re
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -219,6 +221,11 @@ def _verified_payload(path: Path, data: bytes, require_checksum: bool) -> bytes:
     return data  # a file written before checksums existed
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", *, require_checksum: bool = False
 ) -> dict[str, Any]:
@@ -233,9 +240,18 @@ def load_checkpoint(
     payload = _verified_payload(path, data, require_checksum)
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # An intact file holding a pickled object (how twm saved MinAtar, Crafter and gym games before
+        # 2026-12-03): not corruption, so it must not be moved aside as corrupt.
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused is not None:
+            raise IncompatibleCheckpointError(
+                f"{path} holds a pickled {refused.group(1)}, which twm does not load from a checkpoint "
+                "(an older twm saved games that way; this checkpoint cannot be resumed)"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
     except Exception as exc:  # torch raises many types for a torn or foreign file; report them alike
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a twm checkpoint")
     version = state.get("format_version")
@@ -288,7 +304,8 @@ def load_agent_state(
 
 
 def to_storable(obj: Any) -> Any:
-    """``obj`` with numpy arrays and scalars replaced by what ``torch.load(weights_only=True)`` accepts."""
+    """``obj`` with numpy arrays and scalars replaced by what ``torch.load(weights_only=True)`` accepts;
+    ``TypeError`` for any other object (see ``twm.envs.saved_state`` for how games are stored)."""
     if isinstance(obj, np.ndarray):
         array = np.array(obj, copy=True, order="C")
         try:
@@ -303,7 +320,11 @@ def to_storable(obj: Any) -> Any:
         return [to_storable(v) for v in obj]
     if isinstance(obj, tuple):
         return tuple(to_storable(v) for v in obj)
-    return obj
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, torch.Tensor)):
+        return obj
+    # Anything else would be pickled as an object, and weights_only resume would refuse it: fail
+    # when the checkpoint is written, not when a run that died is resumed.
+    raise TypeError(f"a {type(obj).__module__}.{type(obj).__qualname__} cannot go into a resume checkpoint")
 
 
 def from_storable(obj: Any) -> Any:
