@@ -96,7 +96,7 @@ class InsertionOrderedSet:
         return item in self._items
 
     def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._items))
+        return iter(self._items)  # like a set, it must not change while iterated (crafter does not)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -85,13 +85,13 @@ class _AllowlistUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
-        numpy_random = module.startswith("numpy.random.") or module == "numpy.dtypes"
-        if numpy_random or _in_packages(module, self.packages):
+        numpy_module = module.startswith("numpy.random.") or module == "numpy.dtypes"
+        if numpy_module or _in_packages(module, self.packages):
             obj = getattr(importlib.import_module(module), name, None)
             # Classes only (no function of a package is called), and numpy.random's pickle
             # constructors of its generators.
             if isinstance(obj, type) or (
-                numpy_random and (name.endswith("_ctor") or name.startswith("__pyx_unpickle_"))
+                numpy_module and (name.endswith("_ctor") or name.startswith("__pyx_unpickle_"))
             ):
                 return obj
         raise UnsafeGameState(

@@ -221,11 +221,6 @@ def _verified_payload(path: Path, data: bytes, require_checksum: bool) -> bytes:
     return data  # a file written before checksums existed
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu", *, require_checksum: bool = False
 ) -> dict[str, Any]:
@@ -240,18 +235,17 @@ def load_checkpoint(
     payload = _verified_payload(path, data, require_checksum)
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # An intact file holding a pickled object (how twm saved MinAtar, Crafter and gym games before
-        # 2026-12-03): not corruption, so it must not be moved aside as corrupt.
+    except Exception as exc:  # torch raises many types for a torn or foreign file; report them alike
+        # Except an intact file holding a pickled object (how twm saved MinAtar, Crafter and gym games
+        # before 2026-12-03): not corruption, so it must not be moved aside as corrupt.
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if refused is not None:
+        if isinstance(exc, pickle.UnpicklingError) and refused is not None:
             raise IncompatibleCheckpointError(
                 f"{path} holds a pickled {refused.group(1)}, which twm does not load from a checkpoint "
                 "(an older twm saved games that way; this checkpoint cannot be resumed)"
             ) from None
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
-    except Exception as exc:  # torch raises many types for a torn or foreign file; report them alike
-        raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(exc)}") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise CheckpointError(f"{path} is not a twm checkpoint")
     version = state.get("format_version")
