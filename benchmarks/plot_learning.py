@@ -4,7 +4,8 @@
         --run breakout=runs/minatar/breakout-cpu-s0 --baseline breakout=runs/baseline/breakout-dqn-s0.json \\
         --baseline breakout=runs/baseline/breakout-ppo-s0.json ...
 
-``--run GAME=RUN_DIR`` reads a twm run folder's metrics.jsonl (eval/mean_score lines);
+``--run GAME=RUN_DIR`` reads a twm run folder's metrics.jsonl (eval/mean_score lines), labelled
+with the folder's name (repeat it to put several twm runs of one game in a panel);
 ``--baseline GAME=FILE`` a JSON of benchmarks/baseline_model_free.py. GAME is the MinAtar name
 (``breakout``); the random-policy score comes from twm's measured table.
 """
@@ -47,7 +48,7 @@ def main() -> int:
         for g, path in runs:
             if g == game:
                 rows = [r for r in read_metrics(Path(path) / "metrics.jsonl") if "eval/mean_score" in r]
-                ax.plot([r["step"] for r in rows], [r["eval/mean_score"] for r in rows], "o-", ms=3, label="twm (cpu)")
+                ax.plot([r["step"] for r in rows], [r["eval/mean_score"] for r in rows], "o-", ms=3, label=f"twm {Path(path).name}")
         for g, path in baselines:
             if g == game:
                 data = json.loads(Path(path).read_text())

@@ -125,3 +125,28 @@ def test_presets_are_smaller_than_paper() -> None:
     assert smoke.dynamics.d_model < quick.dynamics.d_model < paper.dynamics.d_model
     for cfg in (quick, smoke):
         assert cfg.num_updates > 0
+
+
+def _flat(cfg: Config) -> dict[str, object]:
+    return {f"{s}.{k}": v for s, section in dataclasses.asdict(cfg).items() for k, v in section.items()}
+
+
+def test_minatar_preset_is_cpu_with_the_papers_latent_sequences_and_heads() -> None:
+    cpu, minatar, paper = (_flat(load_config(p)) for p in ("cpu", "minatar", "atari100k"))
+    changed = {key for key in cpu if cpu[key] != minatar[key]}
+    assert changed == {
+        "obs_model.categoricals",
+        "obs_model.classes",
+        "replay.sequence_length",
+        "replay.batch_size",
+        "dynamics.memory_steps",
+        "dynamics.reward_head_hidden",
+        "dynamics.reward_head_layers",
+        "dynamics.discount_head_hidden",
+        "dynamics.discount_head_layers",
+    }
+    # Every change but the batch size restores the paper's number; the batch keeps 128 steps per batch.
+    assert all(minatar[key] == paper[key] for key in changed - {"replay.batch_size"})
+    assert minatar["replay.batch_size"] * minatar["replay.sequence_length"] == 128
+    assert cpu["replay.batch_size"] * cpu["replay.sequence_length"] == 128
+    assert load_config("minatar").num_updates == load_config("cpu").num_updates == 9_000
