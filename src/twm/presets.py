@@ -51,6 +51,19 @@ _HUNDRED_K_IN_AN_HOUR: dict[str, dict[str, Any]] = {
     },
 }
 
+
+def _merged(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Section-wise union of preset parts: later parts win key by key; a section is never replaced whole."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for section, values in part.items():
+            out[section] = {**out.get(section, {}), **values}
+    return out
+
+
+# MinAtar and Crafter on a CPU: quick's networks and learning rates, a 100k-interaction run.
+_CPU = _merged(_SMALL_NETWORKS, _HUNDRED_K_IN_AN_HOUR)
+
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The paper's configuration: every default above.
     "atari100k": {},
@@ -72,28 +85,27 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "log_interval": 250,
         },
     },
-    # MinAtar and Crafter on a CPU: quick's networks and learning rates, a 100k-interaction run.
-    "cpu": {**_SMALL_NETWORKS, **_HUNDRED_K_IN_AN_HOUR},
+    "cpu": _CPU,
     # MinAtar on a CPU, chosen by measurement on Space Invaders (benchmarks/RESULTS.md, "The paper's
     # latent and sequence length"): `cpu` with three of the paper's numbers back, whose reductions cost
     # most there. The 32 x 32 latent (a frame holds up to 24 aliens, the cannon and the bullets), 16-step
     # sequences with a 16-step memory (a shot takes about 5 steps to reach the aliens, so 8-step
     # windows seldom hold both), and the paper's 256 x 4 reward and discount heads. Batches of 8 keep
     # 128 sequence steps per update, so the budget still gives 9,000 updates.
-    "minatar": {
-        **_SMALL_NETWORKS,
-        "obs_model": {**_SMALL_NETWORKS["obs_model"], "categoricals": 32, "classes": 32},
-        "dynamics": {
-            **_SMALL_NETWORKS["dynamics"],
-            "memory_steps": 16,
-            "reward_head_hidden": 256,
-            "reward_head_layers": 4,
-            "discount_head_hidden": 256,
-            "discount_head_layers": 4,
+    "minatar": _merged(
+        _CPU,
+        {
+            "obs_model": {"categoricals": 32, "classes": 32},
+            "dynamics": {
+                "memory_steps": 16,
+                "reward_head_hidden": 256,
+                "reward_head_layers": 4,
+                "discount_head_hidden": 256,
+                "discount_head_layers": 4,
+            },
+            "replay": {"batch_size": 8, "sequence_length": 16},
         },
-        "replay": {**_SMALL_NETWORKS["replay"], "batch_size": 8, "sequence_length": 16},
-        **_HUNDRED_K_IN_AN_HOUR,
-    },
+    ),
     # Tiny: seconds on a CPU, for tests.
     "smoke": {
         "env": {"time_limit": 200},
