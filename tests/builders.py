@@ -88,3 +88,33 @@ def catch_replay(steps: int, capacity: int | None = None, seed: int = 0, **repla
         buffer.add(obs[-1], action, reward, terminated, truncated)
         obs = env.reset()[0] if terminated or truncated else next_obs
     return buffer
+
+
+def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
+    """The metrics of one update of ``preset`` (then ``overrides``) with smoke-sized networks and
+    batches, on catch.
+
+    Every switch and rate of the preset is kept; only the sizes (the smoke preset's obs_model,
+    dynamics, actor_critic and replay values) are replaced, so the update runs in well under a
+    second. Deterministic on a CPU: the same code gives the same numbers bit for bit.
+    """
+    from twm.agent import Agent
+    from twm.models.world_model import TorchSequenceBatch
+    from twm.presets import PRESETS
+
+    sizes = [
+        f"{section}.{key}={value}"
+        for section in ("obs_model", "dynamics", "actor_critic", "replay")
+        for key, value in PRESETS["smoke"][section].items()
+    ]
+    cfg = load_config(preset, ["env.game=catch", *sizes, *overrides])
+    torch.manual_seed(0)
+    agent = Agent(cfg, NUM_ACTIONS)
+    replay = catch_replay(200)
+    batch = TorchSequenceBatch.from_numpy(
+        replay.sample_sequences(cfg.replay.batch_size, cfg.replay.sequence_length), "cpu"
+    )
+    metrics = agent.update(
+        batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0)
+    )
+    return {name: float(value) for name, value in sorted(metrics.items())}

@@ -58,3 +58,39 @@ def test_entropy_hinge_acts_on_a_near_deterministic_policy() -> None:
 def test_pretrain_actor_loss_is_entropy_bonus() -> None:
     logits = torch.zeros(3, 4, 5)
     assert math.isclose(pretrain_actor_loss(logits, 0.01).item(), -0.01, rel_tol=1e-6)
+
+
+def test_entropy_bonus_is_minus_coef_times_weighted_entropy_in_nats() -> None:
+    logits = torch.tensor([[[0.0, 0.0], [math.log(3.0), 0.0]]])  # probabilities (1/2, 1/2), (3/4, 1/4)
+    actions = torch.tensor([[0, 1]])
+    advantages = torch.tensor([[1.0, -2.0]])
+    weights = torch.tensor([[1.0, 0.5]])
+    loss, metrics = actor_loss(logits, actions, advantages, weights, 0.1, 0.5, "bonus")
+    h = [math.log(2.0), -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))]
+    reinforce = (1.0 * math.log(0.5) * 1.0 + 0.5 * math.log(0.25) * -2.0) / 2
+    bonus = -0.1 * (1.0 * h[0] + 0.5 * h[1]) / 2
+    assert math.isclose(metrics["ac/reinforce"].item(), reinforce, rel_tol=1e-6)
+    assert math.isclose(metrics["ac/entropy_loss"].item(), bonus, rel_tol=1e-6)
+    assert math.isclose(loss.item(), -reinforce + bonus, rel_tol=1e-6)
+
+
+def test_percentile_normalizer_matches_numpy_on_a_fixed_stream() -> None:
+    import numpy as np
+
+    from twm.losses import PercentileNormalizer
+
+    rng = np.random.default_rng(0)
+    norm = PercentileNormalizer(decay=0.9)
+    lo = hi = 0.0
+    for i in range(30):
+        # Returns that first spread little (the floor of 1 holds), then widely.
+        returns = rng.normal(size=(8, 5)) * (0.2 if i < 10 else 20.0) + i
+        lo = 0.9 * lo + 0.1 * np.quantile(returns, 0.05)
+        hi = 0.9 * hi + 0.1 * np.quantile(returns, 0.95)
+        scale = norm.update(torch.as_tensor(returns, dtype=torch.float32))
+        assert math.isclose(scale.item(), max(1.0, hi - lo), rel_tol=1e-5), i
+        if i == 5:
+            assert scale.item() == 1.0  # the floor
+    assert hi - lo > 10  # the stream did leave the floor
+    state = norm.state_dict()
+    assert set(state) == {"lo", "hi"} and math.isclose(state["hi"].item(), hi, rel_tol=1e-5)

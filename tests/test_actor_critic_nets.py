@@ -81,3 +81,28 @@ def test_actor_sample_follows_the_policy_and_is_reproducible() -> None:
 def test_hidden_layer_count(layers: int) -> None:
     actor = Actor(ActorCriticConfig(hidden=8, layers=layers), 4, 2)
     assert len(linears(actor)) == layers + 1
+
+
+def test_two_hot_critic_starts_at_zero_and_its_gaussian_loss_is_the_papers() -> None:
+    from twm.losses import critic_loss
+
+    z = torch.randn(4, 3, 16)
+    returns, weights = torch.randn(4, 3), torch.rand(4, 3)
+    twohot = Critic(ActorCriticConfig(hidden=8, layers=1, critic="twohot"), 16)
+    assert twohot(z).abs().max() < 1e-6  # zero-initialised output layer: the uniform over the bins
+    out = twohot.outputs(z)
+    assert out.shape == (4, 3, 255)
+    expected = (weights * twohot.bins.loss(out, returns)).mean()  # type: ignore[union-attr]
+    torch.testing.assert_close(twohot.loss(out, returns, weights), expected)
+
+    gaussian = Critic(ActorCriticConfig(hidden=8, layers=1), 16)
+    out = gaussian.outputs(z)
+    torch.testing.assert_close(gaussian.loss(out, returns, weights), critic_loss(gaussian(z), returns, weights))
+
+
+def test_policy_mixing_keeps_every_action_at_least_unimix_over_actions() -> None:
+    actor = Actor(ActorCriticConfig(hidden=8, layers=1, unimix=0.05), 16, 4)
+    with torch.no_grad():
+        actor.net[-1].weight.mul_(1000.0)  # an almost deterministic policy before mixing
+    probs = actor(torch.randn(64, 16)).softmax(-1)
+    torch.testing.assert_close(probs.min(), torch.tensor(0.05 / 4), rtol=1e-3, atol=0)

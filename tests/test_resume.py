@@ -298,6 +298,42 @@ def test_pixel_game_runs_resume_exactly(
     assert not list((run_dir / "checkpoints").glob("*.corrupt"))
 
 
+# Every switch beyond the paper at once (the `plus` preset's values): the slow critic's weights and
+# the return normaliser's EMAs must come back from a checkpoint for the run to continue exactly.
+PLUS_SWITCHES = [
+    "obs_model.unimix=0.01",
+    "dynamics.reward_head=twohot",
+    "actor_critic.critic=twohot",
+    "actor_critic.slow_critic_rate=0.02",
+    "actor_critic.return_norm=percentile",
+    "actor_critic.entropy=bonus",
+    "actor_critic.entropy_coef=3e-4",
+    "actor_critic.unimix=0.01",
+]
+
+
+@pytest.mark.parametrize("point", ["pretrain:ac:2", "train:145"])
+def test_runs_with_every_plus_switch_resume_exactly(
+    tmp_path: Path, point: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    from twm.config import load_config
+
+    cfg = load_config("smoke", ["env.game=catch", *SETTINGS, *PLUS_SWITCHES])
+    Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
+    reference = outcome(tmp_path / "reference")
+    assert any("ac/return_scale" in r for r in reference["metrics"])
+    # Their state is in the checkpoints' weights, which assert_same_run compares too.
+    assert any(k.startswith("slow_critic.") for k in reference["model"])
+    assert {"return_normalizer.lo", "return_normalizer.hi"} <= set(reference["model"])
+    run_dir = tmp_path / "run"
+    monkeypatch.setenv("TWM_TEST_SIGNAL_AT", point)
+    with pytest.raises(TrainingStopped):
+        Trainer(cfg, run_dir, device="cpu", progress=False).run()
+    monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
+    Trainer.resume(run_dir, device="cpu", progress=False).run()
+    assert_same_run(run_dir, reference)
+
+
 def stopped_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run stopped by SIGINT after 30 prefill steps, with its checkpoint (a couple of seconds)."""
     run_dir = tmp_path / "run"

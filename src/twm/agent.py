@@ -11,6 +11,7 @@ One update (``Agent.update``) is
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +22,7 @@ from torch import Tensor, nn
 from twm.captured import CapturedUpdate
 from twm.config import Config
 from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
-from twm.losses import actor_loss, critic_loss, lambda_returns, pretrain_actor_loss
+from twm.losses import PercentileNormalizer, actor_loss, lambda_returns, pretrain_actor_loss
 from twm.models.actor_critic import Actor, Critic
 from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput, adam, optimizer_step
 
@@ -35,6 +36,12 @@ class Agent(nn.Module):
         ac = cfg.actor_critic
         self.actor = Actor(ac, cfg.latent_dim, num_actions)
         self.critic = Critic(ac, cfg.latent_dim)
+        # Beyond the paper (off in its config): an EMA copy of the critic that regularises it
+        # (actor_critic.slow_critic_rate) and the percentile scale of the returns (return_norm).
+        self.slow_critic: Critic | None = None
+        if ac.slow_critic_rate > 0:
+            self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.return_normalizer = PercentileNormalizer(ac.return_norm_decay) if ac.return_norm == "percentile" else None
         impl = cfg.train.optimizer_impl
         self.actor_optimizer = adam(self.actor.parameters(), ac.actor_lr, ac.eps, ac.weight_decay, impl)
         self.critic_optimizer = adam(self.critic.parameters(), ac.critic_lr, ac.eps, ac.weight_decay, impl)
@@ -199,7 +206,19 @@ class Agent(nn.Module):
             rollout.rewards, rollout.discounts, rollout.dones, values, ac.lam
         )
         states = rollout.z[:, :-1]  # (B, H, Z): the last latent only bootstraps
-        c_loss = critic_loss(self.critic(states), returns, rollout.weights)
+        critic_out = self.critic.outputs(states)  # (B, H, 1 or bins)
+        c_loss = self.critic.loss(critic_out, returns, rollout.weights)
+        extra: dict[str, Tensor] = {}
+        if self.slow_critic is not None:
+            with torch.no_grad():
+                slow_values = self.slow_critic(states)  # (B, H)
+            slow_reg = self.critic.loss(critic_out, slow_values, rollout.weights)
+            c_loss = c_loss + ac.slow_critic_coef * slow_reg
+            extra["ac/slow_critic_reg"] = slow_reg.detach()
+        if self.return_normalizer is not None:
+            scale = self.return_normalizer.update(returns)
+            advantages = advantages / scale
+            extra["ac/return_scale"] = scale
         a_loss, metrics = actor_loss(
             self.actor(states),
             rollout.actions,
@@ -207,7 +226,9 @@ class Agent(nn.Module):
             rollout.weights,
             ac.entropy_coef,
             ac.entropy_threshold,
+            ac.entropy,
         )
+        metrics.update(extra)
         metrics.update(
             {
                 "ac/critic_loss": c_loss.detach(),
@@ -226,7 +247,9 @@ class Agent(nn.Module):
     def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
         """Critic then actor step on an imagined rollout (SPEC.md §3)."""
         if self.captured is not None:
-            return self.captured.actor_critic_step(rollout)
+            metrics = self.captured.actor_critic_step(rollout)
+            self.update_slow_critic()
+            return metrics
         ac = self.cfg.actor_critic
         c_loss, a_loss, metrics = self.actor_critic_losses(rollout)
         metrics["ac/critic_grad_norm"] = optimizer_step(
@@ -235,7 +258,17 @@ class Agent(nn.Module):
         metrics["ac/actor_grad_norm"] = optimizer_step(
             self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip
         )
+        self.update_slow_critic()
         return metrics
+
+    @torch.no_grad()
+    def update_slow_critic(self) -> None:
+        """slow <- slow + rate (critic - slow), after each critic step (``slow_critic_rate`` > 0)."""
+        if self.slow_critic is None:
+            return
+        slow: list[Tensor] = list(self.slow_critic.parameters())
+        fast: list[Tensor] = list(self.critic.parameters())
+        torch._foreach_lerp_(slow, fast, self.cfg.actor_critic.slow_critic_rate)
 
     # ------------------------------------------------------------------ pretraining
 
@@ -270,8 +303,9 @@ class Agent(nn.Module):
             values = self.critic(z)
         returns, _ = lambda_returns(batch.rewards[:, 1:], discounts, dones, values, ac.lam)
         states = z[:, :-1]
-        c_loss = critic_loss(self.critic(states), returns, torch.ones_like(returns))
+        c_loss = self.critic.loss(self.critic.outputs(states), returns, torch.ones_like(returns))
         optimizer_step(self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip)
+        self.update_slow_critic()
         a_loss = pretrain_actor_loss(self.actor(states), ac.entropy_coef)
         optimizer_step(self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip)
         return {

@@ -108,6 +108,14 @@ class ObservationModelConfig:
     entropy_coef: float = param(5.0, "weight of the entropy hinge (alpha_1)", lo=0)
     entropy_threshold: float = param(0.1, "normalised entropy below which the hinge acts", lo=0, hi=1)
     consistency_coef: float = param(0.01, "weight of the consistency term (alpha_2)", lo=0)
+    unimix: float = param(
+        0.0,
+        "beyond the paper: mix this share of the uniform distribution into every latent categorical "
+        "(encoder and next-latent prediction), so each class keeps probability >= unimix / classes "
+        "(DreamerV3: 0.01; 0 is the paper)",
+        lo=0,
+        hi=1,
+    )
     lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
     weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
@@ -141,6 +149,12 @@ class DynamicsConfig:
         True,
         "train the next-latent head with the cross-entropy to the encoder's z_{t+1} (SPEC, paper); false is "
         "the released code's behaviour (jrobine/twm issue 4: its loss never contains this term)",
+    )
+    reward_head: Literal["gaussian", "twohot"] = param(
+        "gaussian",
+        "reward prediction: 'gaussian' regresses r_t with a unit-variance Gaussian (the paper); 'twohot' "
+        "classifies symlog(r_t) over 255 bins with a zero-initialised output layer (beyond the paper, "
+        "DreamerV3)",
     )
     reward_coef: float = param(10.0, "weight of the reward NLL (beta_1)", lo=0)
     discount_coef: float = param(50.0, "weight of the discount NLL (beta_2)", lo=0)
@@ -176,8 +190,40 @@ class ActorCriticConfig:
         "logged as ac/fresh_reused)",
         lo=0,
     )
-    entropy_coef: float = param(0.01, "weight of the actor's entropy hinge", lo=0)
+    entropy_coef: float = param(0.01, "weight of the actor's entropy term (see entropy)", lo=0)
     entropy_threshold: float = param(0.1, "normalised entropy below which the hinge acts", lo=0, hi=1)
+    entropy: Literal["hinge", "bonus"] = param(
+        "hinge",
+        "the actor's entropy term: 'hinge' = coef * relu(threshold - normalised entropy) (the paper); "
+        "'bonus' = -coef * entropy in nats at every step (beyond the paper, DreamerV3; pair with "
+        "return_norm)",
+    )
+    critic: Literal["gaussian", "twohot"] = param(
+        "gaussian",
+        "critic output: 'gaussian' regresses the lambda-return with a unit-variance Gaussian (the paper); "
+        "'twohot' classifies symlog(return) over 255 bins, zero-initialised (beyond the paper, DreamerV3)",
+    )
+    slow_critic_rate: float = param(
+        0.0,
+        "beyond the paper: keep an EMA copy of the critic, moved this fraction towards the critic after "
+        "each update, and pull the critic towards its predictions (DreamerV3: 0.02; 0 = off)",
+        lo=0,
+        hi=1,
+    )
+    slow_critic_coef: float = param(1.0, "weight of the slow-critic regulariser (with slow_critic_rate)", lo=0)
+    return_norm: Literal["none", "percentile"] = param(
+        "none",
+        "advantage scaling: 'none' (the paper); 'percentile' divides advantages by max(1, S), S an EMA of "
+        "the 95th minus the 5th percentile of the imagined lambda-returns (beyond the paper, DreamerV3)",
+    )
+    return_norm_decay: float = param(0.99, "EMA decay of the return percentiles (return_norm)", lo=0, hi=1)
+    unimix: float = param(
+        0.0,
+        "beyond the paper: mix this share of the uniform distribution into the policy, so each action "
+        "keeps probability >= unimix / actions (DreamerV3: 0.01; 0 is the paper)",
+        lo=0,
+        hi=1,
+    )
     actor_lr: float = param(1e-4, "actor Adam learning rate", lo=0, lo_open=True)
     critic_lr: float = param(1e-5, "critic Adam learning rate", lo=0, lo_open=True)
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)

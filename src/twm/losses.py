@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 from torch.distributions import Categorical
 
 # ------------------------------------------------------------------------------------ λ-returns
@@ -79,6 +80,40 @@ def critic_loss(values: torch.Tensor, returns: torch.Tensor, weights: torch.Tens
     return (weights.detach() * nll).mean()
 
 
+class PercentileNormalizer(nn.Module):
+    """The scale of imagined returns: max(1, hi - lo), lo and hi EMAs of their 5th and 95th percentiles.
+
+    ``update(returns)`` moves lo <- decay lo + (1 - decay) q_5(returns) and hi likewise with q_95
+    (quantiles over all elements, linearly interpolated as numpy's default), both starting at 0,
+    and returns the new scale. Advantages divided by it keep their sign and, once returns spread
+    over more than 1, a fixed size (DreamerV3's return normalisation; the floor keeps the small
+    returns of sparse-reward games from being blown up). lo and hi are buffers: checkpoints hold them.
+    """
+
+    quantiles: torch.Tensor
+    lo: torch.Tensor
+    hi: torch.Tensor
+
+    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95) -> None:
+        super().__init__()
+        self.decay = decay
+        self.register_buffer("quantiles", torch.tensor([low, high]), persistent=False)
+        self.register_buffer("lo", torch.zeros(()))
+        self.register_buffer("hi", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, returns: torch.Tensor) -> torch.Tensor:
+        """Fold a batch of returns (any shape) into the EMAs; the new scale, a () tensor."""
+        q = torch.quantile(returns.detach().float().flatten(), self.quantiles.float())  # (2,)
+        self.lo.mul_(self.decay).add_((1.0 - self.decay) * q[0])
+        self.hi.mul_(self.decay).add_((1.0 - self.decay) * q[1])
+        return self.scale()
+
+    def scale(self) -> torch.Tensor:
+        """max(1, hi - lo), a () tensor."""
+        return (self.hi - self.lo).clamp_min(1.0)
+
+
 def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of the action distribution divided by its maximum, log(num_actions); (B, H)."""
     return Categorical(logits=logits, validate_args=False).entropy() / math.log(logits.shape[-1])
@@ -91,15 +126,22 @@ def actor_loss(
     weights: torch.Tensor,
     entropy_coef: float,
     entropy_threshold: float,
+    entropy_mode: str = "hinge",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """REINFORCE with the (unnormalised) advantages plus an entropy hinge.
+    """REINFORCE with the given advantages plus an entropy term.
 
-    loss = -mean(w · log π(a|z) · A) + coef · relu(threshold - mean(w · H(π)/log A))
+    hinge (the paper): loss = -mean(w · log π(a|z) · A) + coef · relu(threshold - mean(w · H(π)/log A))
+    bonus (DreamerV3):  loss = -mean(w · log π(a|z) · A) - coef · mean(w · H(π)), H in nats
     """
     dist = Categorical(logits=logits, validate_args=False)
     reinforce = (weights.detach() * dist.log_prob(actions) * advantages.detach()).mean()
     entropy = (weights.detach() * normalized_entropy(logits)).mean()
-    hinge = entropy_coef * torch.relu(entropy_threshold - entropy)
+    if entropy_mode == "hinge":
+        hinge = entropy_coef * torch.relu(entropy_threshold - entropy)
+    elif entropy_mode == "bonus":
+        hinge = -entropy_coef * (weights.detach() * dist.entropy()).mean()
+    else:
+        raise ValueError(f"entropy_mode must be 'hinge' or 'bonus', got {entropy_mode!r}")
     loss = -reinforce + hinge
     metrics = {
         "ac/reinforce": reinforce.detach(),

@@ -13,12 +13,15 @@ output layer (its ``reset_parameters`` re-initialises the last layer as 'linear'
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical
 
 from twm.config import ActorCriticConfig
+from twm.losses import critic_loss
+from twm.models.distributions import TwoHotSymlog, mix_uniform, zero_output_layer
 
 HIDDEN_GAIN = math.sqrt(2.0)
 OUTPUT_GAIN = 1.0
@@ -45,16 +48,21 @@ def _orthogonal_(linear: nn.Linear, gain: float) -> None:
 
 
 class Actor(nn.Module):
-    """pi(a | z): latents (..., latent_dim) -> action logits (..., num_actions)."""
+    """pi(a | z): latents (..., latent_dim) -> action logits (..., num_actions).
+
+    With ``cfg.unimix`` > 0 the logits are those of the mixture with the uniform policy
+    (``mix_uniform``), so sampling, log-probabilities and entropies all read the mixture.
+    """
 
     def __init__(self, cfg: ActorCriticConfig, latent_dim: int, num_actions: int) -> None:
         super().__init__()
         self.latent_dim, self.num_actions = latent_dim, num_actions
+        self.unimix = cfg.unimix
         self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, num_actions)
 
     def forward(self, z: Tensor) -> Tensor:
         """Action logits (..., num_actions)."""
-        return self.net(z)
+        return mix_uniform(self.net(z), self.unimix)
 
     def dist(self, z: Tensor) -> Categorical:
         """The policy as a distribution with batch shape z.shape[:-1]."""
@@ -70,13 +78,40 @@ class Actor(nn.Module):
 
 
 class Critic(nn.Module):
-    """v(z): latents (..., latent_dim) -> values (...)."""
+    """v(z): latents (..., latent_dim) -> values (...).
+
+    ``cfg.critic`` 'gaussian' (the paper): one output, the mean of a unit-variance Gaussian.
+    'twohot': logits over the bins of a ``TwoHotSymlog`` (output layer zero-initialised, so every
+    value starts at 0); the value is their decoded mean. ``outputs`` gives the raw outputs that
+    ``loss`` reads; ``forward`` the values.
+    """
 
     def __init__(self, cfg: ActorCriticConfig, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, 1)
+        self.bins = TwoHotSymlog() if cfg.critic == "twohot" else None
+        self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, 1 if self.bins is None else self.bins.num_bins)
+        if self.bins is not None:
+            zero_output_layer(cast(nn.Linear, self.net[-1]))
+
+    def outputs(self, z: Tensor) -> Tensor:
+        """The raw outputs: (..., 1) Gaussian means or (..., bins) two-hot logits."""
+        return self.net(z)
+
+    def value(self, outputs: Tensor) -> Tensor:
+        """Values (...) of raw outputs (..., 1 or bins)."""
+        return outputs.squeeze(-1) if self.bins is None else self.bins.decode(outputs)
 
     def forward(self, z: Tensor) -> Tensor:
         """Values (...)."""
-        return self.net(z).squeeze(-1)
+        return self.value(self.outputs(z))
+
+    def loss(self, outputs: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
+        """Mean over steps of weights x NLL of ``targets`` (...) under the outputs (..., 1 or bins).
+
+        Gaussian: 0.5 (target - v)^2 + 0.5 log(2 pi) (the constant does not change the gradient);
+        two-hot: the cross-entropy from the two-hot encoding of symlog(target).
+        """
+        if self.bins is None:
+            return critic_loss(outputs.squeeze(-1), targets, weights)
+        return (weights.detach() * self.bins.loss(outputs, targets.detach())).mean()

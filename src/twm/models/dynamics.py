@@ -41,12 +41,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from twm.config import DynamicsConfig
+from twm.models.distributions import TwoHotSymlog, mix_uniform, zero_output_layer
 from twm.models.kv_cache import KVCache
 from twm.models.observation import full_precision
 from twm.models.transformer_xl import TransformerXL, position_mask
@@ -224,6 +226,8 @@ class DynamicsOutput:
         h: (B, T, d) deterministic states.
         memory: what the next call continues from.
         attention: the attention maps of the call, only with ``return_attention=True``.
+        reward_logits: (B, T, bins) with ``reward_head`` 'twohot' (``reward_mean`` is then their
+            decoded value), else None.
     """
 
     z_logits: Tensor
@@ -232,6 +236,7 @@ class DynamicsOutput:
     h: Tensor
     memory: DynamicsMemory
     attention: AttentionMaps | None = None
+    reward_logits: Tensor | None = None
 
     def time_slice(self, index: slice) -> DynamicsOutput:
         """The predictions of some steps (e.g. ``slice(1, None)`` drops the context step); same memory."""
@@ -239,6 +244,7 @@ class DynamicsOutput:
             self,
             z_logits=self.z_logits[:, index],
             reward_mean=self.reward_mean[:, index],
+            reward_logits=None if self.reward_logits is None else self.reward_logits[:, index],
             discount_logit=self.discount_logit[:, index],
             h=self.h[:, index],
         )
@@ -248,9 +254,18 @@ class DynamicsModel(nn.Module):
     """Embeddings -> Transformer-XL -> heads on h_t (SPEC.md §2, dynamics model)."""
 
     def __init__(
-        self, cfg: DynamicsConfig, latent_dim: int, categoricals: int, classes: int, num_actions: int
+        self,
+        cfg: DynamicsConfig,
+        latent_dim: int,
+        categoricals: int,
+        classes: int,
+        num_actions: int,
+        latent_unimix: float = 0.0,
     ) -> None:
         super().__init__()
+        # The next-latent prediction mixes in the uniform distribution as the encoder does
+        # (obs_model.unimix; 0 in the paper).
+        self.latent_unimix = latent_unimix
         if latent_dim != categoricals * classes:
             raise ValueError(f"latent_dim {latent_dim} != categoricals {categoricals} x classes {classes}")
         self.cfg = cfg
@@ -287,7 +302,12 @@ class DynamicsModel(nn.Module):
         self._positions: dict[tuple[int, int, int, str], StreamPositions] = {}
 
         self.z_head = mlp_head(d, cfg.z_head_hidden, cfg.z_head_layers, latent_dim, cfg.dropout)
-        self.reward_head = mlp_head(d, cfg.reward_head_hidden, cfg.reward_head_layers, 1, cfg.dropout, 0.0)
+        # reward_head 'twohot': logits over the bins of ``reward_bins``, starting uniform (predicting 0).
+        self.reward_bins = TwoHotSymlog() if cfg.reward_head == "twohot" else None
+        reward_out = 1 if self.reward_bins is None else self.reward_bins.num_bins
+        self.reward_head = mlp_head(d, cfg.reward_head_hidden, cfg.reward_head_layers, reward_out, cfg.dropout, 0.0)
+        if self.reward_bins is not None:
+            zero_output_layer(cast(nn.Linear, self.reward_head[-1]))
         # Starts predicting P(not terminated) = sigmoid(0.99), as the released code (final_bias_init
         # = env_discount_factor): a bias of 0.99 on the logit, not a probability of 0.99.
         self.discount_head = mlp_head(
@@ -378,9 +398,16 @@ class DynamicsModel(nn.Module):
         h = full_precision(h)
         # (B, T, C, K)
         z_logits = full_precision(self.z_head(h)).reshape(B, T, self.categoricals, self.classes)
+        z_logits = mix_uniform(z_logits, self.latent_unimix)
+        reward_out = full_precision(self.reward_head(h))  # (B, T, 1) or (B, T, bins)
+        if self.reward_bins is None:
+            reward_mean, reward_logits = reward_out.squeeze(-1), None
+        else:
+            reward_mean, reward_logits = self.reward_bins.decode(reward_out), reward_out
         return DynamicsOutput(
             z_logits=z_logits,
-            reward_mean=full_precision(self.reward_head(h)).squeeze(-1),  # (B, T)
+            reward_mean=reward_mean,  # (B, T)
+            reward_logits=reward_logits,
             discount_logit=full_precision(self.discount_head(h)).squeeze(-1),  # (B, T)
             h=h,
             memory=new_memory,
@@ -449,7 +476,8 @@ class DynamicsModel(nn.Module):
           the steps that did not end the episode (after d_t, z_{t+1} belongs to another episode).
         - reward_loss: NLL of r_t under N(mean, 1), averaged over all steps. It includes the
           constant 0.5 log(2 pi) (as torch's Normal.log_prob in the released code), which only
-          shifts the reported value, not the gradient.
+          shifts the reported value, not the gradient. With ``reward_head`` 'twohot': the
+          cross-entropy from the two-hot encoding of symlog(r_t) instead.
         - discount_loss: Bernoulli NLL with the soft target gamma (or 0 if terminated), all steps.
         """
         cfg = self.cfg
@@ -460,7 +488,10 @@ class DynamicsModel(nn.Module):
         # A batch whose every step ended an episode has no z target: loss 0 rather than 0/0.
         z_loss = (z_ce * valid).sum() / valid.sum().clamp_min(1.0)
 
-        reward_loss = (0.5 * (rewards - out.reward_mean) ** 2).mean() + 0.5 * math.log(2 * math.pi)
+        if self.reward_bins is None or out.reward_logits is None:
+            reward_loss = (0.5 * (rewards - out.reward_mean) ** 2).mean() + 0.5 * math.log(2 * math.pi)
+        else:  # reward_head 'twohot': cross-entropy to the two-hot symlog target
+            reward_loss = self.reward_bins.loss(out.reward_logits, rewards).mean()
 
         discount_target = gamma * (~terminated).to(out.discount_logit.dtype)  # (B, T)
         discount_loss = F.binary_cross_entropy_with_logits(out.discount_logit, discount_target)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from twm.config import ObservationModelConfig
+from twm.models.distributions import mix_uniform
 
 FRAME_SIZE = 64
 
@@ -213,7 +214,11 @@ class ObservationModel(nn.Module):
     # ------------------------------------------------------------------ encode / decode
 
     def encode(self, frames: Tensor) -> Tensor:
-        """Logits of q(z | o): frames (..., S, 64, 64) (uint8 or floats in [0, 1]) -> (..., C, K)."""
+        """Logits of q(z | o): frames (..., S, 64, 64) (uint8 or floats in [0, 1]) -> (..., C, K).
+
+        With ``cfg.unimix`` > 0 these are the log-probabilities of the mixture with the uniform
+        distribution (``mix_uniform``), so sampling, the mode and every loss read the mixture.
+        """
         S = self.in_channels
         if frames.shape[-3:] != (S, FRAME_SIZE, FRAME_SIZE):
             raise ValueError(
@@ -226,7 +231,8 @@ class ObservationModel(nn.Module):
             # conv reads the logical (C, H, W) order, so the function is the same.
             x = x.contiguous(memory_format=torch.channels_last)
         logits = full_precision(self.encoder(frames_to_float(x)))  # (N, C*K)
-        return logits.reshape(*lead, self.categoricals, self.classes)  # (..., C, K)
+        logits = logits.reshape(*lead, self.categoricals, self.classes)  # (..., C, K)
+        return mix_uniform(logits, self.cfg.unimix)
 
     def decode(self, z: Tensor) -> Tensor:
         """Means of p(o | z) (unit variance): latents (..., C*K) -> (..., S, 64, 64)."""

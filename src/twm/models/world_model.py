@@ -160,7 +160,9 @@ class WorldModel(nn.Module):
         self.precision: Precision = precision
         self.obs_model = ObservationModel(obs_cfg, frame_stack=frame_stack, frame_channels=frame_channels)
         latent_dim = obs_cfg.categoricals * obs_cfg.classes
-        self.dynamics = DynamicsModel(dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions)
+        self.dynamics = DynamicsModel(
+            dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions, obs_cfg.unimix
+        )
         # Coupled L2 weight decay (torch Adam), as the released code.
         self.obs_optimizer = adam(
             self.obs_model.parameters(), obs_cfg.lr, obs_cfg.eps, obs_cfg.weight_decay, optimizer_impl

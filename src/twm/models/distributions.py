@@ -1,0 +1,90 @@
+"""Output distributions beyond the paper's Gaussians: symlog two-hot heads and uniform mixing.
+
+These are the robustness tools of DreamerV3 (Hafner et al. 2023) that the ``plus`` preset switches on
+(each is a config switch, off in the paper's ``atari100k``):
+
+- ``symlog(x) = sign(x) log(1 + |x|)`` and its inverse ``symexp``: compress large magnitudes while
+  staying the identity near 0.
+- ``TwoHotSymlog``: a scalar predicted as a categorical over ``bins`` fixed points spread evenly in
+  symlog space. A target y = symlog(x) between bins b_k <= y < b_{k+1} is encoded as weight
+  (b_{k+1} - y) / (b_{k+1} - b_k) on bin k and the rest on bin k+1 (targets outside the range go
+  whole to the end bin); the loss is the cross-entropy to that two-hot vector and the prediction
+  is symexp(sum_i p_i b_i). The gradient of a classification loss does not grow with the size of
+  the target, so heads learn rare large rewards and returns of any scale with one learning rate.
+- ``mix_uniform``: (1 - u) softmax(logits) + u / K as logits (log-probabilities), so every class
+  keeps a probability of at least u / K: latents and policies never become deterministic, and
+  the log-probabilities in the losses stay finite.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def symlog(x: Tensor) -> Tensor:
+    """sign(x) log(1 + |x|), elementwise."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def symexp(x: Tensor) -> Tensor:
+    """sign(x) (exp(|x|) - 1), elementwise: the inverse of ``symlog``."""
+    return torch.sign(x) * torch.expm1(x.abs())
+
+
+def mix_uniform(logits: Tensor, unimix: float) -> Tensor:
+    """Logits (..., K) of (1 - unimix) softmax(logits) + unimix / K; ``logits`` itself when unimix is 0.
+
+    The result is a normalised log-probability, so ``softmax`` of it is the mixture and
+    ``log_softmax`` of it is itself.
+    """
+    if unimix <= 0.0:
+        return logits
+    probs = logits.softmax(dim=-1)  # (..., K)
+    mixed = (1.0 - unimix) * probs + unimix / logits.shape[-1]
+    return mixed.log()
+
+
+class TwoHotSymlog(nn.Module):
+    """A scalar as a categorical over ``bins`` points evenly spaced in symlog space on [low, high].
+
+    ``encode`` and ``decode`` work on any leading shape: values (...) <-> probabilities (..., bins).
+    The bin positions are a non-persistent buffer, so they are not part of state dicts.
+    """
+
+    bins: Tensor
+
+    def __init__(self, bins: int = 255, low: float = -20.0, high: float = 20.0) -> None:
+        super().__init__()
+        if bins < 2 or not low < high:
+            raise ValueError(f"need bins >= 2 and low < high, got {bins}, {low}, {high}")
+        self.num_bins = bins
+        self.register_buffer("bins", torch.linspace(low, high, bins), persistent=False)
+
+    def encode(self, values: Tensor) -> Tensor:
+        """The two-hot target (..., bins) of ``values`` (...): weights on the two bins around symlog(x)."""
+        y = symlog(values.detach().to(self.bins.dtype)).clamp(self.bins[0], self.bins[-1])  # (...)
+        # k: the bin at or below y (the last-but-one bin for y at the top end).
+        k = (torch.bucketize(y, self.bins, right=True) - 1).clamp(0, self.num_bins - 2)  # (...)
+        low, high = self.bins[k], self.bins[k + 1]
+        above = (y - low) / (high - low)  # (...) weight of bin k+1, in [0, 1]
+        target = y.new_zeros(*y.shape, self.num_bins)  # (..., bins)
+        target.scatter_(-1, k[..., None], (1.0 - above)[..., None])
+        target.scatter_add_(-1, (k + 1)[..., None], above[..., None])
+        return target
+
+    def decode(self, logits: Tensor) -> Tensor:
+        """The predicted value (...) of logits (..., bins): symexp of the expected bin position."""
+        return symexp((logits.softmax(dim=-1) * self.bins.to(logits.dtype)).sum(dim=-1))
+
+    def loss(self, logits: Tensor, values: Tensor) -> Tensor:
+        """Cross-entropy (...) from the two-hot encoding of ``values`` (...) to ``logits`` (..., bins)."""
+        return -(self.encode(values).to(logits.dtype) * logits.log_softmax(dim=-1)).sum(dim=-1)
+
+
+def zero_output_layer(linear: nn.Linear) -> None:
+    """Zero weights and bias: a two-hot head then starts at the uniform distribution over bins,
+    whose decoded value is symexp(mean bin) = 0 for a symmetric range (DreamerV3's initialisation)."""
+    nn.init.zeros_(linear.weight)
+    if linear.bias is not None:
+        nn.init.zeros_(linear.bias)

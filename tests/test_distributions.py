@@ -1,0 +1,76 @@
+"""Symlog, two-hot heads and uniform mixing (twm.models.distributions): known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from twm.models.distributions import TwoHotSymlog, mix_uniform, symexp, symlog, zero_output_layer
+
+
+def test_symlog_known_values_and_symexp_is_its_inverse() -> None:
+    e = math.e
+    x = torch.tensor([0.0, e - 1, -(e - 1), e**2 - 1], dtype=torch.float64)
+    torch.testing.assert_close(symlog(x), torch.tensor([0.0, 1.0, -1.0, 2.0], dtype=torch.float64))
+    values = torch.linspace(-1e4, 1e4, 2001, dtype=torch.float64)
+    torch.testing.assert_close(symexp(symlog(values)), values, rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(symlog(symexp(values / 1e3)), values / 1e3, rtol=1e-12, atol=1e-12)
+
+
+def test_two_hot_weights_of_a_small_table_by_hand() -> None:
+    table = TwoHotSymlog(bins=5, low=-2.0, high=2.0)  # bins at -2, -1, 0, 1, 2 (symlog space)
+    x = symexp(torch.tensor([0.25, 1.0, 3.0, -1.5, 2.0]))
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 0.75, 0.25, 0.0],  # 0.25: a quarter of the way from bin 0 to bin 1
+            [0.0, 0.0, 0.0, 1.0, 0.0],  # exactly on a bin
+            [0.0, 0.0, 0.0, 0.0, 1.0],  # above the range: the end bin
+            [0.5, 0.5, 0.0, 0.0, 0.0],  # -1.5: halfway between -2 and -1
+            [0.0, 0.0, 0.0, 0.0, 1.0],  # the top bin itself
+        ]
+    )
+    torch.testing.assert_close(table.encode(x), expected, rtol=0, atol=1e-6)
+
+
+def test_two_hot_weights_of_the_default_table_by_hand() -> None:
+    # 255 bins on [-20, 20]: spacing 40/254. symlog(e - 1) = 1 = -20 + 133.35 spacings, so bin 133
+    # gets 0.65 and bin 134 gets 0.35.
+    table = TwoHotSymlog()
+    target = table.encode(torch.tensor([math.e - 1]))[0]
+    assert torch.nonzero(target).flatten().tolist() == [133, 134]
+    torch.testing.assert_close(target[133:135], torch.tensor([0.65, 0.35]), rtol=0, atol=1e-5)
+
+
+def test_two_hot_encode_then_decode_returns_the_value() -> None:
+    table = TwoHotSymlog().double()
+    values = torch.tensor([0.0, 0.3, -0.76, 1.0, 7.5, -123.0, 4000.0], dtype=torch.float64)
+    logits = table.encode(values).log()  # log of the two-hot vector: its softmax is the vector
+    torch.testing.assert_close(table.decode(logits), values, rtol=1e-9, atol=1e-9)
+
+
+def test_two_hot_loss_is_the_cross_entropy_to_the_two_hot_target() -> None:
+    table = TwoHotSymlog(bins=5, low=-2.0, high=2.0)
+    logits = torch.tensor([[0.1, -0.3, 2.0, 0.5, -1.0]])
+    log_p = logits.log_softmax(-1)[0]
+    expected = -(0.75 * log_p[2] + 0.25 * log_p[3])  # target symlog 0.25: bins 2 and 3
+    torch.testing.assert_close(table.loss(logits, symexp(torch.tensor([0.25]))), expected[None])
+
+
+def test_a_zeroed_two_hot_head_predicts_zero() -> None:
+    linear = torch.nn.Linear(8, 255)
+    zero_output_layer(linear)
+    assert TwoHotSymlog().decode(linear(torch.randn(3, 8))).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("unimix", [0.01, 0.3])
+def test_uniform_mixing_gives_the_stated_minimum_probability(unimix: float) -> None:
+    K = 6
+    logits = torch.tensor([[50.0, -50.0, 0.0, -30.0, 10.0, -80.0]], dtype=torch.float64)
+    probs = mix_uniform(logits, unimix).softmax(-1)
+    assert probs.min() >= unimix / K - 1e-12
+    torch.testing.assert_close(probs.min(), torch.tensor(unimix / K, dtype=torch.float64))  # the -80 class
+    torch.testing.assert_close(probs.sum(-1), torch.ones(1, dtype=torch.float64))
+    torch.testing.assert_close(probs, (1 - unimix) * logits.softmax(-1) + unimix / K)
+    assert mix_uniform(logits, 0.0) is logits  # off: untouched

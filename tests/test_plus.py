@@ -1,0 +1,81 @@
+"""The `plus` preset and its switches beyond the paper: every switch is off in the paper's presets,
+whose configs and updates are exactly what they were before the switches existed.
+
+``tests/data/presets_before_plus.json`` was written by ``builders.preset_smoke_update`` and
+``load_config(...).to_dict()`` run on the code of commit 026b2ef (before any of these switches).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from builders import NUM_ACTIONS, catch_replay, preset_smoke_update
+from twm.agent import Agent
+from twm.config import Config, load_config
+from twm.models.world_model import TorchSequenceBatch
+
+BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_plus.json").read_text())
+
+# Each switch beyond the paper and its value in `plus` (its default is the paper's behaviour).
+PLUS_SWITCHES = {
+    "obs_model.unimix": 0.01,
+    "dynamics.reward_head": "twohot",
+    "actor_critic.critic": "twohot",
+    "actor_critic.slow_critic_rate": 0.02,
+    "actor_critic.return_norm": "percentile",
+    "actor_critic.entropy": "bonus",
+    "actor_critic.unimix": 0.01,
+}
+
+
+def flat(cfg: Config) -> dict[str, object]:
+    return {f"{s}.{k}": v for s, section in cfg.to_dict().items() for k, v in section.items()}
+
+
+@pytest.mark.parametrize("preset", ["atari100k", "cpu", "minatar"])
+def test_the_papers_presets_are_unchanged(preset: str) -> None:
+    now = flat(load_config(preset, ["env.game=catch"]))
+    before = {f"{s}.{k}": v for s, section in BEFORE[preset]["config"].items() for k, v in section.items()}
+    assert {k: now[k] for k in before} == before
+    new_keys = set(now) - set(before)
+    assert set(PLUS_SWITCHES) <= new_keys
+    defaults = flat(Config())
+    assert {k: now[k] for k in new_keys} == {k: defaults[k] for k in new_keys}  # all off
+    # One update at smoke size with the preset's switches and rates: the same numbers, bit for bit.
+    assert preset_smoke_update(preset) == BEFORE[preset]["smoke_update"]
+
+
+def test_plus_is_minatar_with_the_switches_and_a_faster_critic() -> None:
+    plus, minatar = flat(load_config("plus", ["env.game=catch"])), flat(load_config("minatar", ["env.game=catch"]))
+    changed = {k: plus[k] for k in plus if plus[k] != minatar[k]}
+    assert changed == {**PLUS_SWITCHES, "actor_critic.entropy_coef": 3e-4, "actor_critic.critic_lr": 1e-4}
+
+
+def test_every_plus_switch_changes_the_update() -> None:
+    reference = preset_smoke_update("minatar")
+    for key, value in PLUS_SWITCHES.items():
+        assert preset_smoke_update("minatar", f"{key}={value}") != reference, key
+
+
+def test_slow_critic_follows_the_critic_by_its_rate() -> None:
+    cfg = load_config("smoke", ["env.game=catch", "actor_critic.slow_critic_rate=0.25", "actor_critic.critic=twohot"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, NUM_ACTIONS)
+    assert agent.slow_critic is not None
+    slow_before = [p.clone() for p in agent.slow_critic.parameters()]
+    assert all(torch.equal(s, c) for s, c in zip(slow_before, agent.critic.parameters(), strict=True))
+    replay = catch_replay(200)
+    batch = TorchSequenceBatch.from_numpy(replay.sample_sequences(4, 4), "cpu")
+    metrics = agent.update(batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0))
+    assert "ac/slow_critic_reg" in metrics
+    for slow, before, critic in zip(agent.slow_critic.parameters(), slow_before, agent.critic.parameters(), strict=True):
+        torch.testing.assert_close(slow, before + 0.25 * (critic - before))
+        assert not slow.requires_grad
+    # Its weights and the return normaliser's EMAs are part of the agent's state (checkpoints).
+    state = Agent(load_config("plus", ["env.game=catch"]), NUM_ACTIONS).state_dict()
+    assert any(k.startswith("slow_critic.") for k in state)
+    assert {"return_normalizer.lo", "return_normalizer.hi"} <= set(state)
