@@ -1,0 +1,303 @@
+"""Ablation grid: MinAtar game x seed x setting, run two at a time, one table and one figure of curves.
+
+    python benchmarks/ablation_grid.py run --games space_invaders,breakout --seeds 0,1,2 \\
+        --settings plus,plus-no-twohot-reward,dqn [--parallel 2] [--root runs/plus-grid] \\
+        [--results benchmarks/results/plus-grid]
+    python benchmarks/ablation_grid.py report [--results ...] [--out-md table.md] [--out-png curves.png]
+    python benchmarks/ablation_grid.py settings          # the settings and what each changes
+
+A setting is a twm preset plus ``--set`` overrides (``SETTINGS`` below: ``plus`` and ``plus`` with one
+mechanism switched off at a time, the ``minatar`` and ``cpu`` presets), or ``dqn``: Stable-Baselines3
+DQN through ``benchmarks/baseline_model_free.py`` with the MinAtar paper's settings. Every run uses
+``minatar/<game>`` with sticky actions 0.1 and 100k interactions (the presets' run block: 30 final
+evaluation episodes), one torch thread (OMP_NUM_THREADS=1), ``--parallel`` runs at a time.
+
+Resuming. Each twm run has its folder ``ROOT/<game>/<setting>-s<seed>``; a run whose folder holds a
+checkpoint continues with ``twm train --resume``, so stopping this script (or the machine) and
+starting it again loses at most a checkpoint interval (10k interactions) per run. When a run
+finishes its results are copied to ``RESULTS/<game>/<setting>-s<seed>/`` (``final.json``,
+``metrics.jsonl``, ``config.yaml``), which is meant to be committed: a job whose results are there is
+never run again, so a grid spread over several sessions (on machines that do not keep ``runs/``)
+redoes only the runs that had not finished. DQN runs write their JSON straight into RESULTS.
+
+``report`` reads RESULTS only: a markdown table of final scores (each seed, the seed mean, x random)
+and one panel per game with the evaluation curves (each seed thin, the seed mean thick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = REPO / "runs" / "plus-grid"
+DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "plus-grid"
+GAMES = ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
+
+# The paper's actor objective: the entropy hinge with its weight (with return_norm off, advantages
+# are unscaled, as in the paper).
+_PAPER_ACTOR = ["actor_critic.return_norm=none", "actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]
+
+# name -> (preset, overrides). "dqn" is handled apart.
+SETTINGS: dict[str, tuple[str, list[str]]] = {
+    "plus": ("plus", []),
+    "plus-no-twohot-reward": ("plus", ["dynamics.reward_head=gaussian"]),
+    "plus-no-twohot-critic": ("plus", ["actor_critic.critic=gaussian"]),
+    "plus-no-slow-critic": ("plus", ["actor_critic.slow_critic_rate=0"]),
+    "plus-no-return-norm": ("plus", _PAPER_ACTOR),
+    "plus-no-unimix": ("plus", ["obs_model.unimix=0", "actor_critic.unimix=0"]),
+    "plus-paper-critic-lr": ("plus", ["actor_critic.critic_lr=1e-5"]),
+    "minatar": ("minatar", []),
+    "cpu": ("cpu", []),
+}
+DQN = "dqn"
+
+
+@dataclass(frozen=True)
+class Job:
+    game: str
+    setting: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.setting}-s{self.seed}"
+
+    def run_dir(self, root: Path) -> Path:
+        return root / self.game / self.name
+
+    def result_dir(self, results: Path) -> Path:
+        return results / self.game / self.name
+
+    def done(self, results: Path) -> bool:
+        if self.setting == DQN:
+            return (results / self.game / f"{self.name}.json").exists()
+        return (self.result_dir(results) / "final.json").exists()
+
+
+def twm_command(job: Job, root: Path) -> list[str]:
+    """``twm train`` for a new run, or ``--resume`` for a folder that holds a checkpoint."""
+    twm = [sys.executable, "-m", "twm.cli", "train"]
+    run_dir = job.run_dir(root)
+    if any((run_dir / "checkpoints").glob("step_*.pt")) or (run_dir / "checkpoints" / "final.pt").exists():
+        return [*twm, "--resume", str(run_dir), "--no-progress"]
+    preset, overrides = SETTINGS[job.setting]
+    command = [*twm, "--game", f"minatar/{job.game}", "--preset", preset, "--seed", str(job.seed)]
+    command += ["--run-dir", str(run_dir), "--no-progress"]
+    for override in overrides:
+        command += ["--set", override]
+    return command
+
+
+def dqn_command(job: Job, results: Path) -> list[str]:
+    script = REPO / "benchmarks" / "baseline_model_free.py"
+    out = results / job.game / f"{job.name}.json"
+    return [
+        sys.executable, str(script), "--game", job.game, "--algo", "dqn", "--steps", "100000",
+        "--seed", str(job.seed), "--sticky", "0.1", "--eval-interval", "5000", "--eval-episodes", "10",
+        "--final-episodes", "30", "--threads", "1", "--out", str(out),
+    ]  # fmt: skip
+
+
+def collect(job: Job, root: Path, results: Path) -> None:
+    """Copy a finished run's final.json, metrics.jsonl and config.yaml into RESULTS."""
+    run_dir, out = job.run_dir(root), job.result_dir(results)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.jsonl", "config.yaml"):
+        shutil.copy2(run_dir / name, out / name)
+    shutil.copy2(run_dir / "eval" / "final.json", out / "final.json")  # last: it marks the job done
+
+
+def run_job(job: Job, root: Path, results: Path) -> str:
+    log = root / job.game / f"{job.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = job.run_dir(root)
+    start = time.time()
+    if job.setting == DQN:
+        command = dqn_command(job, results)
+    elif (run_dir / "eval" / "final.json").exists():  # finished, not yet collected
+        command = []
+    else:
+        command = twm_command(job, root)
+    if command:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        with log.open("a") as out:
+            out.write(f"$ {' '.join(command)}\n")
+            out.flush()
+            code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        if code != 0:
+            return f"{job.game} {job.name}: exit {code} after {(time.time() - start) / 60:.1f} min (log {log})"
+    if job.setting != DQN:
+        collect(job, root, results)
+    return f"{job.game} {job.name}: done in {(time.time() - start) / 60:.1f} min"
+
+
+def jobs(games: list[str], seeds: list[int], settings: list[str]) -> Iterator[Job]:
+    # Seeds outermost, so that a grid stopped half-way has whole seeds of every setting.
+    for seed in seeds:
+        for game in games:
+            for setting in settings:
+                yield Job(game, setting, seed)
+
+
+# --------------------------------------------------------------------------------------- report
+
+
+def twm_curve(result_dir: Path) -> tuple[list[tuple[int, float]], dict]:
+    points = []
+    for line in (result_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "eval/mean_score" in record:
+            points.append((int(record["step"]), float(record["eval/mean_score"])))
+    final = json.loads((result_dir / "final.json").read_text())
+    return points, final
+
+
+def load_results(results: Path) -> dict[str, dict[str, dict[int, dict]]]:
+    """game -> setting -> seed -> {"final": mean, "std", "curve": [(step, score)], "minutes"}."""
+    table: dict[str, dict[str, dict[int, dict]]] = {}
+    for game_dir in sorted(p for p in results.iterdir() if p.is_dir()):
+        for entry in sorted(game_dir.iterdir()):
+            stem = entry.name[: -len(".json")] if entry.suffix == ".json" else entry.name
+            setting, _, seed = stem.rpartition("-s")
+            if entry.is_dir() and (entry / "final.json").exists():
+                curve, final = twm_curve(entry)
+                row = {
+                    "final": final["mean"],
+                    "std": final["std"],
+                    "curve": curve,
+                    "minutes": final.get("wall_time_s", 0) / 60,
+                }
+            elif entry.suffix == ".json":
+                data = json.loads(entry.read_text())
+                curve = [(p["step"], p["score"]) for p in data["curve"] if not p.get("final")]
+                curve.append((data["steps_done"], data["final"]["mean"]))
+                row = {"final": data["final"]["mean"], "std": data["final"]["std"], "curve": curve,
+                       "minutes": data["minutes"]}  # fmt: skip
+            else:
+                continue
+            table.setdefault(game_dir.name, {}).setdefault(setting, {})[int(seed)] = row
+    return table
+
+
+def markdown(table: dict[str, dict[str, dict[int, dict]]]) -> str:
+    from twm.games import random_score
+
+    lines = [
+        "| game | setting | seeds | final score per seed (30 ep.) | seed mean | x random | minutes per run |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for game, settings in table.items():
+        rand = random_score(f"minatar/{game}")
+        for setting, seeds in sorted(settings.items(), key=lambda kv: (kv[0] != "plus", kv[0])):
+            finals = [seeds[s]["final"] for s in sorted(seeds)]
+            mean = sum(finals) / len(finals)
+            per_seed = ", ".join(f"s{s}: {seeds[s]['final']:.2f}" for s in sorted(seeds))
+            minutes = sorted(seeds[s]["minutes"] for s in seeds)
+            ratio = f"{mean / rand:.2f}" if rand and rand > 0 else "-"
+            lines.append(
+                f"| {game} | {setting} | {len(finals)} | {per_seed} | {mean:.2f} | {ratio} | "
+                f"{minutes[len(minutes) // 2]:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict[str, dict[str, dict[int, dict]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from twm.games import random_score
+
+    games = list(table)
+    fig, axes = plt.subplots(1, len(games), figsize=(4.2 * len(games), 3.6), squeeze=False)
+    colours: dict[str, str] = {}
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, game in zip(axes[0], games, strict=True):
+        for setting, seeds in sorted(table[game].items()):
+            colour = colours.setdefault(setting, palette[len(colours) % len(palette)])
+            curves = [seeds[s]["curve"] for s in sorted(seeds)]
+            for curve in curves:
+                ax.plot(*zip(*curve, strict=True), color=colour, alpha=0.3, lw=0.8)
+            steps = sorted(set.intersection(*(set(x for x, _ in c) for c in curves)))
+            means = [sum(dict(c)[x] for c in curves) / len(curves) for x in steps]
+            ax.plot(steps, means, color=colour, lw=2, label=f"{setting} ({len(curves)})")
+        rand = random_score(f"minatar/{game}")
+        if rand is not None:
+            ax.axhline(rand, color="grey", ls=":", lw=1, label="random")
+        ax.set_title(f"minatar/{game}")
+        ax.set_xlabel("interactions")
+        ax.set_ylabel("evaluation return")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def split(text: str) -> list[str]:
+    return [item for item in text.split(",") if item]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or resume) every job of the grid not yet in RESULTS")
+    run.add_argument("--games", default="space_invaders", help=f"comma-separated, of {', '.join(GAMES)}")
+    run.add_argument("--seeds", default="0", help="comma-separated seeds")
+    run.add_argument("--settings", default="plus", help="comma-separated, of the 'settings' command and dqn")
+    run.add_argument("--parallel", type=int, default=2, help="runs at a time (one thread each)")
+    run.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="run folders")
+    run.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="finished runs (commit these)")
+    report = sub.add_parser("report", help="table and curves of RESULTS")
+    report.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    report.add_argument("--out-md", type=Path, default=None, help="also write the table here")
+    report.add_argument("--out-png", type=Path, default=None, help="the figure of curves")
+    sub.add_parser("settings", help="list the settings")
+    args = parser.parse_args(argv)
+
+    if args.command == "settings":
+        for name, (preset, overrides) in SETTINGS.items():
+            print(f"{name:24s} --preset {preset} {' '.join('--set ' + o for o in overrides)}")
+        print(f"{DQN:24s} benchmarks/baseline_model_free.py --algo dqn (SB3, the MinAtar paper's DQN)")
+        return 0
+    if args.command == "report":
+        table = load_results(args.results)
+        text = markdown(table)
+        print(text, end="")
+        if args.out_md:
+            args.out_md.write_text(text)
+        if args.out_png:
+            plot(table, args.out_png)
+        return 0
+
+    games, settings = split(args.games), split(args.settings)
+    unknown = [g for g in games if g not in GAMES] + [s for s in settings if s not in SETTINGS and s != DQN]
+    if unknown:
+        parser.error(f"unknown game or setting: {', '.join(unknown)} (see the 'settings' command)")
+    try:
+        seeds = [int(s) for s in split(args.seeds)]
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
+    todo = [job for job in jobs(games, seeds, settings) if not job.done(args.results)]
+    print(f"{len(todo)} runs to do, {args.parallel} at a time", flush=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for message in pool.map(lambda job: run_job(job, args.root, args.results), todo):
+            print(message, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
