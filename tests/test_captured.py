@@ -58,8 +58,10 @@ def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Agent]:
     return out, agent
 
 
-def assert_same_updates(cfg: Config, rtol: float, weight_atol: float) -> list[dict[str, float]]:
-    eager_cfg = load_config("smoke", [*CAPTURED, "train.capture=false"])
+def assert_same_updates(
+    cfg: Config, rtol: float, weight_atol: float, extra: tuple[str, ...] = ()
+) -> list[dict[str, float]]:
+    eager_cfg = load_config("smoke", [*CAPTURED, *extra, "train.capture=false"])
     eager, eager_agent = updates(eager_cfg)
     captured, captured_agent = updates(cfg)
     for got, expected in zip(captured, eager, strict=True):
@@ -81,6 +83,23 @@ def test_captured_update_matches_eager_across_episode_ends_and_fresh_starts() ->
     captured = assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6)
     assert all(m["ac/imagined_dones"] > 0 for m in captured)
     assert any(m["ac/fresh_reused"] > 0 for m in captured)
+
+
+PLUS_SWITCHES = (
+    "obs_model.unimix=0.01",
+    "dynamics.reward_head=twohot",
+    "actor_critic.critic=twohot",
+    "actor_critic.slow_critic_rate=0.02",
+    "actor_critic.return_norm=percentile",
+    "actor_critic.entropy=bonus",
+    "actor_critic.unimix=0.01",
+)
+
+
+def test_captured_update_with_every_plus_switch_matches_eager() -> None:
+    cfg = load_config("smoke", [*CAPTURED, *PLUS_SWITCHES])
+    captured = assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=PLUS_SWITCHES)
+    assert all("ac/return_scale" in m and "ac/slow_critic_reg" in m for m in captured)
 
 
 @pytest.mark.skipif(
