@@ -28,7 +28,9 @@ def test_bench_json(capsys: pytest.CaptureFixture[str]) -> None:
         "train.compile": False,
         "train.capture": False,
         "train.keep_freed_memory": True,
+        "actor_critic.inputs": "z",
     }
+    assert r["acting_seconds_per_step"] > 0
     assert set(r["matmul_peak_flops_per_second"]) == {"float32", "bfloat16"}
     assert 0 < r["fraction_of_peak"] < 1
     assert r["memory"]["bytes"] >= 0 and "RSS" in r["memory"]["kind"]
@@ -52,6 +54,14 @@ def test_bench_table_and_switches(capsys: pytest.CaptureFixture[str]) -> None:
         assert word in out
     assert "dynamics.kv_cache=False" in out
     assert "environment" not in out  # --env-steps 0 skips it
+    assert "ms per real step for one game (the policy reads z)" in out
+
+
+def test_bench_counts_the_cost_of_acting_with_h(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["bench", *QUICK, "--updates", "1", "--warmup", "0", "--env-steps", "0", "--peak-seconds", "0"]
+    assert main([*args, "--set", "actor_critic.inputs=zh", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["switches"]["actor_critic.inputs"] == "zh" and r["acting_seconds_per_step"] > 0
 
 
 @pytest.mark.parametrize(

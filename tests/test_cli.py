@@ -68,4 +68,4 @@ def test_config_prints_resolved_yaml() -> None:
 
 def test_unknown_preset_exit_2() -> None:
     out = run_twm("config", "--preset", "paper")
-    assert out.returncode == 2 and "valid presets: atari100k, quick, cpu, minatar, smoke" in out.stderr
+    assert out.returncode == 2 and "valid presets: atari100k, quick, cpu, minatar, plus, smoke" in out.stderr

@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "twm.flops": 3,
     "twm.op_count": 0,
     "twm.imagination": 4,
+    "twm.acting": 4,
     "twm.captured": 4,
     "twm.agent": 4,
     "twm.info": 4,

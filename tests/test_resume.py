@@ -312,19 +312,24 @@ PLUS_SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize("point", ["pretrain:ac:2", "train:145"])
-def test_runs_with_every_plus_switch_resume_exactly(
-    tmp_path: Path, point: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
+@pytest.mark.parametrize(
+    ("switches", "point"),
+    [(PLUS_SWITCHES, "pretrain:ac:2"), (PLUS_SWITCHES, "train:145"), (["actor_critic.inputs=zh"], "train:145")],
+    ids=["plus-mid-pretraining", "plus-mid-collection", "zh-mid-collection"],
+)
+def test_runs_with_switches_beyond_the_paper_resume_exactly(
+    tmp_path: Path, switches: list[str], point: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     from twm.config import load_config
 
-    cfg = load_config("smoke", ["env.game=catch", *SETTINGS, *PLUS_SWITCHES])
+    cfg = load_config("smoke", ["env.game=catch", *SETTINGS, *switches])
     Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
     reference = outcome(tmp_path / "reference")
-    assert any("ac/return_scale" in r for r in reference["metrics"])
-    # Their state is in the checkpoints' weights, which assert_same_run compares too.
-    assert any(k.startswith("slow_critic.") for k in reference["model"])
-    assert {"return_normalizer.lo", "return_normalizer.hi"} <= set(reference["model"])
+    if switches is PLUS_SWITCHES:
+        assert any("ac/return_scale" in r for r in reference["metrics"])
+        # Their state is in the checkpoints' weights, which assert_same_run compares too.
+        assert any(k.startswith("slow_critic.") for k in reference["model"])
+        assert {"return_normalizer.lo", "return_normalizer.hi"} <= set(reference["model"])
     run_dir = tmp_path / "run"
     monkeypatch.setenv("TWM_TEST_SIGNAL_AT", point)
     with pytest.raises(TrainingStopped):
@@ -332,6 +337,18 @@ def test_runs_with_every_plus_switch_resume_exactly(
     monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
     Trainer.resume(run_dir, device="cpu", progress=False).run()
     assert_same_run(run_dir, reference)
+    # The train game's acting memory (zh) went through the checkpoint: the last resume checkpoints
+    # (written before the final evaluation) hold the same memory.
+    got = load_checkpoint(newest_checkpoint(run_dir))["resume"]["acting"]
+    expected = load_checkpoint(newest_checkpoint(tmp_path / "reference"))["resume"]["acting"]
+    assert (got is None) == (expected is None) == (switches is PLUS_SWITCHES)
+    if got is not None:
+        for key in ("h_prev", "prev_reward", "prev_done"):
+            assert torch.equal(got[key], expected[key]), key
+        assert all(torch.equal(a, b) for a, b in zip(got["memory"]["hiddens"], expected["memory"]["hiddens"], strict=True))
+        # The stream went on from the checkpoint rather than starting again at the resume.
+        assert got["memory"]["num_tokens"] == expected["memory"]["num_tokens"] == 3 * 100 - 1
+        assert torch.equal(got["memory"]["episode"], expected["memory"]["episode"])
 
 
 def stopped_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from twm.acting import ActingMemory
 from twm.captured import CapturedUpdate
 from twm.config import Config
 from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
@@ -34,8 +35,10 @@ class Agent(nn.Module):
         self.num_actions = num_actions
         self.world_model = WorldModel.from_config(cfg, num_actions)
         ac = cfg.actor_critic
-        self.actor = Actor(ac, cfg.latent_dim, num_actions)
-        self.critic = Critic(ac, cfg.latent_dim)
+        # Both read z_t, or with actor_critic.inputs 'zh' (beyond the paper) also h_{t-1}.
+        self.policy_reads_h = ac.inputs == "zh"
+        self.actor = Actor(ac, cfg.policy_input_dim, num_actions)
+        self.critic = Critic(ac, cfg.policy_input_dim)
         # Beyond the paper (off in its config): an EMA copy of the critic that regularises it
         # (actor_critic.slow_critic_rate) and the percentile scale of the returns (return_norm).
         self.slow_critic: Critic | None = None
@@ -90,14 +93,32 @@ class Agent(nn.Module):
     # ------------------------------------------------------------------ acting
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
-        """Actions (N,) for real observations (N, S, 64, 64) uint8: argmax latent, sampled action."""
+    def act(
+        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: ActingMemory | None = None
+    ) -> np.ndarray:
+        """Actions (N,) for real observations (N, S, 64, 64) uint8: argmax latent, sampled action.
+
+        When the policy reads h (``actor_critic.inputs`` 'zh'), ``memory`` (from ``acting_memory``)
+        holds each row's h_{t-1} and is advanced by this step; call its ``record`` after the env step.
+        """
         was_training = self.training
         self.eval()
         z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
-        actions = self.actor.sample(z, generator)
+        if self.policy_reads_h:
+            if memory is None or memory.rows != z.shape[0]:
+                raise ValueError("a policy that reads h acts with an ActingMemory of one row per observation")
+            actions = self.actor.sample(torch.cat([z, memory.h_prev], dim=-1), generator)
+            memory.advance(self.world_model.dynamics, z, actions)
+        else:
+            actions = self.actor.sample(z, generator)
         self.train(was_training)
         return actions.cpu().numpy().astype(np.int64)
+
+    def acting_memory(self, rows: int) -> ActingMemory | None:
+        """A fresh ``ActingMemory`` for ``rows`` games when the policy reads h, else None (not needed)."""
+        if not self.policy_reads_h:
+            return None
+        return ActingMemory(rows, self.cfg.dynamics.d_model, self.device)
 
     # ------------------------------------------------------------------ updates
 
@@ -169,6 +190,7 @@ class Agent(nn.Module):
                 fresh_latents,
                 generator,
                 fresh_pool=ac.fresh_pool,
+                policy_reads_h=self.policy_reads_h,
             )
 
     def imagination_starts(
@@ -200,12 +222,13 @@ class Agent(nn.Module):
         computed before either optimiser steps.
         """
         ac = self.cfg.actor_critic
+        inputs = rollout.policy_inputs()  # (B, H+1, Z) or (B, H+1, Z+d)
         with torch.no_grad():
-            values = self.critic(rollout.z)  # (B, H+1)
+            values = self.critic(inputs)  # (B, H+1)
         returns, advantages = lambda_returns(
             rollout.rewards, rollout.discounts, rollout.dones, values, ac.lam
         )
-        states = rollout.z[:, :-1]  # (B, H, Z): the last latent only bootstraps
+        states = inputs[:, :-1]  # (B, H, Z[+d]): the last step only bootstraps
         critic_out = self.critic.outputs(states)  # (B, H, 1 or bins)
         c_loss = self.critic.loss(critic_out, returns, rollout.weights)
         extra: dict[str, Tensor] = {}
@@ -296,7 +319,11 @@ class Agent(nn.Module):
         with torch.no_grad():
             was_training = obs_model.training
             obs_model.eval()
-            z = obs_model.sample(obs_model.encode(batch.obs[:, 1:]), generator)  # (B, H+1, Z)
+            if self.policy_reads_h:
+                z_all = obs_model.sample(obs_model.encode(batch.obs), generator)  # (B, H+2, Z)
+                z = torch.cat([z_all[:, 1:], self.real_h_prev(z_all[:, :-1], batch)], dim=-1)  # (B, H+1, Z+d)
+            else:
+                z = obs_model.sample(obs_model.encode(batch.obs[:, 1:]), generator)  # (B, H+1, Z)
             obs_model.train(was_training)
             dones = batch.dones[:, 1:]  # (B, H)
             discounts = self.cfg.env.discount * (~dones).float()
@@ -313,6 +340,22 @@ class Agent(nn.Module):
             "ac/actor_loss": a_loss.detach(),
             "ac/return": returns.mean(),
         }
+
+    @torch.no_grad()
+    def real_h_prev(self, z: Tensor, batch: TorchSequenceBatch) -> Tensor:
+        """h_{t-1} for the observations of steps 1..T+1 of a real sequence batch: (B, T+1, d).
+
+        ``z`` (B, T+1, Z) are the latents of steps 0..T; the dynamics model (eval mode) reads them
+        with the batch's actions, and h_t (the output at a_t) goes with the observation of step t+1,
+        zeroed where step t ended its episode (the next observation starts a new one).
+        """
+        dynamics = self.world_model.dynamics
+        was_training = dynamics.training
+        dynamics.eval()
+        dones = batch.dones  # (B, T+1)
+        out = dynamics(z, batch.actions, batch.rewards[:, :-1], dones[:, :-1])
+        dynamics.train(was_training)
+        return torch.where(dones[..., None], 0.0, out.h)  # (B, T+1, d)
 
     # ------------------------------------------------------------------ state
 

@@ -237,6 +237,25 @@ def env_steps_per_second(cfg: Config, steps: int, seed: int = 0) -> float:
         env.close()
 
 
+@torch.no_grad()
+def acting_seconds_per_step(agent: Agent, cfg: Config, steps: int = 200, seed: int = 0) -> float:
+    """Median seconds of ``Agent.act`` for one real game (what each interaction of a run costs on top
+    of the env step): the encoder and the actor, and with ``actor_critic.inputs`` 'zh' also one
+    step of the transformer with its memory (``twm.acting``)."""
+    gen = np.random.default_rng(seed)
+    obs = gen.integers(0, 256, size=(steps, 1, cfg.image_channels, 64, 64), dtype=np.uint8)
+    memory = agent.acting_memory(1)
+    act_gen = torch_generator(seed, agent.device)
+    times = []
+    for t in range(steps):
+        start = time.perf_counter()
+        agent.act(obs[t], act_gen, memory)
+        times.append(time.perf_counter() - start)
+        if memory is not None:
+            memory.record([0.0], [t % 50 == 49])
+    return statistics.median(times[steps // 10 :])
+
+
 # --------------------------------------------------------------------------------------- memory
 
 
@@ -286,6 +305,8 @@ def switches(cfg: Config) -> dict[str, Any]:
         "train.compile": cfg.train.compile,
         "train.capture": cfg.train.capture,
         "train.keep_freed_memory": cfg.train.keep_freed_memory,
+        # Not a speed switch, but what acting in the real game costs depends on it.
+        "actor_critic.inputs": cfg.actor_critic.inputs,
     }
 
 
@@ -368,6 +389,7 @@ def run_bench(
     if peaks:
         result["matmul_peak_flops_per_second"] = peaks
         result["fraction_of_peak"] = achieved / peaks[cfg.train.precision]
+    result["acting_seconds_per_step"] = acting_seconds_per_step(agent, cfg, seed=seed)
     if env_steps > 0:
         result["env_steps_per_second"] = env_steps_per_second(cfg, env_steps, seed)
     return result
@@ -430,6 +452,11 @@ def format_report(r: dict[str, Any]) -> str:
         )
     mem = r["memory"]
     lines.append(f"  peak memory: {mem['bytes'] / 2**20:.0f} MiB, {mem['kind']}")
+    if "acting_seconds_per_step" in r:
+        reads = "z and h, so the transformer steps too" if r["switches"].get("actor_critic.inputs") == "zh" else "z"
+        lines.append(
+            f"  acting: {1e3 * r['acting_seconds_per_step']:.2f} ms per real step for one game (the policy reads {reads})"
+        )
     if "env_steps_per_second" in r:
         lines.append(
             f"  environment: {r['env_steps_per_second']:.0f} agent steps/s ({r['game']}, random actions)"

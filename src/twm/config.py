@@ -217,6 +217,12 @@ class ActorCriticConfig:
         "the 95th minus the 5th percentile of the imagined lambda-returns (beyond the paper, DreamerV3)",
     )
     return_norm_decay: float = param(0.99, "EMA decay of the return percentiles (return_norm)", lo=0, hi=1)
+    inputs: Literal["z", "zh"] = param(
+        "z",
+        "what actor and critic read: 'z' the latent z_t alone (the paper: acting needs only the encoder); "
+        "'zh' z_t and the transformer's state h_{t-1} from the previous step (zeros at an episode's first "
+        "step; beyond the paper, as STORM), so acting in the real game also runs the transformer",
+    )
     unimix: float = param(
         0.0,
         "beyond the paper: mix this share of the uniform distribution into the policy, so each action "
@@ -308,6 +314,11 @@ class Config:
     @property
     def latent_dim(self) -> int:
         return self.obs_model.categoricals * self.obs_model.classes
+
+    @property
+    def policy_input_dim(self) -> int:
+        """What actor and critic read: the latent, and with ``actor_critic.inputs`` 'zh' also h."""
+        return self.latent_dim + (self.dynamics.d_model if self.actor_critic.inputs == "zh" else 0)
 
     @property
     def frame_channels(self) -> int:

@@ -13,7 +13,9 @@ rollout and handed out in order with masks and fixed shapes (no host sync, captu
 so a step projects only its own three tokens (``DynamicsModel.cache_memory``).
 
 Observe mode (acting in the real game) needs only the encoder and the actor: the latent of a real
-observation is the encoder's one-hot argmax (``observe_latent``); no transformer is involved.
+observation is the encoder's one-hot argmax (``observe_latent``); no transformer is involved --
+unless the policy also reads the transformer's state (``actor_critic.inputs`` 'zh', beyond the
+paper; ``twm.acting``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,10 @@ class Rollout:
     dones (B, H): the imagined episode ended after step t; weights (B, H): product of the predicted
     discounts before step t within its imagined episode (1 at an episode's first step);
     h (B, H, d): the transformer states h_t; fresh_reused () int: with a pool, the fresh starts
-    that had to reuse a pool latent because the pool ran out (None without a pool).
+    that had to reuse a pool latent because the pool ran out (None without a pool);
+    h_prev (B, H+1, d): only when the policy reads h (``actor_critic.inputs`` 'zh'), the state
+    h_{t-1} that goes with z_t: the output at the previous action token, zeros where z_t starts
+    an episode (a fresh start, or a start whose context step ended its episode).
     """
 
     z: Tensor
@@ -64,6 +69,11 @@ class Rollout:
     weights: Tensor
     h: Tensor
     fresh_reused: Tensor | None = None
+    h_prev: Tensor | None = None
+
+    def policy_inputs(self) -> Tensor:
+        """What actor and critic read at z_0..z_H: (B, H+1, Z), or with ``h_prev`` (B, H+1, Z+d)."""
+        return self.z if self.h_prev is None else torch.cat([self.z, self.h_prev], dim=-1)
 
 
 @torch.no_grad()
@@ -84,6 +94,7 @@ def imagine(
     generator: torch.Generator | None = None,
     kv_cache: bool | None = None,
     fresh_pool: int = 0,
+    policy_reads_h: bool = False,
 ) -> Rollout:
     """Roll the actor out in the world model for ``horizon`` steps (imagine mode).
 
@@ -92,7 +103,9 @@ def imagine(
     as ended; with ``fresh_pool`` N > 0 it is called once, for N latents, which the ends take in
     order (batch order within a step, as on demand), so no step reads a count on the host; if more
     than N episodes end, the pool is reused from its start (``Rollout.fresh_reused`` counts them).
-    Given the same fresh latents in the same order, both give the same rollout. The networks are used in eval mode (no dropout)
+    Given the same fresh latents in the same order, both give the same rollout. With
+    ``policy_reads_h`` the actor reads (z_t, h_{t-1}) (``Rollout.h_prev``), else z_t alone.
+    The networks are used in eval mode (no dropout)
     and restored to their previous mode afterwards. ``kv_cache`` (default ``dynamics.cfg.kv_cache``)
     keeps the transformer's keys and values in buffers for the whole rollout instead of
     re-projecting the memory at every step: the same rollout, cheaper.
@@ -116,8 +129,13 @@ def imagine(
     pool_last = torch.full((), -1, dtype=torch.long, device=device)  # index of the last pool latent taken
     running = torch.ones(B, device=device)  # discount product of the current imagined episode
     zs, actions, rewards, discounts, dones, weights, hs = [z], [], [], [], [], [], []
+    h_prev: Tensor | None = None
+    h_prevs: list[Tensor] = []
+    if policy_reads_h:  # h of the context step, unless that step ended its episode
+        h_prev = torch.where(prev_done[:, None], 0.0, context.h[:, 0])  # (B, d)
+        h_prevs.append(h_prev)
     for _ in range(horizon):
-        action = actor.sample(z, generator)  # (B,)
+        action = actor.sample(z if h_prev is None else torch.cat([z, h_prev], dim=-1), generator)  # (B,)
         out = dynamics(z[:, None], action[:, None], prev_reward[:, None], prev_done[:, None], memory)
         memory = out.memory
         next_z = obs_model.sample(out.z_logits[:, 0], generator)  # (B, Z)
@@ -149,6 +167,9 @@ def imagine(
         dones.append(done)
         hs.append(out.h[:, 0])
         prev_reward, prev_done, z = reward, done, next_z
+        if h_prev is not None:  # a fresh start after an end has no history
+            h_prev = torch.where(done[:, None], 0.0, out.h[:, 0])
+            h_prevs.append(h_prev)
 
     for module, was_training in modes:
         module.train(was_training)
@@ -161,4 +182,5 @@ def imagine(
         weights=torch.stack(weights, dim=1),
         h=torch.stack(hs, dim=1),  # (B, H, d)
         fresh_reused=(pool_last + 1 - fresh_pool).clamp(min=0) if pool is not None else None,
+        h_prev=torch.stack(h_prevs, dim=1) if h_prevs else None,  # (B, H+1, d)
     )

@@ -18,6 +18,9 @@ Policy
     ``policy(obs)`` receives the observations of the slots that still have an episode running, stacked
     in slot order as an (N, channels, 64, 64) uint8 array (N shrinks as slots finish their share),
     and returns N integer actions. It is called once per lockstep step, so a network is batched.
+    A ``RecurrentPolicy`` (one with an ``observe`` method: an agent whose policy reads the
+    transformer's state) also gets the slot indices and, after each step, the slots' rewards and
+    episode ends; it runs with the "sync" backend.
 
 Backends, and what we measured (benchmarks/bench_env.py, 2-core CPU shared with other jobs, Pong,
 uniformly random policy, 8 slots, 16 episodes capped at 600 steps, median of 5, agent steps/s summed
@@ -47,7 +50,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -60,6 +63,21 @@ if TYPE_CHECKING:
     from twm.config import EnvConfig
 
 Policy = Callable[[np.ndarray], np.ndarray]
+
+
+class RecurrentPolicy(Protocol):
+    """A policy with state per slot: told which slots act and how their steps ended ("sync" only).
+
+    ``__call__(obs, slots)`` gets the active slots' observations and their slot indices (ascending;
+    a slot that finished its share never comes back); ``observe(slots, rewards, dones)`` then gets
+    each of those slots' learning reward and whether its episode ended with that step.
+    """
+
+    def __call__(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray: ...
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None: ...
+
+
 Backend = Literal["auto", "sync", "async"]
 
 
@@ -83,6 +101,7 @@ class _Slot:
         self.obs = np.zeros((env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
         self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
+        self.last_reward = 0.0
         self._start_next()
 
     def _start_next(self) -> None:
@@ -101,8 +120,9 @@ class _Slot:
     def step(self, action: int) -> tuple[int, float]:
         """Advance one agent step. Returns (episode index, raw score) if an episode ended, else (-1, 0)."""
         assert self.env is not None and self.active
-        obs, _, terminated, truncated, info = self.env.step(int(action))
+        obs, reward, terminated, truncated, info = self.env.step(int(action))
         self.obs = obs
+        self.last_reward = float(reward)  # the learning reward (a recurrent policy reads it)
         if not (terminated or truncated):
             return -1, 0.0
         finished, score = self.current, float(info["game_score"])
@@ -196,20 +216,26 @@ def _check_actions(actions: np.ndarray, n: int) -> np.ndarray:
 
 def _run_sync(
     env_cfg: EnvConfig,
-    policy: Policy,
+    policy: Policy | RecurrentPolicy,
     assignment: list[list[int]],
     seeds: list[int],
     achievements: dict[int, list[str]] | None = None,
 ) -> dict[int, float]:
     group = _SlotGroup(env_cfg, assignment, seeds)
     results: dict[int, float] = {}
+    recurrent = is_recurrent(policy)
     try:
         active = group.active()
         while active.any():
             obs = group.observations()[active]
+            slots = np.flatnonzero(active)
             actions = np.zeros(len(group.slots), dtype=np.int64)
-            actions[active] = _check_actions(policy(obs), int(active.sum()))
+            chosen = policy(obs, slots) if recurrent else policy(obs)  # type: ignore[call-arg]
+            actions[active] = _check_actions(chosen, int(active.sum()))
             finished, scores = group.step(actions)
+            if recurrent:
+                rewards = np.array([group.slots[i].last_reward for i in slots])
+                policy.observe(slots, rewards, finished[slots] >= 0)  # type: ignore[union-attr]
             for k, s in zip(finished, scores, strict=True):
                 if k >= 0:
                     results[int(k)] = float(s)
@@ -288,9 +314,13 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def is_recurrent(policy: Policy | RecurrentPolicy) -> bool:
+    return callable(getattr(policy, "observe", None))
+
+
 def evaluate_episodes(
     env_cfg: EnvConfig,
-    policy: Policy,
+    policy: Policy | RecurrentPolicy,
     num_episodes: int,
     num_envs: int,
     seed: int,
@@ -308,13 +338,16 @@ def evaluate_episodes(
     seeds = slot_seeds(seed, num_envs)
     assignment = assign_episodes(num_episodes, num_envs)
     if backend == "auto":
-        backend = default_backend(env_cfg, num_envs)
+        backend = "sync" if is_recurrent(policy) else default_backend(env_cfg, num_envs)
+    if backend == "async" and is_recurrent(policy):
+        raise ValueError("a recurrent policy runs with the 'sync' backend only")
     if backend == "sync":
         results = _run_sync(env_cfg, policy, assignment, seeds, achievements)
     elif backend == "async":
         if num_workers is None:
             num_workers = usable_cpus()
-        results = _run_async(env_cfg, policy, assignment, seeds, max(1, min(num_workers, num_envs)))
+        plain: Policy = policy  # type: ignore[assignment]
+        results = _run_async(env_cfg, plain, assignment, seeds, max(1, min(num_workers, num_envs)))
     else:
         raise ValueError(f"unknown backend {backend!r}; valid: auto, sync, async")
     return [results[k] for k in range(num_episodes)]

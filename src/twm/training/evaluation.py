@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import torch
 
+from twm.acting import ActingMemory
 from twm.envs.crafter import crafter_score, success_rates
-from twm.envs.vector import evaluate_episodes
+from twm.envs.vector import Policy, RecurrentPolicy, evaluate_episodes
 from twm.games import CRAFTER_GAME, human_normalized_score, random_normalized_score, resolve_game
 from twm.seeding import torch_generator
 
@@ -35,7 +36,9 @@ DEFAULT_EVAL_ENVS = 10
 class Acting(Protocol):
     """What evaluation needs of an agent (``twm.agent.Agent`` or a scripted stand-in)."""
 
-    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray: ...
+    def act(
+        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: ActingMemory | None = None
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,23 @@ class EvalEvent:
     action_meanings: list[str]
 
 
+class _RecurrentAgent:
+    """An agent whose policy reads h, as a ``RecurrentPolicy``: one acting-memory row per active slot."""
+
+    def __init__(self, agent: Acting, generator: torch.Generator, memory: ActingMemory) -> None:
+        self.agent, self.generator, self.memory = agent, generator, memory
+        self.rows = np.arange(memory.rows)  # the slot of each memory row
+
+    def __call__(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        if not np.array_equal(slots, self.rows):  # slots that finished their share leave
+            self.memory.keep(np.searchsorted(self.rows, slots))
+            self.rows = slots.copy()
+        return np.asarray(self.agent.act(obs, self.generator, self.memory))
+
+    def observe(self, slots: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None:
+        self.memory.record(rewards, dones)
+
+
 def evaluate_agent(
     agent: Acting,
     env_cfg: EnvConfig,
@@ -115,11 +135,14 @@ def evaluate_agent(
     """Scores of ``num_episodes`` eval-mode games played by ``agent.act`` (sampled actions)."""
     device = getattr(agent, "device", torch.device("cpu"))
     generator = torch_generator(seed, device)  # acting samples on the agent's device
+    num_envs = max(1, min(num_envs, num_episodes))
+    memory_of = getattr(agent, "acting_memory", None)
+    memory = memory_of(num_envs) if memory_of is not None else None
 
-    def policy(obs: np.ndarray) -> np.ndarray:
+    def plain_policy(obs: np.ndarray) -> np.ndarray:
         return np.asarray(agent.act(obs, generator))
 
-    num_envs = max(1, min(num_envs, num_episodes))
+    policy: Policy | RecurrentPolicy = plain_policy if memory is None else _RecurrentAgent(agent, generator, memory)
     if resolve_game(env_cfg.game) != CRAFTER_GAME:
         return EvalResult.from_scores(env_cfg.game, evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed))
     unlocked: dict[int, list[str]] = {}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from twm.acting import ActingMemory
 from twm.seeding import Stream, derive_seed, numpy_generator, torch_generator
 from twm.training.checkpoint import from_storable, to_storable
 from twm.training.lifecycle import Phase
@@ -90,6 +91,8 @@ class TrainingState:
         self.game_scores: list[float] = []
         self.game_achievements: list[list[str]] = []  # Crafter: per game of the logging window
         self.last_log = (time.time(), 0, 0)  # (time, interactions, updates) of the last metric line
+        # The train game's acting memory when the policy reads h (actor_critic.inputs 'zh'), else None.
+        self.acting: ActingMemory | None = None
 
     @property
     def current_obs(self) -> np.ndarray:
@@ -148,6 +151,7 @@ class TrainingState:
             "game_achievements": [list(a) for a in self.game_achievements],
             "last_log": [self.last_log[1], self.last_log[2]],
             "metrics_bytes": metrics.stat().st_size,
+            "acting": None if self.acting is None else self.acting.state_dict(),
         }
         return to_storable(state)
 
@@ -189,4 +193,6 @@ class TrainingState:
         self.game_scores = [float(s) for s in r["game_scores"]]
         self.game_achievements = [list(a) for a in r.get("game_achievements", [])]
         self.last_log = (time.time(), int(r["last_log"][0]), int(r["last_log"][1]))
+        if self.acting is not None:
+            self.acting.load_state_dict(r["acting"])
         return r

@@ -181,6 +181,8 @@ class Trainer:
         from twm.agent import Agent  # imported here: the agent pulls in every model module
 
         self.agent = Agent(cfg, self.env.num_actions).to(self.device)
+        # Acting with a policy that reads h carries the transformer's memory from step to step.
+        self.state.acting = self.agent.acting_memory(1)
         self.replay = ReplayBuffer.from_config(cfg, derive_seed(seed, Stream.REPLAY))
         self._finite = lifecycle.FiniteCheck(self._checkpoints)
 
@@ -251,7 +253,7 @@ class Trainer:
     def _train_step(self) -> None:
         s, clock = self.state, self._bar.clock
         start = time.perf_counter()
-        action = int(self.agent.act(s.current_obs[None], s.act_generator)[0])
+        action = int(self.agent.act(s.current_obs[None], s.act_generator, s.acting)[0])
         self._env_step(action)
         clock.add_steps(time.perf_counter() - start)
         s.update_counter += 1.0
@@ -269,6 +271,8 @@ class Trainer:
         # The buffer stores the newest frame of the observation the action was taken in.
         self.replay.add(newest_frame(s.current_obs, self.cfg.frame_channels), action, reward, terminated, truncated)
         s.count_step(info, episode_ended=terminated or truncated)
+        if s.acting is not None:
+            s.acting.record([float(reward)], [bool(terminated or truncated)])
         if terminated or truncated:
             # Atari training: after a life loss or a truncation this continues the same game
             # (episodic lives, the time limit counts per life); else a new game.

@@ -136,9 +136,12 @@ def context_from_env(
         try:
             obs, _ = env.reset()
             steps: list[tuple[np.ndarray, int, float, bool]] = []
+            memory = agent.acting_memory(1)  # a policy that reads h carries the transformer's memory
             for _ in range(warmup):
-                action = int(agent.act(obs[None], generator)[0])
+                action = int(agent.act(obs[None], generator, memory)[0])
                 next_obs, reward, terminated, truncated, _ = env.step(action)
+                if memory is not None:
+                    memory.record([float(reward)], [bool(terminated or truncated)])
                 steps.append((obs, action, float(reward), bool(terminated or truncated)))
                 obs = env.reset()[0] if terminated or truncated else next_obs
         finally:
@@ -237,6 +240,8 @@ class DreamSession:
         self.memory = out.memory
         self.prev_reward = rewards[:, -1].float()
         self.prev_done = dones[:, -1].bool()
+        # h_{t-1} for a policy that reads h (zeros when the last context step ended its episode).
+        self.h_prev = torch.where(self.prev_done[:, None], 0.0, out.h[:, -1])  # (B, d)
         self.z = start_z
         self.context_steps = int(actions.shape[1])
         self.t = 0
@@ -254,8 +259,9 @@ class DreamSession:
     @torch.no_grad()
     def policy_actions(self) -> Tensor:
         """(B,) actions the agent's actor samples for the current latents."""
+        inputs = torch.cat([self.z, self.h_prev], dim=-1) if self.agent.policy_reads_h else self.z
         with eval_mode(self.agent):
-            return self.agent.actor.sample(self.z, self.generator)
+            return self.agent.actor.sample(inputs, self.generator)
 
     @torch.no_grad()
     def step(self, actions: Tensor | Sequence[int], return_attention: bool = False) -> DreamStep:
@@ -272,6 +278,7 @@ class DreamSession:
             )
             self.z = self.obs_model.sample(out.z_logits[:, 0], self.generator)  # (B, Z)
         self.memory = out.memory
+        self.h_prev = out.h[:, 0]
         reward = out.reward_mean[:, 0]
         discount = torch.sigmoid(out.discount_logit[:, 0])
         # The dream goes on through predicted ends (see the module docstring): attention is not cut.
