@@ -828,6 +828,24 @@ def test_success_rates_and_crafter_score_by_hand() -> None:
         success_rates([])
 
 
+def test_achievement_tally_equals_the_score_of_all_its_games() -> None:
+    from twm.envs.crafter import AchievementTally
+
+    rng = np.random.default_rng(0)
+    games = [list(rng.choice(ACHIEVEMENTS, size=rng.integers(0, 5))) for _ in range(40)]
+    tally = AchievementTally()
+    for game in games:
+        tally.add(game)
+    assert tally.games == 40
+    assert tally.success_rates() == pytest.approx(success_rates(games))
+    assert tally.score() == pytest.approx(crafter_score(games), rel=1e-12)
+    copy = AchievementTally()
+    copy.load_state_dict(tally.state_dict())
+    assert copy.score() == tally.score()
+    with pytest.raises(ValueError):
+        AchievementTally().score()
+
+
 # ============================================================================ gym:<id>
 
 
@@ -1203,7 +1221,7 @@ def test_crafter_colour_smoke_run(smoke_runs: dict[str, Path]) -> None:
     run_dir = smoke_runs["crafter"]
     final = check_run_folder(run_dir, "crafter")
     crafter = final["crafter"]
-    assert set(crafter) == {"score", "success_rates", "achievements"}
+    assert set(crafter) == {"score", "success_rates", "achievements", "train"}
     assert len(crafter["achievements"]) == final["episodes"]
     assert all(isinstance(a, list) for a in crafter["achievements"])
     assert crafter["success_rates"] == success_rates(crafter["achievements"])
@@ -1214,6 +1232,14 @@ def test_crafter_colour_smoke_run(smoke_runs: dict[str, Path]) -> None:
     # steps: their achievements are logged all the same.
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("crafter/score" in r for r in lines)
+    # The Crafter paper's score: over every training game, i.e. every game logged in crafter/unlocked.
+    games = [g for r in lines for g in r.get("crafter/unlocked", [])]
+    assert crafter["train"]["games"] == len(games) > 0
+    assert crafter["train"]["score"] == pytest.approx(crafter_score(games))
+    assert crafter["train"]["success_rates"] == pytest.approx(success_rates(games))
+    assert [r["crafter/train_score"] for r in lines if "crafter/train_score" in r][-1] == pytest.approx(
+        crafter["train"]["score"]
+    )
     assert [r["eval/crafter_score"] for r in lines if "eval/mean_score" in r][-1] == pytest.approx(
         crafter["score"]
     )
@@ -1248,6 +1274,7 @@ def test_dream_eval_and_report_on_family_runs(smoke_runs: dict[str, Path], game:
     assert entry["runs"] == 1 and entry["mean_score"] == pytest.approx(final["mean"])
     if game == "crafter":
         assert entry["crafter_scores"] == [pytest.approx(final["crafter"]["score"])]
+        assert entry["crafter_train_scores"] == [pytest.approx(final["crafter"]["train"]["score"])]
     else:
         assert entry["crafter_scores"] is None
 

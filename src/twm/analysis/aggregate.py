@@ -152,6 +152,8 @@ class GameSummary:
     random: float | None = None  # the random-policy score (Atari table, or measured: MinAtar, Crafter)
     random_ratio: float | None = None  # mean score / random, for games without human scores
     crafter_scores: list[float] | None = None  # Crafter: each run's Crafter score (%)
+    # Crafter: each run's score over all its training games (the Crafter paper's definition)
+    crafter_train_scores: list[float] | None = None
 
     @property
     def runs(self) -> int:
@@ -163,7 +165,11 @@ class GameSummary:
 
 
 def summarize_game(
-    game: str, scores: np.ndarray, hns: np.ndarray | None, crafter_scores: list[float] | None = None
+    game: str,
+    scores: np.ndarray,
+    hns: np.ndarray | None,
+    crafter_scores: list[float] | None = None,
+    crafter_train_scores: list[float] | None = None,
 ) -> GameSummary:
     from twm.games import random_normalized_score, random_score
 
@@ -179,4 +185,5 @@ def summarize_game(
         random=random_score(game),
         random_ratio=random_normalized_score(game, mean),
         crafter_scores=crafter_scores or None,
+        crafter_train_scores=crafter_train_scores or None,
     )

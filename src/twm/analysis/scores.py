@@ -42,6 +42,8 @@ class RunScore:
     source: str
     seed: int | None = None
     crafter_score: float | None = None  # Crafter runs: the final evaluation's Crafter score (%)
+    # Crafter runs: the score over all training games of the run (the Crafter paper's definition).
+    crafter_train_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,12 +69,14 @@ class LoadedScores:
             grouped.setdefault(run.game, []).append(run.score)
         return {game: np.asarray(grouped[game], dtype=np.float64) for game in sort_games(grouped)}
 
-    def crafter_scores_by_game(self) -> dict[str, list[float]]:
-        """Crafter scores of the runs that have one, per game."""
+    def crafter_scores_by_game(self, train: bool = False) -> dict[str, list[float]]:
+        """Crafter scores of the runs that have one, per game: of the final evaluation, or with
+        ``train`` over all training games (runs written before that was recorded have none)."""
         grouped: dict[str, list[float]] = {}
         for run in self.runs:
-            if run.crafter_score is not None:
-                grouped.setdefault(run.game, []).append(run.crafter_score)
+            value = run.crafter_train_score if train else run.crafter_score
+            if value is not None:
+                grouped.setdefault(run.game, []).append(value)
         return grouped
 
 
@@ -126,15 +130,19 @@ def _run_from_final(data: dict[str, Any], path: Path, source: str) -> RunScore:
         raise ReportInputError(f"{path}: no episode scores ('scores' is empty and there is no 'mean')")
     seed = data.get("seed")
     crafter = data.get("crafter")
-    crafter_score = None
+    crafter_score = crafter_train_score = None
     if isinstance(crafter, dict) and "score" in crafter:
         crafter_score = _finite(crafter["score"], f"the Crafter score of {game}", path)
+        train = crafter.get("train")
+        if isinstance(train, dict) and "score" in train:
+            crafter_train_score = _finite(train["score"], f"the training Crafter score of {game}", path)
     return RunScore(
         game,
         score,
         source,
         seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
         crafter_score,
+        crafter_train_score,
     )
 
 

@@ -60,8 +60,42 @@ def success_rates(episodes: Sequence[Iterable[str]]) -> dict[str, float]:
 
 def crafter_score(episodes: Sequence[Iterable[str]]) -> float:
     """The Crafter score in %: exp(mean ln(1 + s_i)) - 1 over the 22 success rates s_i in %."""
-    rates = success_rates(episodes)
-    return math.exp(sum(math.log1p(s) for s in rates.values()) / len(rates)) - 1.0
+    return score_of_rates(success_rates(episodes))
+
+
+def score_of_rates(rates: dict[str, float]) -> float:
+    """The Crafter score in % of the 22 success rates (in %)."""
+    return math.exp(sum(math.log1p(rates[name]) for name in ACHIEVEMENTS) / len(ACHIEVEMENTS)) - 1.0
+
+
+class AchievementTally:
+    """Success rates over every game of a run so far, kept as counts (the Crafter paper's score is
+    over all training episodes within the budget, not over evaluation episodes)."""
+
+    def __init__(self) -> None:
+        self.games = 0
+        self.counts = dict.fromkeys(ACHIEVEMENTS, 0)
+
+    def add(self, unlocked: Iterable[str]) -> None:
+        """One finished game and what it unlocked (each achievement counts once per game)."""
+        self.games += 1
+        for name in set(unlocked):
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def success_rates(self) -> dict[str, float]:
+        if self.games == 0:
+            raise ValueError("success rates need at least one game")
+        return {name: 100.0 * self.counts[name] / self.games for name in ACHIEVEMENTS}
+
+    def score(self) -> float:
+        return score_of_rates(self.success_rates())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"games": self.games, "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.games = int(state["games"])
+        self.counts = {**dict.fromkeys(ACHIEVEMENTS, 0), **{k: int(v) for k, v in state["counts"].items()}}
 
 
 def import_crafter() -> Any:

@@ -48,6 +48,9 @@ def train_line(state: TrainingState, buffer_size: int) -> dict[str, Any]:
         line["crafter/achievements_per_game"] = float(np.mean([len(a) for a in achievements]))
         line["crafter/score"] = crafter_score(achievements)
         achievements.clear()
+    if state.achievement_tally is not None:  # over every training game so far (the paper's score)
+        line["crafter/train_score"] = state.achievement_tally.score()
+        line["crafter/train_games"] = state.achievement_tally.games
     return line
 
 
@@ -111,6 +114,14 @@ def write_final(
             "success_rates": result.success_rates,
             "achievements": result.achievements,
         }
+        tally = state.achievement_tally
+        if tally is not None:
+            # The Crafter paper's score: success rates over all training games within the budget.
+            summary["crafter"]["train"] = {
+                "score": tally.score(),
+                "success_rates": tally.success_rates(),
+                "games": tally.games,
+            }
     text = json.dumps(summary, indent=1) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
     return summary

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from twm.acting import ActingMemory
+from twm.envs.crafter import AchievementTally
 from twm.seeding import Stream, derive_seed, numpy_generator, torch_generator
 from twm.training.checkpoint import from_storable, to_storable
 from twm.training.lifecycle import Phase
@@ -90,6 +91,9 @@ class TrainingState:
         self.pretrain_metrics = MeanAccumulator()
         self.game_scores: list[float] = []
         self.game_achievements: list[list[str]] = []  # Crafter: per game of the logging window
+        # Crafter: success rates over every training game of the run (prefill included), the
+        # Crafter paper's score; None until a game reports achievements.
+        self.achievement_tally: AchievementTally | None = None
         self.last_log = (time.time(), 0, 0)  # (time, interactions, updates) of the last metric line
         # The train game's acting memory when the policy reads h (actor_critic.inputs 'zh'), else None.
         self.acting: ActingMemory | None = None
@@ -121,6 +125,9 @@ class TrainingState:
             self.game_scores.append(float(info["game_score"]))
             if "achievements" in info:  # Crafter
                 self.game_achievements.append(list(info["achievements"]))
+                if self.achievement_tally is None:
+                    self.achievement_tally = AchievementTally()
+                self.achievement_tally.add(info["achievements"])
 
     def state_dict(self, env_state: Any, elapsed: float, metrics: Path, preset: str | None) -> dict[str, Any]:
         """The ``resume`` entry of a checkpoint (storable: no pickled objects); ``metrics`` is the
@@ -152,6 +159,7 @@ class TrainingState:
             "last_log": [self.last_log[1], self.last_log[2]],
             "metrics_bytes": metrics.stat().st_size,
             "acting": None if self.acting is None else self.acting.state_dict(),
+            "achievement_tally": None if self.achievement_tally is None else self.achievement_tally.state_dict(),
         }
         return to_storable(state)
 
@@ -195,4 +203,8 @@ class TrainingState:
         self.last_log = (time.time(), int(r["last_log"][0]), int(r["last_log"][1]))
         if self.acting is not None:
             self.acting.load_state_dict(r["acting"])
+        tally = r.get("achievement_tally")  # absent in checkpoints written before it existed
+        if tally is not None:
+            self.achievement_tally = AchievementTally()
+            self.achievement_tally.load_state_dict(tally)
         return r
