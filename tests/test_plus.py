@@ -79,3 +79,14 @@ def test_slow_critic_follows_the_critic_by_its_rate() -> None:
     state = Agent(load_config("plus", ["env.game=catch"]), NUM_ACTIONS).state_dict()
     assert any(k.startswith("slow_critic.") for k in state)
     assert {"return_normalizer.lo", "return_normalizer.hi"} <= set(state)
+
+
+def test_config_help_says_what_each_preset_is(capsys: pytest.CaptureFixture[str]) -> None:
+    from twm import cli
+    from twm.presets import PRESET_SUMMARIES, PRESETS
+
+    assert set(PRESET_SUMMARIES) == set(PRESETS)
+    with pytest.raises(SystemExit):
+        cli.main(["config", "--help"])
+    out = capsys.readouterr().out
+    assert "plus       beyond the paper" in out and "atari100k  the paper's method" in out

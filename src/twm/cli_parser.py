@@ -10,6 +10,7 @@ import argparse
 
 from twm import __version__
 from twm.config import PRESETS
+from twm.presets import PRESET_SUMMARIES
 
 # --------------------------------------------------------------------------------------- shared arguments
 
@@ -162,7 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("games", help="list the 26 Atari 100k games with human and random scores")
     add_json(p)
 
-    p = sub.add_parser("config", help="print the resolved configuration as YAML")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration as YAML",
+        epilog="presets:\n" + "\n".join(f"  {name:10s} {text}" for name, text in PRESET_SUMMARIES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_config_args(p)
     p.add_argument("--keys", action="store_true", help="list every config key with its paper default")
 

@@ -165,3 +165,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
 }
+
+# One line per preset, for `twm config --help` and `--preset` help texts.
+PRESET_SUMMARIES: dict[str, str] = {
+    "atari100k": "the paper's method and every one of its numbers (the default)",
+    "quick": "a short job on a laptop CPU: smaller networks, 20k interactions",
+    "cpu": "MinAtar and Crafter on a CPU: quick's networks, 100k interactions, 9,000 updates",
+    "minatar": "cpu with the paper's 32x32 latent, 16-step sequences and 256x4 reward/discount heads",
+    "plus": "beyond the paper: minatar with DreamerV3's symlog two-hot reward head and critic, a slow "
+    "critic, percentile return normalisation with an entropy bonus, 1% uniform mixing in latents and "
+    "policy, critic lr 1e-4 (each a switch, off in the paper's presets)",
+    "smoke": "tiny, seconds on a CPU (tests)",
+}
