@@ -31,7 +31,7 @@ from twm.agent import Agent
 from twm.training import checkpoint as ckpt
 from twm.training.checkpoint import CheckpointManager, atomic_torch_save, load_checkpoint
 from twm.training.logger import read_metrics
-from twm.training.trainer import TIME_KEYS, Trainer, TrainingStopped
+from twm.training.trainer import Trainer, TrainingStopped, is_time_key
 
 pytestmark = pytest.mark.slow
 
@@ -63,10 +63,10 @@ def outcome(run_dir: Path) -> dict[str, Any]:
     final = json.loads((run_dir / "eval" / "final.json").read_text())
     return {
         "metrics": [
-            {k: v for k, v in r.items() if k not in TIME_KEYS}
+            {k: v for k, v in r.items() if not is_time_key(k)}
             for r in read_metrics(run_dir / "metrics.jsonl")
         ],
-        "final": {k: v for k, v in final.items() if k != "wall_time_s"},
+        "final": {k: v for k, v in final.items() if k not in ("wall_time_s", "phase_seconds")},
         "model": load_checkpoint(run_dir / "checkpoints" / "final.pt")["model"],
     }
 

@@ -25,7 +25,7 @@ from twm.config import Config, load_config
 from twm.games import human_normalized_score
 from twm.training.checkpoint import agent_from_checkpoint, load_checkpoint
 from twm.training.logger import read_metrics
-from twm.training.trainer import TIME_KEYS, Trainer, final_eval_seed
+from twm.training.trainer import Trainer, final_eval_seed, is_time_key
 
 pytestmark = pytest.mark.slow  # about 1.5 minutes in all on one CPU thread
 
@@ -171,7 +171,7 @@ def test_cuda_without_cuda_is_one_line_and_creates_nothing(
 def _run_in_process(run_dir: Path, cfg: Config) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor]]:
     Trainer(cfg, run_dir, device="cpu", progress=False).run()
     records = [
-        {k: v for k, v in r.items() if k not in TIME_KEYS} for r in read_metrics(run_dir / "metrics.jsonl")
+        {k: v for k, v in r.items() if not is_time_key(k)} for r in read_metrics(run_dir / "metrics.jsonl")
     ]
     return records, load_checkpoint(run_dir / "checkpoints" / "final.pt")["model"]
 

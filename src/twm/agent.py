@@ -12,6 +12,7 @@ One update (``Agent.update``) is
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -127,15 +128,25 @@ class Agent(nn.Module):
         batch: TorchSequenceBatch,
         sample_start_obs: Callable[[int], Tensor],
         generator: torch.Generator | None = None,
+        on_part: Callable[[str, float], None] | None = None,
     ) -> dict[str, Tensor]:
         """One update: world-model step, imagination from the batch's latents, actor-critic step.
 
         With ``train.capture`` each part runs as compiled regions (``twm.captured``), which draw
-        from torch's global generator: ``generator`` must then be None.
+        from torch's global generator: ``generator`` must then be None. ``on_part(name, seconds)``,
+        if given, gets the wall time of each part (world_model, imagination, actor_critic); on a
+        GPU that is the time to queue the work, not to run it.
         """
+        start = time.perf_counter()
         wm_out = self.world_model_step(batch, generator)
+        t1 = time.perf_counter()
         rollout = self.imagine(wm_out, sample_start_obs, generator)
+        t2 = time.perf_counter()
         metrics = self.actor_critic_step(rollout)
+        if on_part is not None:
+            for part, seconds in (("world_model", t1 - start), ("imagination", t2 - t1)):
+                on_part(part, seconds)
+            on_part("actor_critic", time.perf_counter() - t2)
         metrics.update(wm_out.metrics)
         return metrics
 

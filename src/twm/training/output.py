@@ -39,6 +39,7 @@ def train_line(state: TrainingState, buffer_size: int) -> dict[str, Any]:
             "buffer/episodes": state.episodes,
         }
     )
+    line.update(state.times.line())
     if state.game_scores:  # only when a game ended in this window; an empty mean is no score
         line["charts/episode_score"] = float(np.mean(state.game_scores))
         state.game_scores.clear()
@@ -104,6 +105,8 @@ def write_final(
             "interactions": state.interactions,
             "updates": state.updates,
             "wall_time_s": round(wall_time, 3),
+            # Where the wall time went (twm.training.state.PhaseTimes; benchmarks/run_profile.py).
+            "phase_seconds": {k: round(v, 3) for k, v in state.times.seconds.items()},
             "device": device,
             "twm_version": __version__,
         }

@@ -10,9 +10,10 @@ of ``metrics.jsonl``. ``TrainingState.state_dict`` / ``load_state_dict`` are tha
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,40 @@ class MeanAccumulator:
         self._counts = {k: int(c) for k, c in state["counts"].items()}
 
 
+class PhaseTimes:
+    """Wall-clock seconds a run spent in each phase, summed over its whole life (resumes included).
+
+    Written into every training metric line as ``time/<phase>`` (cumulative seconds), so a run's
+    last line says where its minutes went: prefill, pretrain, act (the agent choosing real actions),
+    env (the game and the replay buffer), sample (drawing a replay batch), world_model, imagination,
+    actor_critic (the three parts of an update), eval (evaluations and their images), checkpoint
+    and log. ``benchmarks/run_profile.py`` prints them as a table.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def measure(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - start)
+
+    def line(self) -> dict[str, float]:
+        return {f"time/{phase}": round(seconds, 3) for phase, seconds in self.seconds.items()}
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(self.seconds)
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.seconds = {k: float(v) for k, v in state.items()}
+
+
 def seed_globals(seed: int) -> None:
     """Python's, numpy's and torch's global generators (weight init and dropout use torch's)."""
     random.seed(seed)
@@ -94,6 +129,7 @@ class TrainingState:
         # Crafter: success rates over every training game of the run (prefill included), the
         # Crafter paper's score; None until a game reports achievements.
         self.achievement_tally: AchievementTally | None = None
+        self.times = PhaseTimes()  # wall-clock seconds per phase (not part of the run's function)
         self.last_log = (time.time(), 0, 0)  # (time, interactions, updates) of the last metric line
         # The train game's acting memory when the policy reads h (actor_critic.inputs 'zh'), else None.
         self.acting: ActingMemory | None = None
@@ -159,6 +195,7 @@ class TrainingState:
             "last_log": [self.last_log[1], self.last_log[2]],
             "metrics_bytes": metrics.stat().st_size,
             "acting": None if self.acting is None else self.acting.state_dict(),
+            "times": self.times.state_dict(),
             "achievement_tally": None if self.achievement_tally is None else self.achievement_tally.state_dict(),
         }
         return to_storable(state)
@@ -203,6 +240,7 @@ class TrainingState:
         self.last_log = (time.time(), int(r["last_log"][0]), int(r["last_log"][1]))
         if self.acting is not None:
             self.acting.load_state_dict(r["acting"])
+        self.times.load_state_dict(r.get("times", {}))
         tally = r.get("achievement_tally")  # absent in checkpoints written before it existed
         if tally is not None:
             self.achievement_tally = AchievementTally()

@@ -47,6 +47,11 @@ from twm.training.state import TrainingState, seed_globals
 
 # Fields of metrics.jsonl that measure wall-clock time; everything else is a function of the seed.
 TIME_KEYS = frozenset({"time", "charts/updates_per_second", "charts/steps_per_second", "eval/seconds"})
+
+
+def is_time_key(key: str) -> bool:
+    """A field of metrics.jsonl that measures wall-clock time (``TIME_KEYS`` and ``time/<phase>``)."""
+    return key in TIME_KEYS or key.startswith("time/")
 PRETRAIN_LOG_LINES = 10  # lines logged per pretraining phase (each the mean over its chunk of steps)
 EvalHook = Callable[[EvalEvent], None]
 
@@ -164,7 +169,8 @@ class Trainer:
             self._progress += 1
             self._safe_point("trained", periodic=True)  # a stop during the final evaluation resumes here
         self._bar.describe("final eval")
-        result = self._run_eval(t.final_eval_episodes, final_eval_seed(t.seed), "final_eval")
+        with s.times.measure("final_eval"):
+            result = self._run_eval(t.final_eval_episodes, final_eval_seed(t.seed), "final_eval")
         if result is None:
             raise self._stopped("during the final evaluation")
         summary = output.write_final(
@@ -194,7 +200,8 @@ class Trainer:
     def _prefill(self) -> None:
         self._bar.describe("prefill")
         while self.interactions < self.cfg.train.prefill_steps:
-            self._env_step(int(self.state.prefill_rng.integers(self.env.num_actions)))
+            with self.state.times.measure("prefill"):
+                self._env_step(int(self.state.prefill_rng.integers(self.env.num_actions)))
             self._after_step()
             self._safe_point(f"prefill:{self.interactions}", periodic=self._checkpoint_due())
 
@@ -210,7 +217,8 @@ class Trainer:
             if not self._bar.phase_started:
                 self._bar.describe(f"pretrain {s.pretrain_phase + 1}/{len(phases)}")
                 self._bar.start_phase(name, n, s.pretrain_iter)
-            metrics = step_fn()
+            with s.times.measure("pretrain"):
+                metrics = step_fn()
             s.pretrain_iter = i = s.pretrain_iter + 1
             self._finite.add(f"at pretraining step {i}/{n} of the {name} phase", metrics)
             s.pretrain_metrics.add(metrics)
@@ -254,8 +262,12 @@ class Trainer:
         s, clock = self.state, self._bar.clock
         start = time.perf_counter()
         action = int(self.agent.act(s.current_obs[None], s.act_generator, s.acting)[0])
+        acted = time.perf_counter()
         self._env_step(action)
-        clock.add_steps(time.perf_counter() - start)
+        stepped = time.perf_counter()
+        s.times.add("act", acted - start)
+        s.times.add("env", stepped - acted)
+        clock.add_steps(stepped - start)
         s.update_counter += 1.0
         while s.update_counter >= self.cfg.steps_per_update:
             s.update_counter -= self.cfg.steps_per_update
@@ -287,12 +299,13 @@ class Trainer:
 
     def _update(self) -> None:
         r, s = self.cfg.replay, self.state
-        sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
-        batch = TorchSequenceBatch.from_numpy(sequences, self.device)
+        with s.times.measure("sample"):
+            sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
+            batch = TorchSequenceBatch.from_numpy(sequences, self.device)
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
         # A captured update draws from torch's global generator (saved in checkpoints too).
         generator = None if self.cfg.train.capture else s.update_generator
-        metrics = self.agent.update(batch, sample_start_obs, generator)
+        metrics = self.agent.update(batch, sample_start_obs, generator, on_part=s.times.add)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)
@@ -313,6 +326,10 @@ class Trainer:
         return TrainingStopped(self._stop.signal, last, self.run_dir, self.interactions, total, where)
 
     def _write_checkpoint(self) -> None:
+        with self.state.times.measure("checkpoint"):
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
         self._finite.check()  # never save non-finite weights as a "good" checkpoint
         self.logger.flush()
         fsync_path(self.logger.path)  # the logging position saved below must be on disk too
@@ -327,12 +344,17 @@ class Trainer:
     # ------------------------------------------------------------------ logging and evaluation
 
     def _log_train(self) -> None:
-        line = output.train_line(self.state, len(self.replay))  # empties the logging window
-        self.logger.log(self.interactions, line)
+        with self.state.times.measure("log"):
+            line = output.train_line(self.state, len(self.replay))  # empties the logging window
+            self.logger.log(self.interactions, line)
         if line["charts/updates_per_second"] > 0:  # no rate to show during the prefill
             self._bar.note("upd/s", f"{line['charts/updates_per_second']:.1f}")
 
     def _periodic_eval(self) -> None:
+        with self.state.times.measure("eval"):
+            self._periodic_eval_and_hook()
+
+    def _periodic_eval_and_hook(self) -> None:
         seed = derive_seed(self.cfg.train.seed, Stream.EVAL, self.state.num_evals)
         if self._run_eval(self.cfg.train.eval_episodes, seed, f"eval:{self.interactions}") is None:
             return
