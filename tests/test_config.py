@@ -150,3 +150,41 @@ def test_minatar_preset_is_cpu_with_the_papers_latent_sequences_and_heads() -> N
     assert minatar["replay.batch_size"] * minatar["replay.sequence_length"] == 128
     assert cpu["replay.batch_size"] * cpu["replay.sequence_length"] == 128
     assert load_config("minatar").num_updates == load_config("cpu").num_updates == 9_000
+
+
+# ------------------------------------------------------------------ config files layer on the preset
+
+
+def test_a_partial_config_file_layers_on_the_preset(tmp_path: Path) -> None:
+    path = tmp_path / "partial.yaml"
+    path.write_text("train:\n  seed: 3\n")
+    cfg = load_config("cpu", ["env.game=minatar/breakout"], path)
+    # The preset's networks stay (the file alone used to rebuild the config on the paper's defaults).
+    assert cfg.obs_model.channels == PRESETS["cpu"]["obs_model"]["channels"] == 8
+    assert cfg.train.seed == 3 and cfg.train.total_steps == 100_000
+    # --set goes on top of both.
+    cfg = load_config("cpu", ["env.game=minatar/breakout", "train.seed=5", "obs_model.channels=4"], path)
+    assert (cfg.train.seed, cfg.obs_model.channels, cfg.dynamics.d_model) == (5, 4, 128)
+
+
+def test_an_env_section_for_a_gym_game_is_validated_after_the_game(tmp_path: Path) -> None:
+    # The README's example: --preset cpu --config my_env.yaml with env.kwargs, --game on the command line.
+    path = tmp_path / "my_env.yaml"
+    path.write_text("env:\n  kwargs: {difficulty: 2}\n  color: true\n")
+    cfg = load_config("cpu", ["env.game=gym:Some-v0"], path)
+    assert cfg.env.kwargs == {"difficulty": 2} and cfg.env.color and cfg.obs_model.channels == 8
+
+
+def test_twm_config_with_a_partial_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from twm import cli
+
+    path = tmp_path / "partial.yaml"
+    path.write_text("actor_critic:\n  horizon: 7\n")
+    assert cli.main(["config", "--preset", "cpu", "--game", "minatar/breakout", "--config", str(path)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["actor_critic"]["horizon"] == 7 and printed["obs_model"]["channels"] == 8
+    path.write_text("- not a mapping\n")
+    assert cli.main(["config", "--config", str(path)]) == 2
+    assert "must be a mapping of sections" in capsys.readouterr().err

@@ -378,13 +378,8 @@ class Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Config:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        return cls.from_dict(data or {})
+        """A whole config from a YAML file, on top of the paper's defaults (a run's ``config.yaml``)."""
+        return cls.from_dict(read_config_file(path))
 
     # ------------------------------------------------------------------ validation
 
@@ -444,25 +439,59 @@ class Config:
             )
 
 
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of sections in a YAML config file (empty for an empty file)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must be a mapping of sections, got {type(data).__name__}")
+    return dict(data)
+
+
+def _layered(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Section-wise union of config mappings: later layers win key by key, a section is never replaced whole."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            if isinstance(values, Mapping) and isinstance(out.get(section, {}), Mapping):
+                out[section] = {**out.get(section, {}), **values}
+            else:  # not a mapping: from_dict reports it
+                out[section] = values
+    return out
+
+
 def load_config(
     preset: str = "atari100k",
     overrides: Iterable[str] = (),
     config_file: str | Path | None = None,
 ) -> Config:
-    """The config a command runs with: preset, then a YAML file, then ``--set`` overrides."""
+    """The config a command runs with: the preset, a YAML file on top of it, ``--set`` overrides on top
+    of both (``--game`` is one of them), validated once, at the end."""
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, PRESETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"unknown preset {preset!r}{hint}; valid presets: {', '.join(PRESETS)}")
-    cfg = Config.from_dict(PRESETS[preset])
+    layers: list[Mapping[str, Any]] = [PRESETS[preset]]
     if config_file is not None:
-        file_cfg = Config.from_yaml(config_file)
-        cfg = Config.from_dict(file_cfg.to_dict())
-    return apply_overrides(cfg, overrides)
+        layers.append(read_config_file(config_file))
+    layers.append(parse_overrides(overrides))
+    return Config.from_dict(_layered(*layers))
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
     """Apply ``section.key=value`` strings; values are parsed as YAML scalars (1e-4, true, [1, 2])."""
+    nested = parse_overrides(overrides)
+    return Config.from_dict(nested, base=cfg) if nested else cfg
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``section.key=value`` strings as a mapping of sections (values parsed as YAML scalars)."""
     nested: dict[str, dict[str, Any]] = {}
     for item in overrides:
         if "=" not in item:
@@ -476,7 +505,7 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
         except yaml.YAMLError:
             value = raw
         nested.setdefault(section.strip(), {})[key.strip()] = value
-    return Config.from_dict(nested, base=cfg) if nested else cfg
+    return nested
 
 
 def all_keys() -> list[str]:
