@@ -351,6 +351,65 @@ def test_runs_with_switches_beyond_the_paper_resume_exactly(
         assert torch.equal(got["memory"]["episode"], expected["memory"]["episode"])
 
 
+@pytest.mark.parametrize("damage", ["missing", "bit-flip", "truncated"])
+def test_a_damaged_replay_chunk_never_costs_the_resume_point(
+    tmp_path: Path, reference: dict[str, Any], damage: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    # Chunks of 64 frames; stopped at 145 with checkpoints at 120 (chunk 0) and 145 (chunks 0 and 64).
+    monkeypatch.setattr(ckpt, "CHECKPOINT_CHUNK", 64)
+    from twm.config import load_config
+
+    cfg = load_config("smoke", ["env.game=catch", *SETTINGS])
+    monkeypatch.setenv("TWM_TEST_SIGNAL_AT", "train:145")
+    run_dir = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        Trainer(cfg, run_dir, device="cpu", progress=False, preset="smoke").run()
+    monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
+    replay_dir = run_dir / "checkpoints" / "replay"
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
+    assert [c[:14] for c in checkpoints] == ["step_000000120", "step_000000145"]
+
+    def spoil(chunk: Path) -> bytes:
+        data = chunk.read_bytes()
+        if damage == "missing":
+            chunk.unlink()
+        elif damage == "bit-flip":
+            flipped = bytearray(data)
+            flipped[-5] ^= 0x10
+            chunk.write_bytes(bytes(flipped))
+        else:
+            chunk.write_bytes(data[: len(data) // 2])
+        return data
+
+    # The first chunk, which both checkpoints need: a clear refusal naming it; nothing renamed.
+    first = replay_dir / "frames_000000000.npy"
+    saved = spoil(first)
+    out = run_twm("train", "--resume", str(run_dir), "--no-progress")
+    assert out.returncode == 2, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert f"restore the replay chunk {first}" in last and "Traceback" not in out.stderr
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt")) == checkpoints
+    assert not list((run_dir / "checkpoints").glob("*.corrupt"))
+    # Restored: the run resumes from its newest checkpoint and ends as the uninterrupted run.
+    first.write_bytes(saved)
+    second = replay_dir / "frames_000000064.npy"
+    second_saved = second.read_bytes()
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    Trainer.resume(run_dir, device="cpu", progress=False).run()
+    assert_same_run(run_dir, reference)
+
+    # The second chunk, which only the newest checkpoint needs: the previous checkpoint is used
+    # (the run is still exact) and the newest is kept.
+    spoil(copy / "checkpoints" / "replay" / second.name)
+    warnings: list[str] = []
+    trainer = Trainer.resume(copy, device="cpu", progress=False, warn=warnings.append)
+    assert any(second.name in w and "the checkpoint is kept" in w for w in warnings), warnings
+    trainer.run()
+    assert_same_run(copy, reference)
+    assert second_saved  # (the original chunk was never needed again)
+
+
 def stopped_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A run stopped by SIGINT after 30 prefill steps, with its checkpoint (a couple of seconds)."""
     run_dir = tmp_path / "run"

@@ -7,10 +7,12 @@ single ``twm: error: ...`` line with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twm.cli_parser import build_parser
@@ -37,6 +39,10 @@ EXIT_FAILURE = 1  # the run itself failed (non-finite loss, disk full): not a us
 
 class UsageError(Exception):
     """A problem with what the user asked for; printed as one line, exit code 2."""
+
+
+class RunFailure(Exception):
+    """Something outside the user's request failed (a full disk); printed as one line, exit code 1."""
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -144,6 +150,18 @@ def _checked_device(name: str) -> str:
     return name
 
 
+# A run folder that cannot be made where it was asked for: the user's to fix (exit 2), not a failure
+# of the run a sweep would retry.
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ENAMETOOLONG, errno.EEXIST}
+
+
+def _run_dir_os_error(exc: OSError, run_dir: str | Path) -> int:
+    """One line for an OSError while setting up a run folder; exit 2 for a path problem, else 1."""
+    where = exc.filename or run_dir
+    print(f"twm: error: cannot use run folder {run_dir}: {exc.strerror or exc} ({where})", file=sys.stderr)
+    return EXIT_USAGE if exc.errno in _PATH_ERRNOS else EXIT_FAILURE
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
@@ -181,6 +199,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         except RunDirExistsError as exc:
             raise UsageError(str(exc)) from None
+        except OSError as exc:
+            return _run_dir_os_error(exc, run_dir)
     total = trainer.cfg.train.total_steps
     try:
         summary = trainer.run()
@@ -247,6 +267,12 @@ def _resumed_trainer(args: argparse.Namespace) -> Trainer:
         return Trainer.resume(args.resume, device=device, progress=not args.no_progress, on_eval=eval_images_hook)
     except (ResumeError, DeviceUnavailableError, RunLockedError) as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # a read-only folder, a full disk: one line
+        where = exc.filename or args.resume
+        message = f"cannot resume {args.resume}: {exc.strerror or exc} ({where})"
+        if exc.errno in _PATH_ERRNOS:
+            raise UsageError(message) from None
+        raise RunFailure(message) from None
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -463,6 +489,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UnknownGameError, UsageError, EnvError) as exc:
         print(f"twm: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunFailure as exc:
+        print(f"twm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         print("twm: interrupted", file=sys.stderr)
         return 130

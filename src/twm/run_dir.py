@@ -280,10 +280,14 @@ class RunLock:
                 aside.unlink(missing_ok=True)
                 self.warn(f"took over the stale lock of {self.run_dir} held by {_describe(holder)}")
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(info, f)
-                f.flush()
-                os.fsync(f.fileno())
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(info, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError:  # a full disk: leave no empty lock behind
+                self.path.unlink(missing_ok=True)
+                raise
             self._thread = threading.Thread(target=self._beat, name="twm-run-lock", daemon=True)
             self._thread.start()
             return self

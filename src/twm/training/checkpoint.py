@@ -45,11 +45,13 @@ Test hooks (environment variables, read at each write)
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
 import pickle
 import re
+import shutil
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -85,6 +87,15 @@ class CheckpointError(RuntimeError):
 
 class IncompatibleCheckpointError(CheckpointError):
     """A readable checkpoint written by an incompatible twm version (an older one would not help)."""
+
+
+class ReplayChunkError(CheckpointError):
+    """A replay chunk a checkpoint needs is missing, unreadable or damaged: the chunk's fault, not
+    the checkpoint's (checkpoints that refer to it are left in place; restoring the chunk fixes them)."""
+
+    def __init__(self, message: str, chunk: Path) -> None:
+        super().__init__(message)
+        self.chunk = chunk
 
 
 class CheckpointWriteError(RuntimeError):
@@ -144,7 +155,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, chec
     """Call ``write(f)`` on a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``.
 
     With ``checksum`` the SHA-256 trailer is appended (see the module docstring). An ``OSError``
-    (ENOSPC, EIO, ...) becomes ``CheckpointWriteError``; the temporary file is removed in every case
+    (ENOSPC, EIO, ...), or the ``RuntimeError`` torch's zip writer raises for them, becomes
+    ``CheckpointWriteError``; the temporary file is removed in every case
     but SIGKILL, and ``path`` is untouched unless the whole write succeeded.
     """
     path = Path(path)
@@ -167,13 +179,29 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, chec
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except CheckpointWriteError:
+        raise
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CheckpointWriteError(f"cannot write {path}: {reason}", exc.errno) from None
+    except RuntimeError as exc:  # torch's zip writer reports ENOSPC and EIO this way, without an errno
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        errno_ = None
+        if _nearly_full(path.parent):
+            reason, errno_ = f"{os.strerror(errno.ENOSPC)} (torch: {reason})", errno.ENOSPC
+        raise CheckpointWriteError(f"cannot write {path}: {reason}", errno_) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
     fsync_path(path.parent)  # persist the rename itself (the directory entry)
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Whether the filesystem of ``folder`` has less than 1 MiB free (so a failed write was ENOSPC)."""
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -430,16 +458,21 @@ class CheckpointManager:
     ) -> tuple[dict[str, Any], ReplayBuffer, Path]:
         """The newest resume checkpoint that verifies, with its replay buffer rebuilt.
 
-        A corrupt or truncated checkpoint (or one whose frame chunks do not verify) is renamed to
-        ``*.corrupt`` (kept for inspection, never picked again), reported through ``warn`` and the
-        previous one is tried. ``IncompatibleCheckpointError`` is raised at once: an older checkpoint
-        of the same run would not be more compatible. ``CheckpointError`` if none is usable.
+        A corrupt or truncated checkpoint file is renamed to ``*.corrupt`` (kept for inspection, never
+        picked again), reported through ``warn`` and the previous one is tried. A checkpoint whose
+        replay chunks do not verify (each chunk carries its SHA-256 in the checkpoints that use it) is
+        left in place -- the chunk is at fault, and restoring it makes the checkpoint usable again --
+        and the previous one is tried; if none is usable, the ``CheckpointError`` names the chunks to
+        restore. ``IncompatibleCheckpointError`` is raised at once: an older checkpoint of the same run
+        would not be more compatible.
         """
         files = self.checkpoint_files()
         if not files:
             raise CheckpointError(f"no checkpoint to resume from in {self.dir}")
         reasons = []
+        bad_chunks: list[Path] = []
         for i, path in enumerate(files):
+            nxt = "trying the previous one" if i + 1 < len(files) else "no older checkpoint left"
             try:
                 state = load_checkpoint(path, map_location, require_checksum=True)
                 if state.get("resume_format") != RESUME_FORMAT_VERSION:
@@ -451,20 +484,32 @@ class CheckpointManager:
                 replay, chunks = self._load_replay(state)
             except IncompatibleCheckpointError:
                 raise
+            except ReplayChunkError as exc:
+                reasons.append(f"{path.name} needs {exc}")
+                if exc.chunk not in bad_chunks:
+                    bad_chunks.append(exc.chunk)
+                if warn is not None:
+                    warn(f"{path.name} cannot be used: {exc} (the checkpoint is kept); {nxt}")
+                continue
             except CheckpointError as exc:
                 reasons.append(str(exc))
                 corrupt = path.with_name(path.name + ".corrupt")
                 with contextlib.suppress(OSError):
                     path.rename(corrupt)
                 if warn is not None:
-                    nxt = "trying the previous one" if i + 1 < len(files) else "no older checkpoint left"
-                    warn(f"{exc}; moved it to {corrupt.name}; {nxt}")
+                    warn(f"{exc}; renamed the checkpoint to {corrupt.name}; {nxt}")
                 continue
             self.chunks = chunks
             self.index = int(state["checkpoint_index"])
             self.last_path = path
             self.last_interactions = int(state["interactions"])
             return state, replay, path
+        if bad_chunks:
+            names = ", ".join(str(c) for c in bad_chunks)
+            raise CheckpointError(
+                f"no usable checkpoint in {self.dir}: restore the replay chunk{'s' * (len(bad_chunks) > 1)} "
+                f"{names} (missing or damaged; the checkpoints are kept) and resume again"
+            )
         raise CheckpointError(f"no usable checkpoint in {self.dir}: " + "; ".join(reasons))
 
     def load_replay(self, state: Mapping[str, Any]) -> ReplayBuffer:
@@ -484,10 +529,13 @@ class CheckpointManager:
                 file = self.replay_dir / c["file"]
                 try:
                     block = np.load(file, allow_pickle=False)
-                except (OSError, ValueError) as exc:
-                    raise CheckpointError(f"replay chunk {file} is missing or unreadable: {exc}") from None
+                except FileNotFoundError:
+                    raise ReplayChunkError(f"replay chunk {file} is missing", file) from None
+                except (OSError, ValueError, EOFError) as exc:
+                    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+                    raise ReplayChunkError(f"replay chunk {file} is unreadable ({reason})", file) from None
                 if len(block) != c["steps"] or _array_digest(block) != c["sha256"]:
-                    raise CheckpointError(f"replay chunk {file} is corrupt (checksum mismatch)")
+                    raise ReplayChunkError(f"replay chunk {file} is damaged (checksum mismatch)", file)
                 yield c["first"], block
 
         try:
