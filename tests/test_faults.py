@@ -4,7 +4,6 @@ one line and the right exit code, and never lose work (issue 29)."""
 from __future__ import annotations
 
 import contextlib
-import multiprocessing as mp
 import os
 import subprocess
 import sys
