@@ -4,6 +4,8 @@ one line and the right exit code, and never lose work (issue 29)."""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing as mp
+import multiprocessing.synchronize
 import os
 import subprocess
 import sys
@@ -92,3 +94,68 @@ def test_resume_of_a_read_only_folder_is_one_line(tmp_path: Path) -> None:
         out = run_twm("train", "--resume", str(mount / "run"), "--no-progress")
         assert out.returncode == 2, out.stderr
         assert "Read-only file system" in one_line(out.stderr)
+
+
+# ------------------------------------------------------------------ the run lock
+
+
+def write_lock(run_dir: Path, pid: int, started: float) -> None:
+    import json
+    import socket
+
+    info = {"host": socket.gethostname(), "pid": pid, "token": "t", "started": started}
+    (run_dir / ".twm-lock").write_text(json.dumps(info))
+
+
+def test_a_lock_held_by_a_recycled_pid_is_stale(tmp_path: Path) -> None:
+    import time
+
+    from twm.run_dir import RunLock, RunLockedError
+
+    # pid 1 runs, but it started long after 1970: the pid was recycled, the writer is gone.
+    write_lock(tmp_path, pid=1, started=1.0)
+    warnings: list[str] = []
+    with RunLock(tmp_path, warn=warnings.append):
+        assert warnings and "took over the stale lock" in warnings[0]
+    # This very process, started before its lock was written: a live holder.
+    write_lock(tmp_path, pid=os.getpid(), started=time.time())
+    with pytest.raises(RunLockedError, match="is in use by process"):
+        RunLock(tmp_path).acquire()
+
+
+def _contend(run_dir: str, barrier: mp.synchronize.Barrier, done: mp.synchronize.Barrier, out: mp.Queue) -> None:
+    from twm.run_dir import RunLock, RunLockedError
+
+    lock = RunLock(run_dir)
+    barrier.wait()
+    try:
+        lock.acquire()
+        got = True
+    except RunLockedError:
+        got = False
+    done.wait()  # every contender has tried before a holder lets go
+    out.put(got)
+    if got:
+        lock.release()
+
+
+@pytest.mark.parametrize(("processes", "trials"), [(2, 200), (4, 50)])
+def test_racing_takeovers_of_a_stale_lock_leave_one_holder(tmp_path: Path, processes: int, trials: int) -> None:
+    ctx = mp.get_context("fork")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    double = 0
+    for trial in range(trials):
+        run_dir = tmp_path / f"t{trial}"
+        run_dir.mkdir()
+        write_lock(run_dir, pid=dead.pid, started=1.0)
+        barrier, done, out = ctx.Barrier(processes), ctx.Barrier(processes), ctx.Queue()
+        procs = [ctx.Process(target=_contend, args=(str(run_dir), barrier, done, out)) for _ in range(processes)]
+        for p in procs:
+            p.start()
+        holders = sum(out.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert holders >= 1, f"trial {trial}: nobody took the stale lock over"
+        double += holders > 1
+    assert double == 0, f"{double} of {trials} trials ended with two holders"

@@ -20,13 +20,18 @@ folder is) and holds the holder's host, pid, a random token and when it started.
 lives, a background thread touches the file every ``heartbeat`` seconds. A second process is
 refused with ``RunLockedError`` naming the holder, unless the lock is stale:
 
-- on the holder's own host: its pid no longer runs;
+- on the holder's own host: its pid no longer runs, or runs a process that started after the
+  lock was written (the pid was recycled, as after every container restart);
 - on another host (where pids mean nothing): the file was not touched for ``stale_after``
   seconds (default 120 s, four heartbeats; hosts' clocks must agree to within that).
 
-A stale lock is taken over with a warning: it is renamed away (a rename succeeds for one process
-only) and the lock is created again with ``O_EXCL``. ``flock`` is not used: it does not work
-across hosts on many shared file systems.
+A stale lock is taken over with a warning, one process at a time: the process that creates the
+guard file ``.twm-lock.takeover`` (``O_EXCL``: one winner) reads the lock again, removes it only if
+it is still the holder it judged stale, and drops the guard; then every contender creates the lock
+with ``O_EXCL``, which again only one wins. So two processes never both hold a run (a rename-based
+takeover could move aside the fresh lock of a faster contender). A guard left by a crash is
+removed after ``TAKEOVER_GUARD_S`` seconds. ``flock`` is not used: it does not work across hosts
+on many shared file systems.
 """
 
 from __future__ import annotations
@@ -193,20 +198,41 @@ def create_run_dir(path: str | Path) -> Path:
 LOCK_NAME = ".twm-lock"
 HEARTBEAT_S = 30.0
 STALE_AFTER_S = 120.0
+TAKEOVER_GUARD_S = 10.0  # a takeover guard older than this was left by a crash
 
 
 class RunLockedError(RuntimeError):
     """The run folder is in use by another live process."""
 
 
-def _pid_alive(pid: int) -> bool:
+def _pid_alive(pid: int, since: float | None = None) -> bool:
+    """Whether ``pid`` runs here; with ``since`` (epoch seconds), only if that process started by then.
+
+    A process that started later holds a recycled pid, not the one that wrote the lock. The start
+    time comes from /proc (Linux); without it only the pid is checked.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, owned by someone else
+        pass
+    if since is None:
         return True
-    return True
+    started = _process_start(pid)
+    return started is None or started <= since + 1.0  # /proc's clock ticks are 10 ms; 1 s of slack
+
+
+def _process_start(pid: int) -> float | None:
+    """The epoch time ``pid`` started at, from /proc/<pid>/stat and the boot time; None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 is fields[0]
+    return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime in clock ticks
 
 
 def read_lock(run_dir: str | Path) -> dict[str, Any] | None:
@@ -251,7 +277,9 @@ class RunLock:
 
     def is_stale(self, holder: dict[str, Any]) -> bool:
         if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
-            return not _pid_alive(holder["pid"])
+            started = holder.get("started")
+            since = float(started) if isinstance(started, int | float) else None
+            return not _pid_alive(holder["pid"], since)
         try:
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
@@ -260,7 +288,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         info = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token, "started": time.time()}
-        for _ in range(3):
+        for attempt in range(200):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -270,15 +298,13 @@ class RunLock:
                 if not self.is_stale(holder):
                     raise RunLockedError(
                         f"run folder {self.run_dir} is in use by {_describe(holder)}; wait for it to end or "
-                        f"stop it (if that process is gone, its lock goes stale after {self.stale_after:.0f} s)"
+                        f"stop it (a lock whose process is gone is taken over at once on its host, after "
+                        f"{self.stale_after:.0f} s without a heartbeat from another host)"
                     ) from None
-                aside = self.path.with_name(f"{LOCK_NAME}.stale-{self.token}")
-                try:
-                    os.replace(self.path, aside)
-                except FileNotFoundError:
-                    continue  # another process took it over first
-                aside.unlink(missing_ok=True)
-                self.warn(f"took over the stale lock of {self.run_dir} held by {_describe(holder)}")
+                if self._remove_stale(holder):
+                    self.warn(f"took over the stale lock of {self.run_dir} held by {_describe(holder)}")
+                else:  # another process is taking it over: see what it leaves
+                    time.sleep(0.001 * min(attempt + 1, 20))
                 continue
             try:
                 with os.fdopen(fd, "w") as f:
@@ -292,6 +318,25 @@ class RunLock:
             self._thread.start()
             return self
         raise RunLockedError(f"run folder {self.run_dir}: could not take its lock (contended)")
+
+    def _remove_stale(self, holder: dict[str, Any]) -> bool:
+        """Remove the lock if it still is ``holder``'s, under the takeover guard; False if another
+        process holds the guard or the lock changed meanwhile."""
+        guard = self.path.with_name(f"{LOCK_NAME}.takeover")
+        try:
+            os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            with contextlib.suppress(OSError):  # left by a process that died while taking over
+                if time.time() - guard.stat().st_mtime > TAKEOVER_GUARD_S:
+                    guard.unlink()
+            return False
+        try:
+            if read_lock(self.run_dir) != holder:
+                return False
+            self.path.unlink(missing_ok=True)
+            return True
+        finally:
+            guard.unlink(missing_ok=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
