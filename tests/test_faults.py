@@ -159,3 +159,70 @@ def test_racing_takeovers_of_a_stale_lock_leave_one_holder(tmp_path: Path, proce
         assert holders >= 1, f"trial {trial}: nobody took the stale lock over"
         double += holders > 1
     assert double == 0, f"{double} of {trials} trials ended with two holders"
+
+
+# ------------------------------------------------------------------ bad input: one line, exit 2, no folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    out = run_twm(*SMOKE, "--run-dir", str(run_dir), "--set", "train.total_steps=150")
+    assert out.returncode == 0, out.stderr
+    return run_dir
+
+
+def bad_inputs(tmp: Path, run: Path) -> list[tuple[list[str], str]]:
+    """(arguments, a word the one-line error must contain); {new} is a folder that must not appear."""
+    (tmp / "key1.yaml").write_text("1: {a: 1}\n")
+    (tmp / "keytrue.yaml").write_text("true: {a: 1}\n")
+    (tmp / "latin1.yaml").write_bytes(b"train:\n  seed: \xff\xfe\n")
+    new = str(tmp / "new")
+    return [
+        ([*SMOKE, "--seed", "99999999999999999999", "--run-dir", new], "train.seed"),
+        ([*SMOKE, "--set", "train.seed=1e30", "--run-dir", new], "train.seed"),
+        ([*SMOKE, "--config", str(tmp / "key1.yaml"), "--run-dir", new], "section"),
+        ([*SMOKE, "--config", str(tmp / "keytrue.yaml"), "--run-dir", new], "section"),
+        ([*SMOKE, "--config", str(tmp / "latin1.yaml"), "--run-dir", new], "UTF-8"),
+        (["eval", str(run), "--episodes", "99999999999999999999"], "--episodes"),
+        (["dream", str(run), "--out", f"{new}.gif", "--fps", "nan"], "--fps"),
+        (["dream", str(run), "--out", f"{new}.gif", "--horizon", "100000"], "--horizon"),
+        (["play", str(run), "--record", f"{new}.gif", "--actions", "random:100000000"], "random:N"),
+        (["play", str(run), "--scale", "0"], "--scale"),
+        (["config", "--keys", "--set", "train.seed=abc"], "--keys"),
+        (["sweep", "--games", "catch", "--seeds", "0-10000000000", "--root", new], "--seeds"),
+    ]
+
+
+def test_bad_inputs_are_one_line_exit_2_and_leave_nothing(tmp_path: Path, finished_run: Path) -> None:
+    cases = bad_inputs(tmp_path, finished_run)
+    for args, word in cases:
+        out = run_twm(*args)
+        assert out.returncode == 2, (args, out.stderr)
+        assert word in one_line(out.stderr) and out.stderr.startswith("twm: error: "), (args, out.stderr)
+        assert not any(p.name.startswith("new") for p in tmp_path.iterdir()), args
+    print(f"{len(cases)} bad inputs: each one line, exit 2, no folder")
+
+
+def test_a_run_config_that_is_not_utf8_is_one_line_on_resume(tmp_path: Path, finished_run: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "eval" / "final.json").unlink()
+    (run_dir / "config.yaml").write_bytes(b"\xff\xfe" + (run_dir / "config.yaml").read_bytes())
+    out = run_twm("train", "--resume", str(run_dir), "--no-progress")
+    assert out.returncode == 2 and "UTF-8" in one_line(out.stderr)
+
+
+def test_play_without_a_display_says_so(finished_run: Path) -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")}
+    out = subprocess.run(
+        [sys.executable, "-m", "twm.cli", "play", str(finished_run)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 2 and "--record" in one_line(out.stderr)
+
+
+def test_sizes_too_large_for_memory_are_one_line() -> None:
+    out = run_twm("info", "--game", "catch", "--preset", "smoke", "--set", "obs_model.channels=100000000")
+    assert out.returncode == 1 and "out of memory" in one_line(out.stderr)

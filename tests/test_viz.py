@@ -338,7 +338,7 @@ def test_mp4_without_ffmpeg_is_one_line(
         ("bad_checkpoint_arg", "does not exist"),
         ("torn", "cannot read checkpoint"),
         ("bad_suffix", "must end in .gif or .mp4"),
-        ("bad_horizon", "--horizon must be positive"),
+        ("bad_horizon", "--horizon: must be in [1, 10000]; got 0"),
         ("bad_attention", "must end in .png"),
     ],
 )

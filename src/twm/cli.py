@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from twm.cli_parser import build_parser
+from twm.cli_parser import ArgumentsError, build_parser
 from twm.config import Config, ConfigError, describe_keys, load_config
 from twm.envs import EnvError, check_env
 from twm.games import (
@@ -92,6 +92,8 @@ def cmd_games(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.keys:
+        if args.overrides or args.config_file or args.game:  # checked, not silently ignored
+            raise UsageError("--keys lists every key with its paper default; it takes no --set, --config or --game")
         for key, default, help_text in describe_keys():
             print(f"{key:<40} {default!s:<12} {help_text}")
         return 0
@@ -480,7 +482,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentsError as exc:
+        print(f"twm: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -491,6 +497,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except RunFailure as exc:
         print(f"twm: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except MemoryError:
+        print("twm: error: out of memory (a size in the config or the arguments is too large for this machine)",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_FAILURE
+    except RuntimeError as exc:
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc).lower():
+            raise
+        print("twm: error: out of memory (a size in the config or the arguments is too large for this machine): "
+              f"{str(exc).splitlines()[0][:200]}", file=sys.stderr)  # fmt: skip
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("twm: interrupted", file=sys.stderr)

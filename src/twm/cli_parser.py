@@ -7,6 +7,9 @@ and argument errors are instant.
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Callable
+from typing import NoReturn
 
 from twm import __version__
 from twm.config import PRESETS
@@ -34,7 +37,9 @@ def add_run_dir(parser: argparse.ArgumentParser, *, checkpoint_file: bool = Fals
 
 
 def add_checkpoint(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)")
+    parser.add_argument(
+        "--checkpoint", metavar="FILE", help="checkpoint (default: RUN_DIR/checkpoints/final.pt)"
+    )
 
 
 def add_config_args(
@@ -71,12 +76,24 @@ def add_viz_parsers(sub: argparse._SubParsersAction) -> None:
     add_run_dir(p, checkpoint_file=True)
     p.add_argument("--out", required=True, metavar="FILE.gif|FILE.mp4", help="animation to write")
     add_checkpoint(p)
-    p.add_argument("--horizon", type=int, default=30, help="dream steps (frames: horizon + 1)")
-    p.add_argument("--starts", type=int, default=4, help="dreams side by side")
+    p.add_argument(
+        "--horizon",
+        type=bounded_int(1, MAX_DREAM_STEPS),
+        default=30,
+        help="dream steps (frames: horizon + 1)",
+    )
+    p.add_argument("--starts", type=bounded_int(1, MAX_STARTS), default=4, help="dreams side by side")
     p.add_argument("--seed", type=int, default=0, help="seed of the real starts and the sampling")
-    p.add_argument("--fps", type=float, default=8.0, help="frames per second of the animation")
-    p.add_argument("--warmup", type=int, default=16, help="real steps before each dream (its context)")
-    p.add_argument("--scale", type=int, default=3, help="upscaling of the 64x64 frames")
+    p.add_argument(
+        "--fps", type=positive_float(MAX_FPS), default=8.0, help="frames per second of the animation"
+    )
+    p.add_argument(
+        "--warmup",
+        type=bounded_int(1, MAX_DREAM_STEPS),
+        default=16,
+        help="real steps before each dream (its context)",
+    )
+    p.add_argument("--scale", type=bounded_int(1, MAX_SCALE), default=3, help="upscaling of the 64x64 frames")
     p.add_argument(
         "--source", default="auto", choices=["auto", "env", "replay"], help="where starts come from"
     )
@@ -103,10 +120,17 @@ def add_viz_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the real start and the sampling (R: the next seeds)"
     )
-    p.add_argument("--warmup", type=int, default=8, help="real steps of the policy before the dream starts")
-    p.add_argument("--fps", type=float, default=10.0, help="dream steps per second")
     p.add_argument(
-        "--scale", type=int, help="upscaling of the 64x64 frames (default 6 in the window, 4 recorded)"
+        "--warmup",
+        type=bounded_int(1, MAX_DREAM_STEPS),
+        default=8,
+        help="real steps of the policy before the dream starts",
+    )
+    p.add_argument("--fps", type=positive_float(MAX_FPS), default=10.0, help="dream steps per second")
+    p.add_argument(
+        "--scale",
+        type=bounded_int(1, MAX_SCALE),
+        help="upscaling of the 64x64 frames (default 6 in the window, 4 recorded)",
     )
     p.add_argument(
         "--record",
@@ -120,7 +144,7 @@ def add_viz_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=bounded_int(1, MAX_DREAM_STEPS),
         metavar="N",
         help="with --record and no --actions: dream steps the policy plays (default 50)",
     )
@@ -142,7 +166,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--updates", type=int, default=3, help="timed updates (the medians are over these)")
     p.add_argument(
-        "--warmup", type=int, default=1, help="untimed updates first (at least 2 with train.capture, which compiles)"
+        "--warmup",
+        type=int,
+        default=1,
+        help="untimed updates first (at least 2 with train.capture, which compiles)",
     )
     add_device(p)
     p.add_argument("--env-steps", type=int, default=1000, help="agent steps of the env benchmark (0: skip)")
@@ -152,8 +179,59 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:
     add_json(p, "print one JSON object")
 
 
+class ArgumentsError(Exception):
+    """A command-line argument argparse refused; ``twm.cli.main`` prints it as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors become one ``twm: error: ...`` line (``ArgumentsError``) instead of the
+    usage block; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentsError(f"{message} (see {self.prog} --help)")
+
+
+# Documented limits of sizes the libraries underneath do not bound (a dream of a million steps, a
+# recording of 10^8 actions: hours and out of memory instead of an error).
+MAX_EPISODES = 100_000
+MAX_DREAM_STEPS = 10_000
+MAX_STARTS = 256
+MAX_SCALE = 32
+MAX_FPS = 240.0
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}]; got {value}")
+        return value
+
+    return parse
+
+
+def positive_float(hi: float) -> Callable[[str], float]:
+    """An argparse type: a finite number in (0, hi]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number; got {text!r}") from None
+        if not (math.isfinite(value) and 0 < value <= hi):
+            raise argparse.ArgumentTypeError(f"must be a number in (0, {hi:g}]; got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="twm",
         description="Transformer-based World Models (TWM) for sample-efficient RL on Atari 100k.",
     )
@@ -225,7 +303,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
     add_run_dir(p)
-    p.add_argument("--episodes", type=int, help="episodes (default: the run's train.final_eval_episodes)")
+    p.add_argument(
+        "--episodes",
+        type=bounded_int(1, MAX_EPISODES),
+        help="episodes (default: the run's train.final_eval_episodes)",
+    )
     p.add_argument("--seed", type=int, help="evaluation seed (default: that of the run's final evaluation)")
     add_device(p)
     add_json(p)
@@ -253,5 +335,3 @@ def build_parser() -> argparse.ArgumentParser:
     add_viz_parsers(sub)
     add_bench_parser(sub)
     return parser
-
-

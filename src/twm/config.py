@@ -25,6 +25,8 @@ import yaml
 from twm.games import UnknownGameError, game_family, resolve_game
 from twm.presets import PRESETS
 
+MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many libraries take 32-bit seeds
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as a one-line message for the user."""
@@ -266,7 +268,7 @@ class TrainConfig:
         True, "after each periodic evaluation write a reconstruction grid and a dream strip to images/"
     )
     log_interval: int = param(500, "agent steps between metric lines", lo=1)
-    seed: int = param(0, "random seed", lo=0)
+    seed: int = param(0, "random seed (torch and numpy take seeds below 2^32)", lo=0, hi=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = param("auto", "torch device ('auto' picks cuda if present)")
     precision: Literal["float32", "bfloat16"] = param(
         "float32",
@@ -442,9 +444,11 @@ class Config:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of sections in a YAML config file (empty for an empty file)."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if data is None:
@@ -549,8 +553,10 @@ def _closest_keys(key: str) -> str:
     return f"did you mean {', '.join(close)}?" if close else "run 'twm config --keys' to list valid keys"
 
 
-def _get_section(cfg: Config, name: str) -> Any:
+def _get_section(cfg: Config, name: Any) -> Any:
     names = [s.name for s in dataclasses.fields(Config)]
+    if not isinstance(name, str):  # YAML keys such as 1: or true:
+        raise ConfigError(f"config section names are words; got {name!r}; valid sections: {', '.join(names)}")
     if name not in names:
         close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -615,7 +621,7 @@ def _coerce(dotted: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
     too_high = hi is not None and value > hi
     if too_low or too_high:
         left = "(" if lo_open else "["
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
+        lo_s = "-inf" if lo is None else (str(lo) if isinstance(lo, int) else f"{lo:g}")
+        hi_s = "inf" if hi is None else (str(hi) if isinstance(hi, int) else f"{hi:g}")
         raise ConfigError(f"{dotted} must be in {left}{lo_s}, {hi_s}]; got {value!r}")
     return value

@@ -15,6 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from twm.config import MAX_SEED
 from twm.games import ATARI100K_GAMES, resolve_game
 from twm.run_dir import RunDir
 
@@ -65,6 +66,9 @@ def parse_games(text: str) -> list[str]:
     return games
 
 
+MAX_SWEEP_SEEDS = 10_000  # a documented limit: every run of a sweep is planned up front
+
+
 def parse_seeds(text: str) -> list[int]:
     """Seeds from ``"0,1,2"`` or ranges ``"0-4"`` (inclusive); non-negative, duplicates dropped."""
     seeds: list[int] = []
@@ -79,8 +83,10 @@ def parse_seeds(text: str) -> list[int]:
             raise SweepError(
                 f"--seeds takes non-negative integers or ranges like 0-4, comma separated; got {item!r}"
             ) from None
-        if lo < 0 or hi < lo:
-            raise SweepError(f"--seeds: {item!r} is not a non-negative seed or an increasing range")
+        if lo < 0 or hi < lo or hi > MAX_SEED:
+            raise SweepError(f"--seeds: {item!r} is not a seed in [0, {MAX_SEED}] or an increasing range")
+        if len(seeds) + hi - lo + 1 > MAX_SWEEP_SEEDS:
+            raise SweepError(f"--seeds: at most {MAX_SWEEP_SEEDS} seeds per sweep; got {item!r}")
         seeds.extend(range(lo, hi + 1))
     seeds = list(dict.fromkeys(seeds))  # duplicates dropped, order kept
     if not seeds:

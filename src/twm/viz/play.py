@@ -17,6 +17,7 @@ policy's step is ``DreamSession.policy_actions`` + ``DreamSession.step``, as in 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,13 +87,16 @@ def action_from_keys(pressed: Collection[str], meanings: Sequence[str]) -> int:
     return best
 
 
+MAX_RECORDED_ACTIONS = 10_000  # a recording holds every frame in memory
+
+
 def parse_actions(spec: str, meanings: Sequence[str], seed: int = 0) -> list[int]:
     """Actions from ``--actions``: comma-separated names (any case) or indices, or ``random:N``."""
     spec = spec.strip()
     if spec.lower().startswith("random:"):
         count = spec.split(":", 1)[1]
-        if not count.isdigit() or int(count) < 1:
-            raise VizError(f"--actions random:N needs a positive integer N; got {spec!r}")
+        if not count.isdigit() or not 1 <= int(count) <= MAX_RECORDED_ACTIONS:
+            raise VizError(f"--actions random:N needs an integer N in [1, {MAX_RECORDED_ACTIONS}]; got {spec!r}")
         rng = np.random.Generator(np.random.PCG64(seed))
         return [int(a) for a in rng.integers(len(meanings), size=int(count))]
     upper = [m.upper() for m in meanings]
@@ -299,6 +303,14 @@ def run_play_policy(
     return {"out": record, "frames": len(played.frames), "score": played.score, "record": played}
 
 
+def has_display() -> bool:
+    """Whether a window can be shown: always off Linux; on Linux an X or Wayland display, or an SDL
+    video driver chosen by hand (SDL_VIDEODRIVER)."""
+    if not sys.platform.startswith("linux"):
+        return True
+    return any(os.environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"))
+
+
 def import_pygame() -> Any:
     """The pygame module, or a one-line ``VizError`` telling how to install it."""
     # pygame prints a greeting on import unless told not to; it would clutter the CLI's output.
@@ -322,6 +334,11 @@ def play_window(
     max_steps: int | None = None,
 ) -> PlayRecord:
     """The interactive game in a pygame window; ``max_steps`` stops it (for headless tests)."""
+    if max_steps is None and not has_display():
+        raise VizError(
+            "twm play needs a display for its window (none here: DISPLAY and WAYLAND_DISPLAY are unset); "
+            "--record FILE.gif plays without one"
+        )
     pygame = import_pygame()
     keys = {
         "UP": (pygame.K_UP, pygame.K_w),
