@@ -226,3 +226,37 @@ def test_play_without_a_display_says_so(finished_run: Path) -> None:
 def test_sizes_too_large_for_memory_are_one_line() -> None:
     out = run_twm("info", "--game", "catch", "--preset", "smoke", "--set", "obs_model.channels=100000000")
     assert out.returncode == 1 and "out of memory" in one_line(out.stderr)
+
+
+# ------------------------------------------------------------------ small ones
+
+
+def test_the_resume_hint_is_shell_quoted(tmp_path: Path) -> None:
+    import shlex
+    import signal
+
+    from twm.training.lifecycle import TrainingStopped
+
+    run_dir = tmp_path / "my runs" / "pong; rm -rf x"
+    stopped = TrainingStopped(signal.SIGINT, None, run_dir, 10, 100, "during training")
+    hint = str(stopped).split("continue with: ")[1]
+    assert shlex.split(hint) == ["twm", "train", "--resume", str(run_dir)]
+
+
+def test_a_folder_killed_before_it_wrote_anything_says_so(tmp_path: Path) -> None:
+    write_lock(tmp_path, pid=os.getpid(), started=1.0)
+    (tmp_path / ".twm-lock").unlink()
+    (tmp_path / ".twm-lock").write_text("{}")  # SIGKILLed right after taking its lock
+    out = run_twm("train", "--resume", str(tmp_path), "--no-progress")
+    assert out.returncode == 2 and "stopped before it wrote anything" in one_line(out.stderr)
+
+
+def test_a_sweep_whose_reader_goes_away_finishes_its_runs(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    command = (
+        f"{sys.executable} -m twm.cli sweep --games catch --seeds 0 --preset smoke --root {root} "
+        "--set train.total_steps=150 --no-progress | head -c 1"
+    )
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
+    assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert list(root.glob("*/*/eval/final.json")) and (root / "sweep.json").exists()

@@ -35,6 +35,7 @@ the local and the Ray runner.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -43,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twm.launch.attempt import stop_requested
 from twm.launch.plan import (
@@ -186,12 +187,40 @@ def _sigterm_as_interrupt(received: list[int]) -> Any:
             signal.signal(s, h)
 
 
+class PipeSafe(io.TextIOBase):
+    """A text stream that stops writing, without an error, once its reader has gone (BrokenPipeError)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.closed_pipe = False
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self.closed_pipe = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.closed_pipe = True
+
+    def isatty(self) -> bool:
+        return not self.closed_pipe and self.stream.isatty()
+
+
 def run_sweep(opts: SweepOptions, out: IO[str] | None = None) -> int:
     """Everything ``twm sweep`` does; returns its exit code (0 all done, 1 a run failed, 128+signal stopped).
 
     Raises ``SweepError`` / ``ConfigError`` / ``UnknownGameError`` for a usage problem, before any run starts.
     """
-    out = out if out is not None else sys.stdout
+    # `twm sweep ... | head` closes the pipe early: the sweep and its runs go on, silently.
+    stream: IO[str] = cast(IO[str], PipeSafe(out if out is not None else sys.stdout))
+    out = stream
     validate(opts)
     if opts.ray_address is not None:
         import_ray()  # a missing Ray is a usage error before anything is written

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -80,7 +81,7 @@ class TrainingStopped(Exception):
         saved = f"checkpoint {checkpoint}" if checkpoint is not None else "no checkpoint"
         super().__init__(
             f"stopped by {signal.Signals(signum).name} {where} at {interactions}/{total} interactions; "
-            f"{saved}; continue with: twm train --resume {run_dir}"
+            f"{saved}; continue with: twm train --resume {shlex.quote(str(run_dir))}"
         )
         self.signum = signum
         self.checkpoint = checkpoint
