@@ -260,3 +260,29 @@ def test_a_sweep_whose_reader_goes_away_finishes_its_runs(tmp_path: Path) -> Non
     done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=ENV, timeout=300)
     assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert list(root.glob("*/*/eval/final.json")) and (root / "sweep.json").exists()
+
+
+def test_a_torn_last_line_of_metrics_is_dropped_on_resume(tmp_path: Path) -> None:
+    from twm.training.lifecycle import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"st')  # killed mid-line, then shortened by the disk
+    warnings: list[str] = []
+    truncate_metrics(path, size=100, warn=warnings.append)
+    assert path.read_bytes() == b'{"step": 1}\n{"step": 2}\n'
+    assert any("torn" in w for w in warnings)
+    truncate_metrics(path, size=len(b'{"step": 1}\n'), warn=warnings.append)  # the usual cut back
+    assert path.read_bytes() == b'{"step": 1}\n'
+
+
+def test_a_final_json_left_half_written_is_cleaned_on_resume(tmp_path: Path, finished_run: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "eval" / "final.json").unlink()
+    leftover = run_dir / "eval" / ".final.json.tmp-12345"
+    leftover.write_text('{"game": "ca')  # killed while writing final.json
+    out = run_twm("train", "--resume", str(run_dir), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert not leftover.exists() and (run_dir / "eval" / "final.json").exists()

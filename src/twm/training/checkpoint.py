@@ -447,7 +447,8 @@ class CheckpointManager:
 
     def remove_stale_temporaries(self) -> None:
         """Delete temporary files left by a process killed mid-write (only our own ``.*.tmp-*`` names)."""
-        for folder in (self.dir, self.replay_dir):
+        # eval/: the final.json of a run killed while writing it
+        for folder in (self.dir, self.replay_dir, self.dir.parent / "eval"):
             if folder.is_dir():
                 for p in folder.glob(".*.tmp-*"):
                     with contextlib.suppress(OSError):

@@ -223,8 +223,17 @@ def truncate_metrics(path: Path, size: int, warn: Callable[[str], None]) -> None
     current = path.stat().st_size if path.exists() else 0
     if current < size:
         warn(f"{path} is shorter than at the checkpoint ({current} < {size} bytes); some lines are missing")
+        size = current
+    if size == 0:
         return
     with path.open("r+b") as f:
+        f.seek(size - 1)
+        if f.read(1) != b"\n":  # the file ends in a torn line: drop it, or the next line would be glued on
+            f.seek(max(0, size - (1 << 20)))
+            tail = f.read(size - f.tell())
+            cut = tail.rfind(b"\n")
+            size = size - len(tail) + cut + 1 if cut >= 0 else 0
+            warn(f"{path} ended in a torn line; it was dropped")
         f.truncate(size)
         f.flush()
         os.fsync(f.fileno())
