@@ -272,9 +272,7 @@ def test_resume_from_every_phase_in_process(
     assert_same_run(run_dir, reference)
 
 
-@pytest.mark.parametrize(
-    ("game", "package"), [("minatar/breakout", "minatar"), ("crafter", "crafter")]
-)
+@pytest.mark.parametrize(("game", "package"), [("minatar/breakout", "minatar"), ("crafter", "crafter")])
 def test_pixel_game_runs_resume_exactly(
     tmp_path: Path, game: str, package: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
@@ -314,7 +312,11 @@ PLUS_SWITCHES = [
 
 @pytest.mark.parametrize(
     ("switches", "point"),
-    [(PLUS_SWITCHES, "pretrain:ac:2"), (PLUS_SWITCHES, "train:145"), (["actor_critic.inputs=zh"], "train:145")],
+    [
+        (PLUS_SWITCHES, "pretrain:ac:2"),
+        (PLUS_SWITCHES, "train:145"),
+        (["actor_critic.inputs=zh"], "train:145"),
+    ],
     ids=["plus-mid-pretraining", "plus-mid-collection", "zh-mid-collection"],
 )
 def test_runs_with_switches_beyond_the_paper_resume_exactly(
@@ -345,7 +347,10 @@ def test_runs_with_switches_beyond_the_paper_resume_exactly(
     if got is not None:
         for key in ("h_prev", "prev_reward", "prev_done"):
             assert torch.equal(got[key], expected[key]), key
-        assert all(torch.equal(a, b) for a, b in zip(got["memory"]["hiddens"], expected["memory"]["hiddens"], strict=True))
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(got["memory"]["hiddens"], expected["memory"]["hiddens"], strict=True)
+        )
         # The stream went on from the checkpoint rather than starting again at the resume.
         assert got["memory"]["num_tokens"] == expected["memory"]["num_tokens"] == 3 * 100 - 1
         assert torch.equal(got["memory"]["episode"], expected["memory"]["episode"])
@@ -408,6 +413,32 @@ def test_a_damaged_replay_chunk_never_costs_the_resume_point(
     trainer.run()
     assert_same_run(copy, reference)
     assert second_saved  # (the original chunk was never needed again)
+
+
+def test_random_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path: Path, reference: dict[str, Any]) -> None:
+    # SIGKILL at random moments (seeded) up to five times, each time resuming what is there (a kill
+    # before the first checkpoint leaves nothing to resume: that attempt starts afresh), then let it end.
+    rng = np.random.default_rng(29)
+    run_dir = tmp_path / "run"
+    kills_after_a_checkpoint = 0
+    for attempt in range(12):
+        checkpoints = run_dir / "checkpoints"
+        resumable = checkpoints.is_dir() and any(checkpoints.glob("step_*.pt"))
+        if not resumable:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        args = ["--resume", str(run_dir), "--no-progress"] if resumable else [*TRAIN_ARGS, "--run-dir", str(run_dir)]
+        proc = twm_process("train", *args)
+        try:
+            proc.wait(timeout=float(rng.uniform(3.0, 9.0)) if attempt < 5 else 300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            kills_after_a_checkpoint += resumable
+            continue
+        assert proc.returncode == 0, proc.communicate()[1]
+        break
+    assert kills_after_a_checkpoint >= 1
+    assert_same_run(run_dir, reference)
 
 
 def stopped_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
