@@ -152,7 +152,7 @@ class RunDir:
         if not self.path.is_dir():
             raise RunDirError(f"run folder {self.path} does not exist")
         if not self.config.is_file():
-            if {p.name for p in self.path.iterdir()} <= {LOCK_NAME}:
+            if {p.name for p in self.path.iterdir()} == {LOCK_NAME}:
                 raise RunDirError(
                     f"{self.path} holds no run: a run started there was stopped before it wrote anything; "
                     "start it again (remove the folder or pick another --run-dir)"
