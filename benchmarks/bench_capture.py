@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 
 from twm.agent import Agent
-from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
+from twm.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import load_config
 from twm.device import resolve_device
 
@@ -60,14 +59,7 @@ def main() -> int:
             time_update(*runs[name])
             if name == "captured":
                 compile_seconds.append(time.perf_counter() - start)
-    times: dict[str, dict[str, list[float]]] = {name: {p: [] for p in (*PARTS, "total")} for name in runs}
-    for _ in range(args.updates):
-        for name, run in runs.items():
-            seconds, _ = time_update(*run)
-            for part in PARTS:
-                times[name][part].append(seconds[part])
-            times[name]["total"].append(sum(seconds.values()))
-    medians = {name: {p: statistics.median(v) for p, v in parts.items()} for name, parts in times.items()}
+    medians = interleaved_medians(runs, args.updates)
     result = {
         "preset": args.preset,
         "device": str(device),

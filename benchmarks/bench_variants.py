@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 import torch
 
 from twm.agent import Agent
-from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update, update_generator
+from twm.bench import (
+    PARTS,
+    interleaved_medians,
+    synthetic_batch,
+    synthetic_obs_sampler,
+    time_update,
+    update_generator,
+)
 from twm.config import load_config
 from twm.device import resolve_device
 from twm.envs import make_env
@@ -49,14 +55,7 @@ def main() -> int:
     for run in runs.values():
         for _ in range(2):
             time_update(*run)
-    times: dict[str, dict[str, list[float]]] = {name: {p: [] for p in (*PARTS, "total")} for name in runs}
-    for _ in range(args.updates):
-        for name, run in runs.items():
-            seconds, _ = time_update(*run)
-            for part in PARTS:
-                times[name][part].append(seconds[part])
-            times[name]["total"].append(sum(seconds.values()))
-    medians = {name: {p: statistics.median(v) for p, v in parts.items()} for name, parts in times.items()}
+    medians = interleaved_medians(runs, args.updates)
     first = next(iter(medians))
     if args.json:
         print(json.dumps({"preset": args.preset, "game": args.game, "updates": args.updates,

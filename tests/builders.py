@@ -17,6 +17,19 @@ from twm.models.observation import mode_one_hot
 from twm.replay import ReplayBuffer
 
 C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
+
+# Every switch beyond the paper with its value in the `plus` preset (each default is the paper's
+# behaviour); `actor_critic.inputs=zh` is not in `plus` and is tested on its own.
+PLUS_SWITCHES = {
+    "obs_model.unimix": 0.01,
+    "dynamics.reward_head": "twohot",
+    "actor_critic.critic": "twohot",
+    "actor_critic.slow_critic_rate": 0.02,
+    "actor_critic.return_norm": "percentile",
+    "actor_critic.entropy": "bonus",
+    "actor_critic.unimix": 0.01,
+}
+PLUS_OVERRIDES = [f"{key}={value}" for key, value in PLUS_SWITCHES.items()]
 NUM_ACTIONS = 3  # of the smoke agent (the catch game)
 
 

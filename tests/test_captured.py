@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from builders import PLUS_OVERRIDES
 from twm.agent import Agent
 from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import Config, ConfigError, load_config
@@ -85,15 +86,7 @@ def test_captured_update_matches_eager_across_episode_ends_and_fresh_starts() ->
     assert any(m["ac/fresh_reused"] > 0 for m in captured)
 
 
-PLUS_SWITCHES = (
-    "obs_model.unimix=0.01",
-    "dynamics.reward_head=twohot",
-    "actor_critic.critic=twohot",
-    "actor_critic.slow_critic_rate=0.02",
-    "actor_critic.return_norm=percentile",
-    "actor_critic.entropy=bonus",
-    "actor_critic.unimix=0.01",
-)
+PLUS_SWITCHES = tuple(PLUS_OVERRIDES)
 
 
 def test_captured_update_with_every_plus_switch_matches_eager() -> None:

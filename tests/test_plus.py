@@ -13,23 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from builders import NUM_ACTIONS, catch_replay, preset_smoke_update
+from builders import NUM_ACTIONS, PLUS_SWITCHES, catch_replay, preset_smoke_update
 from twm.agent import Agent
 from twm.config import Config, load_config
 from twm.models.world_model import TorchSequenceBatch
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_plus.json").read_text())
 
-# Each switch beyond the paper and its value in `plus` (its default is the paper's behaviour).
-PLUS_SWITCHES = {
-    "obs_model.unimix": 0.01,
-    "dynamics.reward_head": "twohot",
-    "actor_critic.critic": "twohot",
-    "actor_critic.slow_critic_rate": 0.02,
-    "actor_critic.return_norm": "percentile",
-    "actor_critic.entropy": "bonus",
-    "actor_critic.unimix": 0.01,
-}
 
 
 def flat(cfg: Config) -> dict[str, object]:

@@ -26,6 +26,7 @@ import pytest
 import torch
 import yaml
 
+from builders import PLUS_OVERRIDES
 from twm import cli
 from twm.agent import Agent
 from twm.training import checkpoint as ckpt
@@ -298,16 +299,7 @@ def test_pixel_game_runs_resume_exactly(
 
 # Every switch beyond the paper at once (the `plus` preset's values): the slow critic's weights and
 # the return normaliser's EMAs must come back from a checkpoint for the run to continue exactly.
-PLUS_SWITCHES = [
-    "obs_model.unimix=0.01",
-    "dynamics.reward_head=twohot",
-    "actor_critic.critic=twohot",
-    "actor_critic.slow_critic_rate=0.02",
-    "actor_critic.return_norm=percentile",
-    "actor_critic.entropy=bonus",
-    "actor_critic.entropy_coef=3e-4",
-    "actor_critic.unimix=0.01",
-]
+PLUS_SWITCHES = [*PLUS_OVERRIDES, "actor_critic.entropy_coef=3e-4"]
 
 
 @pytest.mark.parametrize(

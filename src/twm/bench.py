@@ -121,6 +121,22 @@ def time_update(
     return dict(zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True)), rollout.dones.sum()
 
 
+def interleaved_medians(
+    runs: dict[str, tuple[Agent, TorchSequenceBatch, Callable[[int], torch.Tensor], torch.Generator | None]],
+    updates: int,
+) -> dict[str, dict[str, float]]:
+    """Median seconds per part and in total of several agents' updates, taken in turns (one update of
+    each per round), so load from other processes hits all of them alike."""
+    times: dict[str, dict[str, list[float]]] = {name: {p: [] for p in (*PARTS, "total")} for name in runs}
+    for _ in range(updates):
+        for name, run in runs.items():
+            seconds, _ = time_update(*run)
+            for part in PARTS:
+                times[name][part].append(seconds[part])
+            times[name]["total"].append(sum(seconds.values()))
+    return {name: {p: statistics.median(v) for p, v in parts.items()} for name, parts in times.items()}
+
+
 def update_generator(agent: Agent, seed: int) -> torch.Generator | None:
     """The update's generator: a seeded one, or None for a captured update (global generator)."""
     if agent.captured is not None:
