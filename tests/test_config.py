@@ -188,3 +188,26 @@ def test_twm_config_with_a_partial_file(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text("- not a mapping\n")
     assert cli.main(["config", "--config", str(path)]) == 2
     assert "must be a mapping of sections" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_and_sweep_layer_a_partial_file_on_the_preset(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "partial.yaml"
+    path.write_text("actor_critic:\n  horizon: 3\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--preset", "smoke", "--config", str(path), "--set", "train.total_steps=150", "--no-progress"]
+    train = [sys.executable, "-m", "twm.cli", "train", "--game", "catch", "--run-dir", str(tmp_path / "run"), *common]
+    sweep = [sys.executable, "-m", "twm.cli", "sweep", "--games", "catch", "--root", str(tmp_path / "sweep"), *common]
+    for command, config in ((train, tmp_path / "run" / "config.yaml"),
+                            (sweep, tmp_path / "sweep" / "catch" / "seed_0" / "config.yaml")):  # fmt: skip
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        saved = yaml.safe_load(config.read_text())
+        # The file's key and the preset's sizes (smoke: 4 channels, not the paper's 48).
+        assert saved["actor_critic"]["horizon"] == 3 and saved["obs_model"]["channels"] == 4
