@@ -224,6 +224,29 @@ def test_run_dying_before_a_checkpoint_is_restarted_then_fails(
     assert len(moved) == 2 and all((m / "config.yaml").is_file() for m in moved)
 
 
+def test_a_task_run_again_after_its_node_died_keeps_counting_attempts(
+    tmp_path: Path, fake_trainer: dict[str, str]
+) -> None:
+    import dataclasses
+    import json
+    import socket
+
+    fake_trainer["Pong"] = "early"
+    spec = dataclasses.replace(spec_for(tmp_path, retries=2), sweep_id="sweep-1")
+    spec.pid_path.parent.mkdir(parents=True, exist_ok=True)
+    # What a node that died during attempt 2 of this sweep leaves: its pid file (the process is gone).
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    info = {"pid": dead.pid, "host": socket.gethostname(), "attempt": 2, "started": 1.0, "sweep": "sweep-1"}
+    spec.pid_path.write_text(json.dumps(info))
+    result = execute_run(spec, lambda _: None)
+    assert result.status is Status.FAILED and result.attempts == 3  # one attempt left, not three
+    # Another sweep (a new `twm sweep`) starts with the full budget.
+    info["sweep"] = "sweep-0"
+    spec.pid_path.write_text(json.dumps(info))
+    assert execute_run(spec, lambda _: None).attempts == 3
+
+
 def test_usage_error_is_not_retried(tmp_path: Path, fake_trainer: dict[str, str]) -> None:
     fake_trainer["Pong"] = "usage"
     result = execute_run(spec_for(tmp_path), lambda _: None)

@@ -62,6 +62,24 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def attempts_so_far(spec: RunSpec) -> int:
+    """Attempts this sweep already made at the run (read from its pid file), 0 for a new sweep.
+
+    A Ray task re-run after its node died starts ``execute_run`` afresh; without this its retry
+    budget (and the attempt count in sweep.json) would start again at every re-run.
+    """
+    if not spec.sweep_id:
+        return 0
+    try:
+        info = json.loads(spec.pid_path.read_text())
+    except (OSError, ValueError):
+        return 0
+    if not isinstance(info, dict) or info.get("sweep") != spec.sweep_id:
+        return 0
+    attempt = info.get("attempt")
+    return attempt if isinstance(attempt, int) and attempt > 0 else 0
+
+
 def running_elsewhere(pid_path: str | Path) -> int | None:
     """The pid of a live attempt recorded in ``pid_path`` on this host (another sweep), else None.
 
@@ -163,7 +181,13 @@ def run_attempt(spec: RunSpec, command: Sequence[str], attempt: int) -> int:
             env=_child_env(spec),
             start_new_session=True,
         )
-    info = {"pid": child.pid, "host": socket.gethostname(), "attempt": attempt, "started": time.time()}
+    info = {
+        "pid": child.pid,
+        "host": socket.gethostname(),
+        "attempt": attempt,
+        "started": time.time(),
+        "sweep": spec.sweep_id,
+    }
     with _children_lock:
         _children[child.pid] = child
     try:
@@ -204,6 +228,7 @@ def execute_run(spec: RunSpec, notify: Notify = print) -> RunResult:
     """
     t0 = time.monotonic()
     result = RunResult(spec.game, spec.seed, spec.run_dir)
+    result.attempts = attempts_so_far(spec)
     folder = RunDir(spec.run_dir)
     busy = running_elsewhere(spec.pid_path)
     if busy is not None:

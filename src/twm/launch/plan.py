@@ -157,6 +157,9 @@ class RunSpec:
     run_dir: str
     options: TrainOptions = field(default_factory=TrainOptions)
     retries: int = 2
+    # Which sweep this run belongs to: attempts recorded in the run's pid file by the same sweep count
+    # against its retries when the run is picked up again (a Ray task re-run after a node died).
+    sweep_id: str = ""
 
     @property
     def name(self) -> str:
@@ -268,7 +271,7 @@ def validate(opts: SweepOptions) -> None:
         )
 
 
-def build_specs(opts: SweepOptions) -> list[RunSpec]:
+def build_specs(opts: SweepOptions, sweep_id: str = "") -> list[RunSpec]:
     """One ``RunSpec`` per (game, seed), games outer, with absolute paths (Ray workers need them).
 
     Locally each run gets ``OMP_NUM_THREADS`` = CPUs / parallel runs (unless the environment sets it),
@@ -279,7 +282,7 @@ def build_specs(opts: SweepOptions) -> list[RunSpec]:
     threads = None if opts.ray_address else max(1, (os.cpu_count() or 1) // (opts.parallel or 1))
     options = replace(opts.options, config_file=config_file, threads=threads)
     return [
-        RunSpec(game, seed, str(run_dir_for(root, game, seed)), options, opts.retries)
+        RunSpec(game, seed, str(run_dir_for(root, game, seed)), options, opts.retries, sweep_id)
         for game in opts.games
         for seed in opts.seeds
     ]

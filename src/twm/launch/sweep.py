@@ -225,7 +225,7 @@ def run_sweep(opts: SweepOptions, out: IO[str] | None = None) -> int:
     if opts.ray_address is not None:
         import_ray()  # a missing Ray is a usage error before anything is written
     started = time.time()
-    specs = build_specs(opts)
+    specs = build_specs(opts, sweep_id=f"{os.getpid()}@{started:.6f}")
     rows = {(s.game, s.seed): RunResult(s.game, s.seed, s.run_dir) for s in specs}
     try:
         write_sweep_json(opts, rows.values(), started)
