@@ -286,3 +286,41 @@ def test_a_final_json_left_half_written_is_cleaned_on_resume(tmp_path: Path, fin
     out = run_twm("train", "--resume", str(run_dir), "--no-progress")
     assert out.returncode == 0, out.stderr
     assert not leftover.exists() and (run_dir / "eval" / "final.json").exists()
+
+
+def test_a_ray_node_killed_mid_run_the_run_finishes_and_keeps_its_attempt_count(tmp_path: Path) -> None:
+    # A two-node Ray cluster (a head without CPUs, one worker); once the run has a checkpoint a second
+    # worker joins and the first dies. Ray runs the task again on the new node, which resumes the run;
+    # sweep.json counts both attempts (it used to say 1: the re-run task started counting afresh).
+    import json
+    import time
+
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    memory = 80_000_000
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": memory})
+    try:
+        first = cluster.add_node(num_cpus=1, object_store_memory=memory)
+        root = tmp_path / "sweep"
+        args = ["sweep", "--games", "catch", "--seeds", "0", "--preset", "smoke", "--root", str(root)]
+        args += ["--ray-address", cluster.address, "--retries", "2", "--no-progress"]
+        args += ["--set", "train.total_steps=400", "--set", "train.checkpoint_interval=50"]
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "twm.cli", *args], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        checkpoints = root / "catch" / "seed_0" / "checkpoints"
+        deadline = time.monotonic() + 240
+        while not any(checkpoints.glob("step_*.pt")):
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()[0][-3000:]
+            time.sleep(0.2)
+        cluster.add_node(num_cpus=1, object_store_memory=memory)
+        cluster.remove_node(first, allow_graceful=False)
+        out, _ = sweep.communicate(timeout=300)
+        assert sweep.returncode == 0, out[-3000:]
+        (run,) = json.loads((root / "sweep.json").read_text())["runs"]
+        assert run["status"] == "finished" and run["attempts"] == 2, run
+        log = (root / "catch" / "seed_0.log").read_text()
+        assert "twm: resuming" in log and (root / "catch" / "seed_0" / "eval" / "final.json").is_file()
+    finally:
+        cluster.shutdown()
