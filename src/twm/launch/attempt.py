@@ -228,9 +228,16 @@ def execute_run(spec: RunSpec, notify: Notify = print) -> RunResult:
     """
     t0 = time.monotonic()
     result = RunResult(spec.game, spec.seed, spec.run_dir)
-    result.attempts = attempts_so_far(spec)
+    result.attempts = attempts_so_far(spec)  # > 0 only when this sweep ran the run before
     folder = RunDir(spec.run_dir)
     busy = running_elsewhere(spec.pid_path)
+    if busy is not None and result.attempts > 0:
+        # An attempt of this very sweep whose task was lost (a Ray worker that died) outlives it on
+        # this host: it holds the run; wait for it to end, then go on from what it left.
+        notify(f"{spec.name}: an earlier attempt of this sweep still runs in process {busy}; waiting for it")
+        while running_elsewhere(spec.pid_path) is not None and not stop_requested.is_set():
+            time.sleep(0.5)
+        busy = None
     if busy is not None:
         return conclude(result, Status.FAILED, t0, f"still running in process {busy} (another sweep?)")
     if plan_run(spec.run_dir) in (Action.SKIP, Action.RESUME):
