@@ -390,7 +390,6 @@ def test_a_damaged_replay_chunk_never_costs_the_resume_point(
     # Restored: the run resumes from its newest checkpoint and ends as the uninterrupted run.
     first.write_bytes(saved)
     second = replay_dir / "frames_000000064.npy"
-    second_saved = second.read_bytes()
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     Trainer.resume(run_dir, device="cpu", progress=False).run()
@@ -404,7 +403,6 @@ def test_a_damaged_replay_chunk_never_costs_the_resume_point(
     assert any(second.name in w and "the checkpoint is kept" in w for w in warnings), warnings
     trainer.run()
     assert_same_run(copy, reference)
-    assert second_saved  # (the original chunk was never needed again)
 
 
 def test_random_sigkills_then_resume_equal_the_uninterrupted_run(tmp_path: Path, reference: dict[str, Any]) -> None:
