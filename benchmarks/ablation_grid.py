@@ -55,6 +55,7 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-no-slow-critic": ("plus", ["actor_critic.slow_critic_rate=0"]),
     "plus-no-return-norm": ("plus", _PAPER_ACTOR),
     "plus-no-unimix": ("plus", ["obs_model.unimix=0", "actor_critic.unimix=0"]),
+    "plus-no-latent-unimix": ("plus", ["obs_model.unimix=0"]),
     "plus-paper-critic-lr": ("plus", ["actor_critic.critic_lr=1e-5"]),
     # Not ablations: candidate changes to plus. The paper's entropy hinge (acts below 10% of the
     # maximal entropy) in place of the bonus; and twice the updates per interaction, over half the

@@ -22,6 +22,7 @@ C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
 # behaviour); `actor_critic.inputs=zh` is not in `plus` and is tested on its own.
 PLUS_SWITCHES = {
     "obs_model.unimix": 0.01,
+    "obs_model.sampler": "inverse_cdf",
     "dynamics.reward_head": "twohot",
     "actor_critic.critic": "twohot",
     "actor_critic.slow_critic_rate": 0.02,

@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from twm.models.distributions import TwoHotSymlog, mix_uniform, symexp, symlog, zero_output_layer
+from twm.models.distributions import (
+    TwoHotSymlog,
+    categorical_index,
+    mix_uniform,
+    symexp,
+    symlog,
+    zero_output_layer,
+)
 
 
 def test_symlog_known_values_and_symexp_is_its_inverse() -> None:
@@ -74,3 +81,40 @@ def test_uniform_mixing_gives_the_stated_minimum_probability(unimix: float) -> N
     torch.testing.assert_close(probs.sum(-1), torch.ones(1, dtype=torch.float64))
     torch.testing.assert_close(probs, (1 - unimix) * logits.softmax(-1) + unimix / K)
     assert mix_uniform(logits, 0.0) is logits  # off: untouched
+
+
+def test_inverse_cdf_index_is_the_first_class_whose_cumulative_probability_exceeds_u() -> None:
+    # Rows not normalised (total 2): u is scaled by the total. The uniforms are those of a generator
+    # with seed 5, drawn the way categorical_index draws them; the answer is counted by hand per row.
+    probs = torch.tensor([[0.5, 0.0, 1.0, 0.5], [0.0, 2.0, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0]])  # (3, 4)
+    u = torch.rand(3, 1, generator=torch.Generator().manual_seed(5))
+    expected = []
+    for row, ui in zip(probs.tolist(), u[:, 0].tolist(), strict=True):
+        cum, target = 0.0, ui * sum(row)
+        for k, p in enumerate(row):
+            cum += p
+            if target < cum:
+                expected.append(k)
+                break
+    got = categorical_index(probs, torch.Generator().manual_seed(5), "inverse_cdf")
+    assert got.tolist() == expected
+    assert got[1] == 1 and got[2] == 0  # the only classes with mass
+
+
+def test_inverse_cdf_index_never_picks_a_class_of_probability_zero_and_matches_the_frequencies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probs = torch.tensor([0.0, 0.25, 0.0, 0.5, 0.25, 0.0]).expand(100_000, 6)  # (N, K)
+    index = categorical_index(probs, torch.Generator().manual_seed(0), "inverse_cdf")
+    counts = torch.bincount(index, minlength=6).double() / 100_000
+    assert counts[[0, 2, 5]].sum() == 0
+    assert (counts - probs[0].double()).abs().max() < 0.006  # ~4 standard errors
+
+    # The clamp is a guard: with u = 1 (outside torch.rand's [0, 1)) every cumulative probability is
+    # <= u * total, and the index stays the last class instead of K.
+    def largest_uniform(*shape: int, **kwargs: object) -> torch.Tensor:
+        return torch.ones(shape[0])
+
+    monkeypatch.setattr(torch, "rand", largest_uniform)
+    edge = categorical_index(torch.tensor([[1.0, 1.0, 1.0]]), None, "inverse_cdf")
+    assert edge.tolist() == [2]

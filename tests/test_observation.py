@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -132,10 +133,11 @@ def test_decoder_last_bias_is_half_so_a_blank_latent_decodes_to_mid_grey() -> No
 # --------------------------------------------------------------------------------------- latents
 
 
-def test_sample_is_exactly_one_hot_with_the_gradient_of_the_probabilities() -> None:
+@pytest.mark.parametrize("sampler", ["multinomial", "inverse_cdf"])
+def test_sample_is_exactly_one_hot_with_the_gradient_of_the_probabilities(sampler: str) -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 4, 5, requires_grad=True)  # (B, T, C, K)
-    z = sample_one_hot(logits)
+    z = sample_one_hot(logits, None, sampler)
     assert z.shape == (2, 3, 20)
     per_cat = z.detach().reshape(2, 3, 4, 5)
     assert torch.all((per_cat == 0) | (per_cat == 1))
@@ -148,17 +150,28 @@ def test_sample_is_exactly_one_hot_with_the_gradient_of_the_probabilities() -> N
     assert grad_z.abs().sum() > 0
 
 
-def test_sample_follows_the_distribution_and_is_reproducible_with_a_generator() -> None:
+@pytest.mark.parametrize("sampler", ["multinomial", "inverse_cdf"])
+def test_sample_follows_the_distribution_and_is_reproducible_with_a_generator(sampler: str) -> None:
     probs = torch.tensor([[0.2, 0.3, 0.5], [0.7, 0.1, 0.2]])  # (C, K)
     logits = probs.log().expand(4000, 2, 3)  # (N, C, K)
-    z = sample_one_hot(logits, torch.Generator().manual_seed(1)).reshape(4000, 2, 3)
+    z = sample_one_hot(logits, torch.Generator().manual_seed(1), sampler).reshape(4000, 2, 3)
     freq = z.mean(0)
     assert (freq - probs).abs().max() < 0.03  # ~4 standard errors at N = 4000
 
-    again = sample_one_hot(logits, torch.Generator().manual_seed(1)).reshape(4000, 2, 3)
-    other = sample_one_hot(logits, torch.Generator().manual_seed(2)).reshape(4000, 2, 3)
+    again = sample_one_hot(logits, torch.Generator().manual_seed(1), sampler).reshape(4000, 2, 3)
+    other = sample_one_hot(logits, torch.Generator().manual_seed(2), sampler).reshape(4000, 2, 3)
     assert torch.equal(z, again)
     assert not torch.equal(z, other)
+
+
+def test_the_model_samples_with_its_configured_sampler() -> None:
+    logits = torch.randn(50, 4, 5)  # (N, C, K)
+    for sampler in ("multinomial", "inverse_cdf"):
+        model = ObservationModel(dataclasses.replace(tiny_cfg(), sampler=sampler))
+        got = model.sample(logits, torch.Generator().manual_seed(3))
+        assert torch.equal(got, sample_one_hot(logits, torch.Generator().manual_seed(3), sampler))
+    other = sample_one_hot(logits, torch.Generator().manual_seed(3), "multinomial")
+    assert not torch.equal(got, other)  # the two samplers are different draws
 
 
 def test_mode_is_the_one_hot_argmax() -> None:

@@ -122,6 +122,12 @@ class ObservationModelConfig:
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
     weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
     grad_clip: float = param(100.0, "gradient-norm clip", lo=0, lo_open=True)
+    sampler: Literal["multinomial", "inverse_cdf"] = param(
+        "multinomial",
+        "how latent categoricals are sampled: 'multinomial' (torch.multinomial, one exponential draw per "
+        "class) or 'inverse_cdf' (one uniform draw per categorical against the cumulative "
+        "probabilities: the same distribution, another draw, about 15x cheaper on a CPU)",
+    )
     fast_convs: bool = param(
         True,
         "same function, faster kernels: encoder convs in channels-last memory format, the decoder's first "

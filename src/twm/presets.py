@@ -114,11 +114,12 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # so both start at 0), a slow (EMA) critic as the critic's regulariser, advantages scaled by the
     # 5th-95th percentile range of the returns with an entropy bonus instead of the hinge, 1% uniform
     # mixing in the latents and the policy, and a critic learning rate of 1e-4 (the paper's 1e-5 is
-    # for 125,000 updates; a run here has 9,000). Nothing in it is chosen per game.
+    # for 125,000 updates; a run here has 9,000). Latents are drawn by the inverse CDF (the same
+    # distribution, fewer random numbers). Nothing in it is chosen per game.
     "plus": _merged(
         _MINATAR,
         {
-            "obs_model": {"unimix": 0.01},
+            "obs_model": {"unimix": 0.01, "sampler": "inverse_cdf"},
             "dynamics": {"reward_head": "twohot"},
             "actor_critic": {
                 "critic": "twohot",

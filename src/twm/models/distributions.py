@@ -14,12 +14,33 @@ These are the robustness tools of DreamerV3 (Hafner et al. 2023) that the ``plus
 - ``mix_uniform``: (1 - u) softmax(logits) + u / K as logits (log-probabilities), so every class
   keeps a probability of at least u / K: latents and policies never become deterministic, and
   the log-probabilities in the losses stay finite.
+
+Also ``categorical_index``, the sampler of the latent categoricals: torch's multinomial, or the
+inverse CDF (a speed switch, ``obs_model.sampler``, the same distribution).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+
+def categorical_index(probs: Tensor, generator: torch.Generator | None, sampler: str = "multinomial") -> Tensor:
+    """One class index drawn from each row of ``probs`` (N, K) -> (N,) long.
+
+    'multinomial' is ``torch.multinomial``, which draws an exponential variate per class (slow on a
+    CPU: 32 exponentials per 32-class categorical). 'inverse_cdf' draws one uniform u per row and
+    returns the first class k whose cumulative probability exceeds u * total, i.e. k with
+    cdf[k-1] <= u * total < cdf[k]: each class with its probability (a class of probability 0 has an
+    empty interval), from 1/K of the random numbers. The rows need not be normalised.
+    """
+    if sampler == "multinomial":
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    cdf = probs.cumsum(dim=-1)  # (N, K)
+    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device, dtype=probs.dtype)
+    # The clamp guards the count against u * total == total (not reached by torch.rand's [0, 1) in
+    # float32, whose products round below the total), which would count all K classes.
+    return (cdf <= u * cdf[:, -1:]).sum(dim=-1).clamp_(max=probs.shape[-1] - 1)  # (N,)
 
 
 def symlog(x: Tensor) -> Tensor:

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from twm.config import ObservationModelConfig
-from twm.models.distributions import mix_uniform
+from twm.models.distributions import categorical_index, mix_uniform
 
 FRAME_SIZE = 64
 
@@ -124,16 +124,20 @@ def one_hot_of(index: Tensor, classes: int, dtype: torch.dtype) -> Tensor:
     return out.scatter_(-1, index.unsqueeze(-1), 1.0)
 
 
-def sample_one_hot(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def sample_one_hot(
+    logits: Tensor, generator: torch.Generator | None = None, sampler: str = "multinomial"
+) -> Tensor:
     """One-hot samples of each categorical with straight-through gradients: (..., C, K) -> (..., C*K).
+
+    ``sampler``: 'multinomial' or 'inverse_cdf' (``categorical_index``).
 
     The forward value is exactly one-hot: ``one_hot + (probs - probs.detach())`` adds an exact
     zero (the bracket is computed first), while the gradient w.r.t. the logits is that of ``probs``.
     """
     K = logits.shape[-1]
     probs = logits.softmax(dim=-1)  # (..., C, K)
-    flat = probs.detach().float().reshape(-1, K)  # (N*C, K) rows for multinomial
-    index = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])  # (..., C)
+    flat = probs.detach().float().reshape(-1, K)  # (N*C, K) one row per categorical
+    index = categorical_index(flat, generator, sampler).reshape(probs.shape[:-1])  # (..., C)
     one_hot = one_hot_of(index, K, probs.dtype)  # (..., C, K)
     z = one_hot + (probs - probs.detach())  # (..., C, K)
     return z.flatten(-2)  # (..., C*K)
@@ -263,7 +267,7 @@ class ObservationModel(nn.Module):
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Straight-through one-hot sample: (..., C, K) -> (..., C*K); see ``sample_one_hot``."""
-        return sample_one_hot(logits, generator)
+        return sample_one_hot(logits, generator, self.cfg.sampler)
 
     def mode(self, logits: Tensor) -> Tensor:
         """One-hot argmax (acting, start of real rollouts): (..., C, K) -> (..., C*K), no gradient."""
