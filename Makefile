@@ -14,7 +14,7 @@ GPU_CHECK_ARGS ?=
 .PHONY: help setup test demo gpu-check
 
 help:
-	@echo "make test       set up $(VENV) (if needed), then ruff + pytest: exactly what CI (.ci/run) runs"
+	@echo "make test       set up $(VENV) (if needed), then ruff + mypy + pytest + the docs build: exactly what CI (.ci/run) runs"
 	@echo "make demo       set up $(VENV), train catch with the quick preset in $(DEMO_DIR) (resumed or"
 	@echo "                skipped if already there), write $(DEMO_DIR)/dream.gif, print the final score"
 	@echo "make setup      only create $(VENV) and install torch (CPU build unless a GPU is present) and"

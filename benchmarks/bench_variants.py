@@ -8,7 +8,7 @@ preset itself). Each variant gets its own agent and synthetic batch (``twm.bench
 warm-up updates each, the variants' updates alternate, so load from other processes hits all of
 them alike, and the medians per part (world model, imagination, actor-critic) and of the whole
 update are printed with each variant's ratio to the first. This is how the cost of each switch
-beyond the paper was measured (benchmarks/RESULTS.md, "The plus agent").
+beyond the paper was measured (docs/speed.md, "What the plus switches cost").
 """
 
 from __future__ import annotations

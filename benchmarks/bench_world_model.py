@@ -1,6 +1,6 @@
 """Time one world-model update at the paper configuration, plain vs fused attention.
 
-Synthetic replay data (random frames and actions, a few episode ends), batch 100 x 16 as SPEC.md.
+Synthetic replay data (random frames and actions, a few episode ends), batch 100 x 16 as in docs/method.md.
 Reports the median of several updates after a warm-up, for each attention path, and their ratio.
 
     python benchmarks/bench_world_model.py [--updates 3] [--batch-size 100] [--json]

@@ -16,7 +16,7 @@ with the real actions and rewards. It reports
 - reconstruction: the mean absolute pixel error of the decoded newest frame, on pixels that changed
   since the previous frame (what moves: bullets, a ball) and on the rest.
 
-It answers "does the model see the events that pay?" (on MinAtar Space Invaders: see RESULTS.md).
+It answers "does the model see the events that pay?" (on MinAtar Space Invaders: see docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The test command of CI and `make test`: ruff, mypy, then the whole pytest suite, in VENV_DIR.
+# The test command of CI and `make test`: ruff, mypy, then the whole pytest suite, in VENV_DIR; then
+# the documentation site (mkdocs.yml, docs/) built with --strict, so a broken link or a page missing
+# from the nav fails like a test.
 #
 #   scripts/run_tests.sh [VENV_DIR] [PYTEST_ARGS...]     (default .venv; set it up with setup_venv.sh)
 set -euo pipefail
@@ -17,3 +19,6 @@ fi
 ruff check src tests benchmarks
 mypy
 python -m pytest "$@"
+docs_site=$(mktemp -d)
+trap 'rm -rf "$docs_site"' EXIT
+mkdocs build --strict --site-dir "$docs_site"

@@ -1,4 +1,4 @@
-"""Actor and critic networks (SPEC.md §3): sizes, orthogonal init, outputs and sampling."""
+"""Actor and critic networks (docs/method.md, "Policy learning in imagination"): sizes, orthogonal init, outputs and sampling."""
 
 from __future__ import annotations
 

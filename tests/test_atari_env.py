@@ -1,4 +1,4 @@
-"""Atari 100k environment (SPEC.md section 1) and the vectorised evaluation.
+"""Atari 100k environment (docs/method.md, "The Atari 100k protocol") and the vectorised evaluation.
 
 Games: Breakout (action 1 is FIRE, 5 lives), Pong (FIRE at action 1, no lives), Freeway (no FIRE, so
 the no-ops are the only thing after the reset). Each test runs a few hundred agent steps at most.

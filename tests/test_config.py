@@ -13,7 +13,7 @@ from twm.config import PRESETS, Config, ConfigError, all_keys, apply_overrides, 
 def test_paper_preset_is_the_spec() -> None:
     cfg = load_config("atari100k")
     assert cfg == Config()
-    # A sample of SPEC.md numbers, one per section.
+    # A sample of the paper's numbers (docs/method.md), one per section.
     assert (cfg.env.frame_skip, cfg.env.frame_stack, cfg.env.noop_max, cfg.env.time_limit) == (
         4,
         4,
@@ -168,7 +168,7 @@ def test_a_partial_config_file_layers_on_the_preset(tmp_path: Path) -> None:
 
 
 def test_an_env_section_for_a_gym_game_is_validated_after_the_game(tmp_path: Path) -> None:
-    # The README's example: --preset cpu --config my_env.yaml with env.kwargs, --game on the command line.
+    # The example of docs/environments.md: --preset cpu --config my_env.yaml with env.kwargs, --game on the command line.
     path = tmp_path / "my_env.yaml"
     path.write_text("env:\n  kwargs: {difficulty: 2}\n  color: true\n")
     cfg = load_config("cpu", ["env.game=gym:Some-v0"], path)

@@ -1,4 +1,4 @@
-"""Observation model (categorical VAE, SPEC.md §2): architecture, latents, loss terms."""
+"""Observation model (categorical VAE, docs/method.md "Observation model"): architecture, latents, loss terms."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def make_batch(replay: ReplayBuffer, cfg: Config, seed: int = 0) -> TorchSequenc
 
 
 def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) -> None:
-    """The logged losses equal a loop over steps with the SPEC's targets (dropout off, same draws)."""
+    """The logged losses equal a loop over steps with the targets of docs/method.md (dropout off, same draws)."""
     cfg = smoke_config(dropout=0.0)
     torch.manual_seed(0)
     model = WorldModel.from_config(cfg, NUM_ACTIONS)

@@ -1,4 +1,4 @@
-"""The TWM agent: world model, actor and critic, and the updates that train them (SPEC.md §2-4).
+"""The TWM agent: world model, actor and critic, and the updates that train them (docs/method.md).
 
 One update (``Agent.update``) is
 1. a world-model step on a replay batch (``WorldModel.update``), which returns the latents it sampled;
@@ -227,7 +227,7 @@ class Agent(nn.Module):
         )
 
     def actor_critic_losses(self, rollout: Rollout) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(critic loss, actor loss, detached metrics) of an imagined rollout (SPEC.md §3).
+        """(critic loss, actor loss, detached metrics) of an imagined rollout (docs/method.md, "Policy learning in imagination").
 
         The actor's loss reads the advantages of the critic before its step, so both can be
         computed before either optimiser steps.
@@ -279,7 +279,7 @@ class Agent(nn.Module):
         return c_loss, a_loss, metrics
 
     def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
-        """Critic then actor step on an imagined rollout (SPEC.md §3)."""
+        """Critic then actor step on an imagined rollout (docs/method.md, "Policy learning in imagination")."""
         if self.captured is not None:
             metrics = self.captured.actor_critic_step(rollout)
             self.update_slow_critic()

@@ -4,12 +4,12 @@ A world-model update on a CPU allocates and frees the same few hundred large ten
 gradients) every time. glibc serves blocks above its mmap threshold with fresh ``mmap`` calls and
 unmaps them on free, and it trims the heap top back to the OS; each reuse then page-faults every
 4 KiB page in again (zeroed by the kernel). That was about a quarter of a paper-configuration
-world-model step on the 2-core CPU of benchmarks/RESULTS.md (4.5 M minor faults in 3 updates).
+world-model step on the 2-core CPU of docs/speed.md (4.5 M minor faults in 3 updates).
 
 ``keep_freed_memory()`` asks glibc (``mallopt``) to serve every block from its heap and to trim
 the heap top only when more than 1 GiB of it is free, so freed blocks are mostly reused without
 faults. (With no trimming at all, an allocate/free loop of one large tensor grew the heap by the
-tensor's size in every iteration measured: benchmarks/RESULTS.md.) The arithmetic is untouched:
+tensor's size in every iteration measured: docs/speed.md.) The arithmetic is untouched:
 only where the bytes live changes. The price is a higher resident size (freed blocks stay mapped,
 and fragmentation can hold several times a large block). The setting is process-wide and lasts
 until the process ends; elsewhere than glibc (macOS, musl, Windows) it is a no-op. An allocator

@@ -1,6 +1,6 @@
 """The captured update (``train.capture``): an update as a few whole compiled regions.
 
-In eager mode an update is thousands of small operators (``benchmarks/RESULTS.md``, "Operators per
+In eager mode an update is thousands of small operators (``docs/speed.md``, "Operators per
 update"); on a GPU their launches, not their arithmetic, set the time. Here each part of an update
 is compiled whole by ``torch.compile(fullgraph=True)``: no graph break, hence no Python and no
 host sync inside, and static shapes. An update runs seven regions:

@@ -1,6 +1,6 @@
 """Typed configuration: one dataclass per section, presets, validation and YAML round-trip.
 
-Every number of the paper configuration (SPEC.md) is a default here, so ``Config()`` *is* the
+Every number of the paper configuration (docs/method.md) is a default here, so ``Config()`` *is* the
 ``atari100k`` preset. Other presets are small sets of overrides on top of it.
 
 Each field carries a help text and, where it matters, an allowed range or a set of choices;
@@ -49,7 +49,7 @@ def param(
 
 @dataclass
 class EnvConfig:
-    """The environment: the Atari 100k protocol (SPEC.md section 1) and the other families (twm.envs)."""
+    """The environment: the Atari 100k protocol (docs/method.md) and the other families (twm.envs)."""
 
     game: str = param(
         "Pong",
@@ -101,7 +101,7 @@ class EnvConfig:
 
 @dataclass
 class ObservationModelConfig:
-    """Categorical VAE (SPEC.md section 2, observation model)."""
+    """Categorical VAE (docs/method.md, "Observation model")."""
 
     channels: int = param(48, "encoder channels of the first conv layer (then x2, x4, x8)", lo=1)
     mlp_hidden: int = param(512, "width of the encoder's 2-layer MLP", lo=1)
@@ -137,7 +137,7 @@ class ObservationModelConfig:
 
 @dataclass
 class DynamicsConfig:
-    """Transformer-XL dynamics model (SPEC.md section 2, dynamics model)."""
+    """Transformer-XL dynamics model (docs/method.md, "Dynamics model")."""
 
     d_model: int = param(256, "model width (token embedding size)", lo=1)
     layers: int = param(10, "number of transformer layers", lo=1)
@@ -155,7 +155,7 @@ class DynamicsConfig:
     discount_head_layers: int = param(4, "hidden layers of the discount head", lo=0)
     latent_loss: bool = param(
         True,
-        "train the next-latent head with the cross-entropy to the encoder's z_{t+1} (SPEC, paper); false is "
+        "train the next-latent head with the cross-entropy to the encoder's z_{t+1} (the paper); false is "
         "the released code's behaviour (jrobine/twm issue 4: its loss never contains this term)",
     )
     reward_head: Literal["gaussian", "twohot"] = param(
@@ -182,7 +182,7 @@ class DynamicsConfig:
 
 @dataclass
 class ActorCriticConfig:
-    """Policy learned in imagination (SPEC.md section 3)."""
+    """Policy learned in imagination (docs/method.md, "Policy learning in imagination")."""
 
     hidden: int = param(512, "hidden width of actor and critic MLPs", lo=1)
     layers: int = param(4, "hidden layers of actor and critic MLPs", lo=1)
@@ -247,7 +247,7 @@ class ActorCriticConfig:
 
 @dataclass
 class ReplayConfig:
-    """Replay buffer and world-model batches (SPEC.md sections 2 and 4)."""
+    """Replay buffer and world-model batches (docs/method.md, "World model", "Training loop")."""
 
     batch_size: int = param(100, "sequences per world-model batch", lo=1)
     sequence_length: int = param(16, "steps per world-model sequence", lo=1)
@@ -257,7 +257,7 @@ class ReplayConfig:
 
 @dataclass
 class TrainConfig:
-    """Training loop, budgets and evaluation schedule (SPEC.md sections 1 and 4)."""
+    """Training loop, budgets and evaluation schedule (docs/method.md: protocol, "Training loop")."""
 
     total_steps: int = param(100_000, "agent steps (interactions) in the run, prefill included", lo=1)
     prefill_steps: int = param(5_000, "uniformly random steps before training starts", lo=1)

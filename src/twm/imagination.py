@@ -1,4 +1,4 @@
-"""Rollouts inside the world model (SPEC.md §3) and the latent used to act in the real game.
+"""Rollouts inside the world model (docs/method.md, "Policy learning in imagination") and the latent used to act in the real game.
 
 Imagine mode: from a start pair (context step k-1, start latent z_k) the actor picks a_t from z_t
 alone, the dynamics model (with its Transformer-XL memory, so a step costs only the new tokens)

@@ -1,4 +1,4 @@
-"""The actor-critic's targets and losses on imagined (or, in pretraining, real) trajectories (SPEC.md 3).
+"""The actor-critic's targets and losses on imagined (or, in pretraining, real) trajectories (docs/method.md, "Policy learning in imagination").
 
 λ-returns
     Conventions for one imagined trajectory of H steps (batch dimension first):

@@ -64,8 +64,8 @@ def _merged(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # MinAtar and Crafter on a CPU: quick's networks and learning rates, a 100k-interaction run.
 _CPU = _merged(_SMALL_NETWORKS, _HUNDRED_K_IN_AN_HOUR)
 
-# MinAtar on a CPU, chosen by measurement on Space Invaders (benchmarks/RESULTS.md, "The paper's
-# latent and sequence length"): `cpu` with three of the paper's numbers back, whose reductions cost
+# MinAtar on a CPU, chosen by measurement on Space Invaders (docs/results.md, "Space Invaders: getting
+# to 3x random"): `cpu` with three of the paper's numbers back, whose reductions cost
 # most there. The 32 x 32 latent (a frame holds up to 24 aliens, the cannon and the bullets), 16-step
 # sequences with a 16-step memory (a shot takes about 5 steps to reach the aliens, so 8-step
 # windows seldom hold both), and the paper's 256 x 4 reward and discount heads. Batches of 8 keep
@@ -110,7 +110,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # MinAtar on a CPU: `cpu` with the paper's latent, sequence length and heads (see _MINATAR).
     "minatar": _MINATAR,
     # Beyond the paper, for any game on a CPU: `minatar` with DreamerV3's robustness switches
-    # (benchmarks/RESULTS.md, "The plus agent"). Symlog two-hot reward head and critic (zero-initialised,
+    # (docs/results.md, "The plus agent"). Symlog two-hot reward head and critic (zero-initialised,
     # so both start at 0), a slow (EMA) critic as the critic's regulariser, advantages scaled by the
     # 5th-95th percentile range of the returns with an entropy bonus instead of the hinge, 1% uniform
     # mixing in the latents and the policy, and a critic learning rate of 1e-4 (the paper's 1e-5 is

@@ -18,7 +18,7 @@ environments pad their stacks at a reset. ``episode_start[i]`` (the index of the
 
 Sampling
 --------
-World-model batches (SPEC.md sections 2 and 4) are sequences of ``seq_len`` steps ``i .. i+seq_len-1``
+World-model batches (docs/method.md, "World model" and "Training loop") are sequences of ``seq_len`` steps ``i .. i+seq_len-1``
 plus one context step ``i - 1`` before them and the observation of step ``i + seq_len`` after them (a
 target only). The start ``i`` therefore ranges over ``1 .. size - seq_len - 1``: the newest stored step
 has no stored successor yet. Sequences may cross episode boundaries; the model masks them using the

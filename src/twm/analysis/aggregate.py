@@ -7,7 +7,7 @@ game and reduce to exactly rliable's numbers when the counts are equal:
 - mean / median: mean / median over games of the per-game mean hns (``aggregate_mean/median``),
 - IQM: the mean of the middle half of every run's hns pooled over games: sort the n pooled values
   and average those whose rank r (1-based) satisfies n/4 < r <= 3n/4. This is the convention of the
-  published Atari 100k aggregates we compare with (it reproduces the IQMs of SPEC section 5 for all
+  published Atari 100k aggregates we compare with (it reproduces the IQMs of docs/method.md ("Published results") for all
   seven methods, e.g. TWM 0.450). rliable's ``aggregate_iqm`` is ``scipy.stats.trim_mean(x, 0.25)``,
   which drops ``int(n / 4)`` values at each end; the two agree whenever n is a multiple of 4 and
   otherwise differ by one value at the top (TWM's 130 runs: 0.459). We report that one too, as

@@ -6,19 +6,19 @@ over the 26 Atari 100k games, computed from the per-run final scores each method
 
 - ``mean`` / ``median``: mean / median over games of the per-game mean hns,
 - ``games_above_human``: games whose mean hns exceeds 1,
-- ``iqm``: interquartile mean over all runs pooled over games, as SPEC section 5 lists it (the
+- ``iqm``: interquartile mean over all runs pooled over games, as docs/method.md ("Published results") lists it (the
   middle half by rank, see ``twm.analysis.aggregate``); ``iqm_rliable``: rliable's
   ``scipy.stats.trim_mean(hns, 0.25)`` of the same runs,
 - ``optimality_gap``: ``mean(max(0, 1 - hns))`` of all runs (rliable, Agarwal et al. 2021).
 
-Sources: mean, median and games above human are the figures of the project's SPEC (section 5) and
+Sources: mean, median and games above human are the figures of docs/method.md ("Published results") and
 of the reference-data README (shared anchors); recomputing them from the released per-run scores
 gives the same values, and so does the IQM (see the note below). ``iqm_rliable`` and the optimality
 gap are rliable's estimators (rliable 1.2.0, ``metrics.aggregate_iqm`` and
 ``metrics.aggregate_optimality_gap``) applied to the same released per-run scores. The references name each method's paper; the per-run scores are those released
 with it (SPR and DrQ(eps): the 100-run sets of Agarwal et al. 2021).
 
-Note on the IQM: SPEC section 5 lists 0.450 / 0.550 / 0.488 / 0.337 / 0.125 / 0.280 / 0.954 for
+Note on the IQM: docs/method.md ("Published results") lists 0.450 / 0.550 / 0.488 / 0.337 / 0.125 / 0.280 / 0.954 for
 TWM / STORM / IRIS / SPR / SimPLe / DrQ(eps) / EfficientZero. All seven are the mean of the runs whose
 rank lies in (n/4, 3n/4] of the released per-run scores; rliable's ``aggregate_iqm`` (a 25% trimmed
 mean) gives 0.459 / 0.561 / 0.501 / 0.337 / 0.130 / 0.280 / 1.047: the same when the number of runs
@@ -90,7 +90,7 @@ PUBLISHED: dict[str, PublishedResult] = {
     )
 }
 
-# The methods SPEC section 5 compares TWM with; the default of ``twm report --compare``.
+# The methods docs/method.md ("Published results") compares TWM with; the default of ``twm report --compare``.
 DEFAULT_COMPARE: tuple[str, ...] = ("TWM", "STORM", "IRIS", "SPR", "SimPLe")
 
 SOURCE_NOTE = (

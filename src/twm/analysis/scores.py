@@ -120,7 +120,7 @@ def _run_from_final(data: dict[str, Any], path: Path, source: str) -> RunScore:
     game = _game(data["game"], path)
     episodes = data.get("scores")
     if isinstance(episodes, list) and episodes:
-        # The run's score is the mean of its final evaluation episodes (SPEC section 1); computed
+        # The run's score is the mean of its final evaluation episodes (docs/method.md, protocol); computed
         # from the episodes rather than trusting "mean", which is only a convenience copy.
         values = [_finite(v, f"an episode score of {game}", path) for v in episodes]
         score = float(np.mean(values))

@@ -1,4 +1,4 @@
-"""Atari 100k environment with the protocol of SPEC.md section 1 as the released TWM code runs it.
+"""Atari 100k environment with the protocol of docs/method.md ("The Atari 100k protocol") as the released TWM code runs it.
 
 The released code (jrobine/twm, ``utils.create_atari_env``, gym 0.26 / ale-py 0.8) stacks, inner to
 outer: ``AtariEnv(frameskip=1, repeat_action_probability=0)``; ``AtariPreprocessing(frame_skip=4,
@@ -42,7 +42,7 @@ eval mode or without episodic lives)
     - FIRE games (action 1 is FIRE): one agent step of FIRE, one of action 2 (FireReset; some games do
       not start without it), then the n no-ops as *agent steps* of NOOP (``frame_skip`` frames each,
       max-pooled, each followed by a FIRE step if it lost a life). The no-ops come after the FIRE, as
-      in SPEC and in the released code (its NoopStart wraps FireAfterLifeLoss). The first frame is the
+      in docs/method.md and in the released code (its NoopStart wraps FireAfterLifeLoss). The first frame is the
       pooled frame of the last of these agent steps.
     - Other games: the n no-ops are single *emulator frames*; the first frame is the current screen
       alone, not max-pooled with the frame before it (as AtariPreprocessing's reset, which zeroes the

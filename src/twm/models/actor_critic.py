@@ -1,4 +1,4 @@
-"""Actor and critic networks of TWM (SPEC.md §3); the losses live in ``twm.losses``.
+"""Actor and critic networks of TWM (docs/method.md, "Policy learning in imagination"); the losses live in ``twm.losses``.
 
 Both read the latent z_t only -- the (..., C*K) one-hot concatenation from the observation
 model, not the transformer's h_t -- so acting in the real game needs just the encoder and the

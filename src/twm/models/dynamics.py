@@ -1,4 +1,4 @@
-"""TWM's dynamics model: a Transformer-XL over the token stream z_0 a_0 r_0 z_1 a_1 r_1 ... (SPEC.md §2).
+"""TWM's dynamics model: a Transformer-XL over the token stream z_0 a_0 r_0 z_1 a_1 r_1 ... (docs/method.md, "Dynamics model").
 
 Read bottom-up:
 
@@ -251,7 +251,7 @@ class DynamicsOutput:
 
 
 class DynamicsModel(nn.Module):
-    """Embeddings -> Transformer-XL -> heads on h_t (SPEC.md §2, dynamics model)."""
+    """Embeddings -> Transformer-XL -> heads on h_t (docs/method.md, "Dynamics model")."""
 
     def __init__(
         self,
@@ -459,7 +459,7 @@ class DynamicsModel(nn.Module):
         truncated: Tensor,
         gamma: float = 0.99,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Dynamics loss of SPEC.md §2 for the T steps of ``out``.
+        """Dynamics loss of docs/method.md ("Dynamics model") for the T steps of ``out``.
 
         Args:
             out: predictions for steps t = 0..T-1 (slice off a context step first if needed).

@@ -1,4 +1,4 @@
-"""TWM's observation model: a categorical VAE over stacked 64x64 frames (SPEC.md §2).
+"""TWM's observation model: a categorical VAE over stacked 64x64 frames (docs/method.md, "Observation model").
 
 Read top-down:
 
@@ -167,7 +167,7 @@ class ObservationModel(nn.Module):
     decoder's linear use a Kaiming-uniform init with the ReLU gain sqrt(2) (its gain for SiLU),
     the encoder's output linear gain 1, all their biases 0. The released ``init_`` skips
     ``ConvTranspose2d`` (it only matches Linear and Conv2d), so the transposed convs keep PyTorch's
-    default init here too -- except the last bias, which SPEC.md (and the released code's intent,
+    default init here too -- except the last bias, which docs/method.md (and the released code's intent,
     ``final_bias_init=0.5``, which never takes effect there) sets to 0.5, the middle of the pixel range.
     """
 
@@ -283,7 +283,7 @@ class ObservationModel(nn.Module):
         dynamics_logits: Tensor | None = None,
         consistency_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Observation-model loss of SPEC.md §2 for latents z sampled from ``logits`` of ``frames``.
+        """Observation-model loss of docs/method.md ("Observation model") for latents z sampled from ``logits`` of ``frames``.
 
         Args:
             frames: (..., S, 64, 64) the encoded frames (uint8 or floats in [0, 1]); the target.

@@ -1,4 +1,4 @@
-"""The world model (observation model + dynamics model) and its updates (SPEC.md §2 and §4).
+"""The world model (observation model + dynamics model) and its updates (docs/method.md, "World model", "Training loop").
 
 One update on a batch of B sequences of T steps, each with one context step before and the
 observation after the last step (``SequenceBatch`` of the replay buffer, step axis 0 = context):

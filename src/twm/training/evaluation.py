@@ -1,4 +1,4 @@
-"""Evaluating a policy on the eval protocol (SPEC.md section 1): full games, sampled actions.
+"""Evaluating a policy on the eval protocol (docs/method.md, "The Atari 100k protocol"): full games, sampled actions.
 
 ``evaluate_agent`` runs ``num_episodes`` eval episodes with ``twm.envs.vector.evaluate_episodes``
 (fixed episode-to-slot assignment, so the scores do not depend on timing) and aggregates them.

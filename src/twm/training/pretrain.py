@@ -1,4 +1,4 @@
-"""Pretraining on the prefill data (SPEC.md section 4, step 2): its phases, their lengths and steps.
+"""Pretraining on the prefill data (docs/method.md, "Training loop", step 2): its phases, their lengths and steps.
 
 The released code's three phases, in order: the observation model alone on random frames, then the
 dynamics model on real sequences, then the actor-critic on real latent sequences with a pure

@@ -1,4 +1,4 @@
-"""The training loop of SPEC.md section 4: prefill, pretraining, then act / update / evaluate.
+"""The training loop of docs/method.md ("Training loop"): prefill, pretraining, then act / update / evaluate.
 
 ``Trainer(cfg, run_dir).run()`` performs one run into a fresh run folder (layout: ``twm.run_dir``);
 ``Trainer.resume(run_dir).run()`` continues one from its newest good checkpoint.

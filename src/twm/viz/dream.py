@@ -1,6 +1,6 @@
 """Dreams: the agent's policy (or a person, or a script) acting inside the world model.
 
-A dream starts from real experience, exactly like an imagination rollout (SPEC.md section 3): C real
+A dream starts from real experience, exactly like an imagination rollout (docs/method.md, "Policy learning in imagination"): C real
 context steps (observation, action, reward, done) are fed to the dynamics model to fill its
 Transformer-XL memory, and the latent of the next real observation is the dream's z_0. Then each
 step feeds (r_{t-1}, z_t, a_t) with the memory, samples z_{t+1} (temperature 1) and reads the
