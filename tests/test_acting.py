@@ -120,6 +120,35 @@ def test_acting_needs_a_memory_and_keeps_rows_of_active_slots() -> None:
     assert memory.memory.episode.shape[0] == 2 and memory.rows == 2
 
 
+def test_acting_runs_its_networks_in_eval_mode_and_restores_every_flag() -> None:
+    # act switches only the networks it runs to eval mode (ActingMemory.advance switches the
+    # transformer, whose dropout would change h). Acting from training mode equals acting with the
+    # whole agent in eval mode, for the same observations, memories and generator, and every
+    # module's flag is as it was afterwards.
+    _, agent = agents()
+    obs = np.random.default_rng(0).integers(0, 256, (2, agent.cfg.image_channels, 64, 64), dtype=np.uint8)
+    results = []
+    for whole_agent_eval in (False, True):
+        agent.train(not whole_agent_eval)
+        agent.critic.eval()  # a mixed state, to see that it is restored as it was
+        flags = [m.training for m in agent.modules()]
+        memory, gen = agent.acting_memory(2), torch.Generator().manual_seed(1)
+        assert memory is not None
+        steps = []
+        for _ in range(4):
+            steps.append((agent.act(obs, gen, memory), memory.h_prev.clone()))
+            memory.record(np.zeros(2), np.array([False, False]))
+        assert [m.training for m in agent.modules()] == flags
+        results.append(steps)
+    for (a, h), (b, h_eval) in zip(*results, strict=True):
+        assert np.array_equal(a, b) and torch.equal(h, h_eval)
+    agent.train()
+    memory = agent.acting_memory(2)
+    assert memory is not None
+    agent.act(obs, None, memory)
+    assert agent.world_model.dynamics.training and all(m.training for m in agent.modules())
+
+
 def test_evaluation_of_a_zh_agent_plays_every_episode() -> None:
     _, agent = agents()
     # 5 episodes on 3 slots: slots finish their shares at different times, and the rows follow them.
