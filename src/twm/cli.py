@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from twm.games import (
     UnknownGameError,
     game_family,
     measured_random_scores,
+    run_name,
 )
 
 if TYPE_CHECKING:  # the trainer imports torch; commands import it only when they run
@@ -194,7 +196,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / f"{cfg.env.game}-{args.preset}-s{cfg.train.seed}-{stamp}"
+            run_dir = Path("runs") / f"{run_name(cfg.env.game)}-{args.preset}-s{cfg.train.seed}-{stamp}"
         try:
             trainer = Trainer(
                 cfg, run_dir, progress=not args.no_progress, preset=args.preset, on_eval=eval_images_hook
@@ -480,7 +482,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning as one ``twm: warning: ...`` line (its first line; no source location)."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    print(f"twm: warning: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
