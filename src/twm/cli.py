@@ -141,6 +141,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _check_loggers(cfg: Config) -> None:
+    """The packages of ``train.loggers`` are installed (one line, before any run folder)."""
+    from twm.training.logger import LoggerUnavailableError, check_loggers
+
+    try:
+        check_loggers(cfg.train.loggers)
+    except LoggerUnavailableError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _checked_device(name: str) -> str:
     """Fail early, as one line, on a device this machine does not have (before any run folder exists)."""
     from twm.device import DeviceUnavailableError, resolve_device
@@ -193,6 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args)
         _checked_device(cfg.train.device)  # the config file may name a device too
         check_env(cfg.env)  # a missing package or an unsuitable gym id: one line, before any folder
+        _check_loggers(cfg)
         run_dir = args.run_dir
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -140,8 +140,13 @@ class Trainer:
             print(f"twm: resuming {self.run_dir} from {path.name} ({where} interactions)", file=sys.stderr)
         else:
             self.state.obs, _ = self.env.reset()
-        self.logger = MetricsLogger(self.run_dir, elapsed=self.state.elapsed_before, purge_step=purge_step)
-        self._bar = output.Progress(self.cfg.train.total_steps, self.interactions, self.progress)
+        self.logger = MetricsLogger(
+            self.run_dir, elapsed=self.state.elapsed_before, purge_step=purge_step, config=self.cfg.to_dict(),
+            loggers=self.cfg.train.loggers,
+        )  # fmt: skip
+        self._bar = output.Progress(
+            self.cfg.train.total_steps, self.interactions, self.progress, self.cfg.train.status_seconds
+        )
         try:
             with self._stop.installed():
                 return self._run_phases()
