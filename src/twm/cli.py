@@ -322,37 +322,77 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from twm.device import resolve_device
+def _eval_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
+    """The checkpoint ``twm eval`` reads: final.pt, a given file, or with 'latest' the newest resume checkpoint."""
     from twm.run_dir import RunDir, RunDirError
+
+    folder = RunDir(run_dir)
+    if checkpoint is None:
+        try:
+            return folder.require_final_checkpoint("evaluate an unfinished run with --checkpoint latest")
+        except RunDirError as exc:
+            raise UsageError(str(exc)) from None
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist")
+    if checkpoint != "latest":
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise UsageError(f"checkpoint {checkpoint} does not exist")
+        return path
+    name = folder.latest_checkpoint_name()
+    newest = folder.checkpoints / name if name else None
+    if newest is None or not newest.is_file():
+        candidates = sorted(folder.resume_checkpoints(), key=lambda p: p.name)
+        newest = candidates[-1] if candidates else None
+    if newest is None:
+        raise UsageError(f"{run_dir} has no resume checkpoint yet (one is written every train.checkpoint_interval steps)")
+    return newest
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from twm.device import resolve_device
+    from twm.run_dir import RunDir
     from twm.seeding import final_eval_seed
     from twm.training.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
     from twm.training.evaluation import evaluate_agent
 
     run_dir = Path(args.run_dir)
-    try:
-        checkpoint = RunDir(run_dir).require_final_checkpoint()
-    except RunDirError as exc:
-        raise UsageError(str(exc)) from None
+    checkpoint = _eval_checkpoint(run_dir, args.checkpoint)
     config_path = RunDir(run_dir).config
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1; got {args.episodes}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be non-negative; got {args.seed}")
+    if args.video is not None:
+        from twm.viz.render import VizError, check_animation_path
+
+        try:
+            check_animation_path(args.video)  # a bad suffix or MP4 without ffmpeg: before any work
+        except VizError as exc:
+            raise UsageError(str(exc)) from None
     cfg = Config.from_yaml(config_path)
     device = resolve_device(_checked_device(args.device))
     try:
-        agent = agent_from_checkpoint(load_checkpoint(checkpoint, device), device, cfg, optimizers=False)
+        state = load_checkpoint(checkpoint, device)
+        agent = agent_from_checkpoint(state, device, cfg, optimizers=False)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     episodes = args.episodes if args.episodes is not None else cfg.train.final_eval_episodes
     # By default the seed of the run's own final evaluation, so this reproduces eval/final.json.
     seed = args.seed if args.seed is not None else final_eval_seed(cfg.train.seed)
     result = evaluate_agent(agent, cfg.env, episodes, seed)
+    video = None
+    if args.video is not None:
+        from twm.viz.video import record_episode
+
+        video = record_episode(agent, cfg.env, args.video, seed)
     if args.json:
         out = {"run_dir": str(run_dir), "game": cfg.env.game, "episodes": episodes, "seed": seed}
+        if args.checkpoint is not None:
+            out["checkpoint"] = str(checkpoint)
+            out["interactions"] = int(state.get("interactions", -1))
+        if video is not None:
+            out["video"] = video
         print(json.dumps({**out, **result.to_dict()}, indent=1))
         return 0
     hns = "" if result.hns is None else f"  hns {result.hns:.3f}"
@@ -360,10 +400,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         hns += f"  x random {result.random_ratio:.2f}"
     if result.crafter_score is not None:
         hns += f"  Crafter score {result.crafter_score:.2f}%"
+    where = "" if args.checkpoint is None else f", {checkpoint.name}"
     print(
         f"{cfg.env.game}: mean {result.mean:.2f}  std {result.std:.2f}  min {result.min:.2f}  "
-        f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed})"
+        f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed}{where})"
     )
+    if video is not None:
+        print(f"wrote {video['out']}: one eval episode of {video['steps']} steps, score {video['score']:g}")
     return 0
 
 
