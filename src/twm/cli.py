@@ -216,6 +216,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             return _run_dir_os_error(exc, run_dir)
+    if trainer.cfg.train.keep_freed_memory:  # process-wide: the command line's choice, not the library's
+        from twm.allocator import keep_freed_memory
+
+        keep_freed_memory()
     total = trainer.cfg.train.total_steps
     try:
         summary = trainer.run()

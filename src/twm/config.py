@@ -543,9 +543,11 @@ def load_config(
     preset: str = "atari100k",
     overrides: Iterable[str] = (),
     config_file: str | Path | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """The config a command runs with: the preset, a YAML file on top of it, ``--set`` overrides on top
-    of both (``--game`` is one of them), validated once, at the end."""
+    of both (``--game`` is one of them), then ``sections`` (``twm.train``'s keyword overrides), validated
+    once, at the end."""
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, PRESETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -554,6 +556,8 @@ def load_config(
     if config_file is not None:
         layers.append(read_config_file(config_file))
     layers.append(parse_overrides(overrides))
+    if sections:
+        layers.append(sections)
     return Config.from_dict(_layered(*layers))
 
 

@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,6 +49,7 @@ class MetricsLogger:
         purge_step: int | None = None,
         config: Mapping[str, Any] | None = None,
         loggers: Sequence[str] = (),
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
@@ -68,6 +69,7 @@ class MetricsLogger:
             self.close()
             raise
         self._start = time.time() - elapsed
+        self.on_log = on_log
 
     def log(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
         """Write one line ``{"step": step, "time": seconds since start, **metrics}``.
@@ -87,6 +89,8 @@ class MetricsLogger:
                 self._writer.add_scalar(key, value, global_step=axes.get(key, int(step)))
         for sink in self.sinks:
             sink.log(int(step), {k: v for k, v in values.items() if math.isfinite(v)})
+        if self.on_log is not None:
+            self.on_log(int(step), dict(values))
         return values
 
     def add_image(self, tag: str, image_hwc: Any, step: int) -> None:
