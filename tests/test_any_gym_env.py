@@ -267,3 +267,14 @@ def test_default_run_folder_of_a_gym_id_is_one_plain_name(tmp_path: Path, monkey
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("gym-TwmTestChannelsFirst-v0-smoke-s0-")
     assert (run_dir / "eval" / "final.json").is_file() and (run_dir / "checkpoints" / "final.pt").is_file()
+
+
+def test_every_ale_rom_is_a_game_whose_rom_is_found() -> None:
+    from ale_py import roms
+
+    from twm.envs.atari import rom_name
+    from twm.games import ATARI100K_GAMES, ale_games
+
+    assert set(ATARI100K_GAMES) <= set(ale_games())
+    assert {rom_name(g) for g in ale_games()} == set(roms.get_all_rom_ids())
+    assert all(resolve_game(g) == g and game_family(g) == "atari" for g in ale_games())

@@ -27,6 +27,7 @@ from twm.games import (
     MINATAR_GAMES,
     MINATAR_PREFIX,
     UnknownGameError,
+    ale_games,
     game_family,
     measured_random_scores,
     run_name,
@@ -72,7 +73,8 @@ def cmd_games(args: argparse.Namespace) -> int:
         for name in others:
             rnd = measured.get(name, {}).get("mean")
             table[name] = {"family": game_family(name), "human": None, "random": rnd}
-        print(json.dumps({"games": table, "requirements": FAMILY_REQUIREMENTS}, indent=1))
+        extra = [g for g in ale_games() if g not in ATARI100K_GAMES]
+        print(json.dumps({"games": table, "other_ale_games": extra, "requirements": FAMILY_REQUIREMENTS}, indent=1))
         return 0
     print(f"{'game':<24}{'human':>10}{'random':>10}")
     for g in games:
@@ -86,6 +88,12 @@ def cmd_games(args: argparse.Namespace) -> int:
         f"{len(MINATAR_GAMES)} MinAtar games and Crafter (random: measured by benchmarks/random_scores.py), "
         "and gym:<id> for any installed Gymnasium environment with image observations and discrete actions."
     )
+    extra = [g for g in ale_games() if g not in ATARI100K_GAMES]
+    if extra:
+        print(
+            f"Any of the {len(extra)} other ALE ROMs ({', '.join(extra[:4])}, ...) runs under the same Atari 100k "
+            "protocol, without human scores; gym:ALE/<Game>-v5 ids map to it too."
+        )
     print("needs installed:")
     for family, need in FAMILY_REQUIREMENTS.items():
         print(f"  {family:<8} {need}")
