@@ -320,6 +320,10 @@ class TrainConfig:
         "page faults (same arithmetic, higher resident size; twm.allocator)",
     )
 
+    def __post_init__(self) -> None:
+        if self.loggers is None:  # a dataclass default cannot be a mutable []
+            self.loggers = []
+
 
 @dataclass
 class Config:
