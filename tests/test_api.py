@@ -69,6 +69,8 @@ def test_overrides_as_keywords_dotted_keys_and_settings(tmp_path: Path) -> None:
         _config("catch", "smoke", None, [], {"dynamics": {"layres": 2}})
     with pytest.raises(ConfigError, match="not both"):
         twm.train("catch", env_fn=lambda: None, preset="smoke", run_dir=tmp_path / "x")
+    with pytest.raises(ConfigError, match="env_fn must be a function that returns a new environment"):
+        twm.train(env_fn=Dots(), preset="smoke", run_dir=tmp_path / "x")  # type: ignore[arg-type]
     assert not (tmp_path / "x").exists()
 
 

@@ -18,7 +18,9 @@ with ``env={"wrappers": ...}``); it is registered in Gymnasium's registry for th
 next safe point (a checkpoint is written; ``twm.train(resume=run_dir)`` continues it).
 
 No process-wide side effects unless asked: no allocator switch (``keep_freed_memory=True`` asks for
-it), no progress bar (``progress=True``), Python warnings stay Python warnings. SIGINT/SIGTERM
+it), Python warnings stay Python warnings. Progress goes to stderr as on the command line (bars on a
+terminal, a plain status line every ``train.status_seconds`` elsewhere, e.g. in a notebook);
+``progress=False`` turns it off. SIGINT/SIGTERM
 handlers are installed only while a run is in progress, so an interrupt (a notebook's stop button)
 stops the run cleanly with a checkpoint, as on the command line.
 """
@@ -95,6 +97,11 @@ def register_env_fn(env_fn: Callable[..., Any], name: str | None = None) -> str:
     """Register ``env_fn`` in Gymnasium's registry (this process); the ``gym:`` game name that makes it."""
     import gymnasium as gym
 
+    if not callable(env_fn):
+        raise ConfigError(
+            f"env_fn must be a function that returns a new environment on each call (twm makes one for "
+            f"training and others for each evaluation); got a {type(env_fn).__name__}"
+        )
     base = name or getattr(env_fn, "__name__", "") or type(env_fn).__name__
     base = re.sub(r"[^A-Za-z0-9_]+", "_", base).strip("_") or "env"
     for spec in gym.registry.values():  # the same callable again: the same id
@@ -144,7 +151,7 @@ def train(
     device: str | None = None,
     resume: str | Path | None = None,
     eval_images: bool = True,
-    progress: bool = False,
+    progress: bool = True,
     keep_freed_memory: bool = False,
     **overrides: Any,
 ) -> RunResult:
