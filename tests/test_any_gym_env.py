@@ -278,3 +278,12 @@ def test_every_ale_rom_is_a_game_whose_rom_is_found() -> None:
     assert set(ATARI100K_GAMES) <= set(ale_games())
     assert {rom_name(g) for g in ale_games()} == set(roms.get_all_rom_ids())
     assert all(resolve_game(g) == g and game_family(g) == "atari" for g in ale_games())
+
+
+def test_sweep_run_folders_of_gym_ids_are_plain_names(tmp_path: Path) -> None:
+    from twm.launch.plan import run_dir_for
+
+    assert run_dir_for(tmp_path, "gym:minigrid:MiniGrid-Empty-8x8-v0", 0) == (
+        tmp_path / "gym-minigrid-MiniGrid-Empty-8x8-v0" / "seed_0"
+    )
+    assert run_dir_for(tmp_path, "Pong", 1) == tmp_path / "Pong" / "seed_1"  # other games as before
