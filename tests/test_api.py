@@ -153,3 +153,11 @@ def test_env_fn_callbacks_stop_resume_and_no_side_effects(tmp_path: Path) -> Non
     assert later[0].kind == "eval" and later[0].step == 200 and later[-1].kind == "eval"
     assert all(e.step > 200 for e in later[1:])
     assert done.load().evaluate(episodes=2).mean == pytest.approx(done.summary["mean"])
+
+
+def test_an_env_fn_run_in_a_new_process_says_to_pass_env_fn() -> None:
+    from twm.config import load_config
+    from twm.envs import EnvError, check_env
+
+    with pytest.raises(EnvError, match="pass the same env_fn to twm.load"):
+        check_env(load_config("smoke", ["env.game=gym:twm_api/never_registered-v0"]).env)

@@ -104,6 +104,8 @@ def make_gym_env(env_id: str, kwargs: dict[str, Any]) -> Any:
                 f"; if a package registers it, name that package: gym:<module>:{env_id} "
                 "(e.g. gym:minigrid:MiniGrid-Empty-8x8-v0)"
             )
+            if env_id.startswith("twm_api/"):  # twm.api.USER_NAMESPACE
+                hint = "; it was made by twm.train(env_fn=...): pass the same env_fn to twm.load or twm.train"
             raise EnvError(f"gym:{env_id}: {first}{hint}") from None
         except gym.error.Error as exc:
             raise EnvError(f"gym:{env_id}: {str(exc).splitlines()[0]}") from None
