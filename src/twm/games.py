@@ -165,7 +165,7 @@ def resolve_game(name: str) -> str:
 def game_family(name: str) -> Family:
     """The family of a (resolved) game name."""
     game = resolve_game(name)
-    if game in ATARI100K_GAMES or game in ale_games():
+    if game in ATARI100K_GAMES:
         return "atari"
     if game == BUILTIN_GAME:
         return "catch"
@@ -173,7 +173,9 @@ def game_family(name: str) -> Family:
         return "crafter"
     if game.startswith(GYM_PREFIX):
         return "gym"
-    return "minatar"
+    if game.startswith(MINATAR_PREFIX):
+        return "minatar"
+    return "atari"  # resolve_game names nothing else than another ALE ROM
 
 
 def run_name(game: str) -> str:
