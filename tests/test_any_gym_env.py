@@ -287,3 +287,8 @@ def test_sweep_run_folders_of_gym_ids_are_plain_names(tmp_path: Path) -> None:
         tmp_path / "gym-minigrid-MiniGrid-Empty-8x8-v0" / "seed_0"
     )
     assert run_dir_for(tmp_path, "Pong", 1) == tmp_path / "Pong" / "seed_1"  # other games as before
+
+
+def test_ale_v5_id_takes_no_gym_options() -> None:
+    with pytest.warns(UserWarning), pytest.raises(ConfigError, match="gym:ALE/Pong-v5 runs as Pong and takes none"):
+        load_config("smoke", ["env.game=gym:ALE/Pong-v5", "env.kwargs={frameskip: 1}"])

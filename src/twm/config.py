@@ -412,6 +412,7 @@ class Config:
 
     def validate(self) -> None:
         """Checks across fields (single fields are checked when set)."""
+        given = self.env.game
         try:
             self.env.game = resolve_game(self.env.game)
             family = game_family(self.env.game)
@@ -419,8 +420,9 @@ class Config:
             raise ConfigError(f"env.game: {exc}") from None
         if self.env.kwargs is None:
             self.env.kwargs = {}
+        game_words = f"{given} runs as {self.env.game} and" if given != self.env.game and given.startswith("gym:") else self.env.game
         if self.env.kwargs and family != "gym":
-            raise ConfigError(f"env.kwargs is for gym:<id> games only; {self.env.game} takes none")
+            raise ConfigError(f"env.kwargs is for gym:<id> games only; {game_words} takes none")
         self.env.wrappers = normalized_wrappers(self.env.wrappers)
         for key, given in (
             ("wrappers", bool(self.env.wrappers)),
@@ -428,7 +430,7 @@ class Config:
             ("pixels", self.env.pixels != "obs"),
         ):
             if given and family != "gym":
-                raise ConfigError(f"env.{key} is for gym:<id> games only; {self.env.game} takes none")
+                raise ConfigError(f"env.{key} is for gym:<id> games only; {game_words} takes none")
         if self.env.obs_key and self.env.pixels == "render":
             raise ConfigError("env.obs_key picks from the observations; env.pixels=render does not read them")
         self.train.loggers = normalized_loggers(self.train.loggers)
