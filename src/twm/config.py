@@ -420,16 +420,17 @@ class Config:
             raise ConfigError(f"env.game: {exc}") from None
         if self.env.kwargs is None:
             self.env.kwargs = {}
-        game_words = f"{given} runs as {self.env.game} and" if given != self.env.game and given.startswith("gym:") else self.env.game
+        renamed = given != self.env.game and given.startswith("gym:")  # gym:ALE/<Game>-v5
+        game_words = f"{given} runs as {self.env.game} and" if renamed else self.env.game
         if self.env.kwargs and family != "gym":
             raise ConfigError(f"env.kwargs is for gym:<id> games only; {game_words} takes none")
         self.env.wrappers = normalized_wrappers(self.env.wrappers)
-        for key, given in (
+        for key, is_set in (
             ("wrappers", bool(self.env.wrappers)),
             ("obs_key", bool(self.env.obs_key)),
             ("pixels", self.env.pixels != "obs"),
         ):
-            if given and family != "gym":
+            if is_set and family != "gym":
                 raise ConfigError(f"env.{key} is for gym:<id> games only; {game_words} takes none")
         if self.env.obs_key and self.env.pixels == "render":
             raise ConfigError("env.obs_key picks from the observations; env.pixels=render does not read them")
