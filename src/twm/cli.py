@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,8 +27,10 @@ from twm.games import (
     MINATAR_GAMES,
     MINATAR_PREFIX,
     UnknownGameError,
+    ale_games,
     game_family,
     measured_random_scores,
+    run_name,
 )
 
 if TYPE_CHECKING:  # the trainer imports torch; commands import it only when they run
@@ -70,7 +73,8 @@ def cmd_games(args: argparse.Namespace) -> int:
         for name in others:
             rnd = measured.get(name, {}).get("mean")
             table[name] = {"family": game_family(name), "human": None, "random": rnd}
-        print(json.dumps({"games": table, "requirements": FAMILY_REQUIREMENTS}, indent=1))
+        extra = [g for g in ale_games() if g not in ATARI100K_GAMES]
+        print(json.dumps({"games": table, "other_ale_games": extra, "requirements": FAMILY_REQUIREMENTS}, indent=1))
         return 0
     print(f"{'game':<24}{'human':>10}{'random':>10}")
     for g in games:
@@ -84,6 +88,12 @@ def cmd_games(args: argparse.Namespace) -> int:
         f"{len(MINATAR_GAMES)} MinAtar games and Crafter (random: measured by benchmarks/random_scores.py), "
         "and gym:<id> for any installed Gymnasium environment with image observations and discrete actions."
     )
+    extra = [g for g in ale_games() if g not in ATARI100K_GAMES]
+    if extra:
+        print(
+            f"Any of the {len(extra)} other ALE ROMs ({', '.join(extra[:4])}, ...) runs under the same Atari 100k "
+            "protocol, without human scores; gym:ALE/<Game>-v5 ids map to it too."
+        )
     print("needs installed:")
     for family, need in FAMILY_REQUIREMENTS.items():
         print(f"  {family:<8} {need}")
@@ -139,6 +149,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from exc
 
 
+def _check_loggers(cfg: Config) -> None:
+    """The packages of ``train.loggers`` are installed (one line, before any run folder)."""
+    from twm.training.logger import LoggerUnavailableError, check_loggers
+
+    try:
+        check_loggers(cfg.train.loggers)
+    except LoggerUnavailableError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _checked_device(name: str) -> str:
     """Fail early, as one line, on a device this machine does not have (before any run folder exists)."""
     from twm.device import DeviceUnavailableError, resolve_device
@@ -191,10 +211,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = _config_from_args(args)
         _checked_device(cfg.train.device)  # the config file may name a device too
         check_env(cfg.env)  # a missing package or an unsuitable gym id: one line, before any folder
+        _check_loggers(cfg)
         run_dir = args.run_dir
         if run_dir is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / f"{cfg.env.game}-{args.preset}-s{cfg.train.seed}-{stamp}"
+            run_dir = Path("runs") / f"{run_name(cfg.env.game)}-{args.preset}-s{cfg.train.seed}-{stamp}"
         try:
             trainer = Trainer(
                 cfg, run_dir, progress=not args.no_progress, preset=args.preset, on_eval=eval_images_hook
@@ -203,6 +224,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
         except OSError as exc:
             return _run_dir_os_error(exc, run_dir)
+    if trainer.cfg.train.keep_freed_memory:  # process-wide: the command line's choice, not the library's
+        from twm.allocator import keep_freed_memory
+
+        keep_freed_memory()
     total = trainer.cfg.train.total_steps
     try:
         summary = trainer.run()
@@ -309,37 +334,77 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from twm.device import resolve_device
+def _eval_checkpoint(run_dir: Path, checkpoint: str | None) -> Path:
+    """The checkpoint ``twm eval`` reads: final.pt, a given file, or with 'latest' the newest resume checkpoint."""
     from twm.run_dir import RunDir, RunDirError
+
+    folder = RunDir(run_dir)
+    if checkpoint is None:
+        try:
+            return folder.require_final_checkpoint("evaluate an unfinished run with --checkpoint latest")
+        except RunDirError as exc:
+            raise UsageError(str(exc)) from None
+    if not run_dir.is_dir():
+        raise UsageError(f"run folder {run_dir} does not exist")
+    if checkpoint != "latest":
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise UsageError(f"checkpoint {checkpoint} does not exist")
+        return path
+    name = folder.latest_checkpoint_name()
+    newest = folder.checkpoints / name if name else None
+    if newest is None or not newest.is_file():
+        candidates = sorted(folder.resume_checkpoints(), key=lambda p: p.name)
+        newest = candidates[-1] if candidates else None
+    if newest is None:
+        raise UsageError(f"{run_dir} has no resume checkpoint yet (one is written every train.checkpoint_interval steps)")
+    return newest
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from twm.device import resolve_device
+    from twm.run_dir import RunDir
     from twm.seeding import final_eval_seed
     from twm.training.checkpoint import CheckpointError, agent_from_checkpoint, load_checkpoint
     from twm.training.evaluation import evaluate_agent
 
     run_dir = Path(args.run_dir)
-    try:
-        checkpoint = RunDir(run_dir).require_final_checkpoint()
-    except RunDirError as exc:
-        raise UsageError(str(exc)) from None
+    checkpoint = _eval_checkpoint(run_dir, args.checkpoint)
     config_path = RunDir(run_dir).config
     if args.episodes is not None and args.episodes < 1:
         raise UsageError(f"--episodes must be at least 1; got {args.episodes}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be non-negative; got {args.seed}")
+    if args.video is not None:
+        from twm.viz.render import VizError, check_animation_path
+
+        try:
+            check_animation_path(args.video)  # a bad suffix or MP4 without ffmpeg: before any work
+        except VizError as exc:
+            raise UsageError(str(exc)) from None
     cfg = Config.from_yaml(config_path)
     device = resolve_device(_checked_device(args.device))
     try:
-        agent = agent_from_checkpoint(load_checkpoint(checkpoint, device), device, cfg, optimizers=False)
+        state = load_checkpoint(checkpoint, device)
+        agent = agent_from_checkpoint(state, device, cfg, optimizers=False)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     episodes = args.episodes if args.episodes is not None else cfg.train.final_eval_episodes
     # By default the seed of the run's own final evaluation, so this reproduces eval/final.json.
     seed = args.seed if args.seed is not None else final_eval_seed(cfg.train.seed)
     result = evaluate_agent(agent, cfg.env, episodes, seed)
+    video = None
+    if args.video is not None:
+        from twm.viz.video import record_episode
+
+        video = record_episode(agent, cfg.env, args.video, seed)
     if args.json:
         out = {"run_dir": str(run_dir), "game": cfg.env.game, "episodes": episodes, "seed": seed}
+        if args.checkpoint is not None:
+            out["checkpoint"] = str(checkpoint)
+            out["interactions"] = int(state.get("interactions", -1))
+        if video is not None:
+            out["video"] = video
         print(json.dumps({**out, **result.to_dict()}, indent=1))
         return 0
     hns = "" if result.hns is None else f"  hns {result.hns:.3f}"
@@ -347,10 +412,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         hns += f"  x random {result.random_ratio:.2f}"
     if result.crafter_score is not None:
         hns += f"  Crafter score {result.crafter_score:.2f}%"
+    where = "" if args.checkpoint is None else f", {checkpoint.name}"
     print(
         f"{cfg.env.game}: mean {result.mean:.2f}  std {result.std:.2f}  min {result.min:.2f}  "
-        f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed})"
+        f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed}{where})"
     )
+    if video is not None:
+        print(f"wrote {video['out']}: one eval episode of {video['steps']} steps, score {video['score']:g}")
     return 0
 
 
@@ -480,7 +548,22 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: object = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning as one ``twm: warning: ...`` line (its first line; no source location)."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    print(f"twm: warning: {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(p, overrides_config=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar (event lines still printed)")
 
-    p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder")
+    p = sub.add_parser("eval", help="evaluate the final checkpoint of a run folder (or another checkpoint)")
     add_run_dir(p)
     p.add_argument(
         "--episodes",
@@ -309,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="episodes (default: the run's train.final_eval_episodes)",
     )
     p.add_argument("--seed", type=int, help="evaluation seed (default: that of the run's final evaluation)")
+    p.add_argument(
+        "--checkpoint",
+        metavar="FILE|latest",
+        help="evaluate this checkpoint file instead of checkpoints/final.pt; 'latest' is the newest resume "
+        "checkpoint (a run that has not finished, or is still running)",
+    )
+    p.add_argument(
+        "--video",
+        metavar="FILE",
+        help="also write one more eval episode (seeded with --seed) as FILE.mp4 (needs twm[viz]) or FILE.gif",
+    )
     add_device(p)
     add_json(p)
 

@@ -75,6 +75,17 @@ class EnvConfig:
     kwargs: dict = param(
         None, "gym:<id> only: keyword arguments for gymnasium.make, as a YAML mapping"
     )
+    wrappers: list = param(
+        None,
+        "gym:<id> only: wrappers applied after gymnasium.make, innermost first; each a name in "
+        "gymnasium.wrappers or a dotted path, as a string or {name: ..., kwargs: {...}}, e.g. "
+        "[minigrid.wrappers.RGBImgObsWrapper, minigrid.wrappers.ImgObsWrapper]",
+    )
+    obs_key: str = param("", "gym:<id> only: the key of a Dict observation that holds the image")
+    pixels: Literal["obs", "render"] = param(
+        "obs",
+        "gym:<id> only: 'obs' reads the observations, 'render' the env's rgb_array frames instead",
+    )
     frame_stack: int = param(4, "frames stacked into one observation", lo=1)
     noop_max: int = param(30, "maximum random no-ops after a training reset", lo=0)
     episodic_lives: bool = param(True, "a life loss ends a training episode (the game goes on)")
@@ -87,6 +98,8 @@ class EnvConfig:
     def __post_init__(self) -> None:
         if self.kwargs is None:  # a dataclass default cannot be a mutable {}
             self.kwargs = {}
+        if self.wrappers is None:
+            self.wrappers = []
 
     @property
     def frame_channels(self) -> int:
@@ -274,6 +287,12 @@ class TrainConfig:
         True, "after each periodic evaluation write a reconstruction grid and a dream strip to images/"
     )
     log_interval: int = param(500, "agent steps between metric lines", lo=1)
+    status_seconds: float = param(
+        60.0, "seconds between plain status lines on stderr when it is not a terminal (0 = none)", lo=0
+    )
+    loggers: list = param(
+        None, "extra metric sinks besides metrics.jsonl and TensorBoard: any of wandb, mlflow"
+    )
     seed: int = param(0, "random seed (torch and numpy take seeds below 2^32)", lo=0, hi=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = param("auto", "torch device ('auto' picks cuda if present)")
     precision: Literal["float32", "bfloat16"] = param(
@@ -306,6 +325,10 @@ class TrainConfig:
         "glibc only: serve tensors from the heap and never trim it, so freed memory is reused without "
         "page faults (same arithmetic, higher resident size; twm.allocator)",
     )
+
+    def __post_init__(self) -> None:
+        if self.loggers is None:  # a dataclass default cannot be a mutable []
+            self.loggers = []
 
 
 @dataclass
@@ -361,6 +384,8 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         data = dataclasses.asdict(self)
         data["env"]["kwargs"] = dict(self.env.kwargs or {})
+        data["env"]["wrappers"] = [dict(w) for w in self.env.wrappers or []]
+        data["train"]["loggers"] = list(self.train.loggers or [])
         return data
 
     @classmethod
@@ -393,6 +418,7 @@ class Config:
 
     def validate(self) -> None:
         """Checks across fields (single fields are checked when set)."""
+        given = self.env.game
         try:
             self.env.game = resolve_game(self.env.game)
             family = game_family(self.env.game)
@@ -400,8 +426,21 @@ class Config:
             raise ConfigError(f"env.game: {exc}") from None
         if self.env.kwargs is None:
             self.env.kwargs = {}
+        renamed = given != self.env.game and given.startswith("gym:")  # gym:ALE/<Game>-v5
+        game_words = f"{given} runs as {self.env.game} and" if renamed else self.env.game
         if self.env.kwargs and family != "gym":
-            raise ConfigError(f"env.kwargs is for gym:<id> games only; {self.env.game} takes none")
+            raise ConfigError(f"env.kwargs is for gym:<id> games only; {game_words} takes none")
+        self.env.wrappers = normalized_wrappers(self.env.wrappers)
+        for key, is_set in (
+            ("wrappers", bool(self.env.wrappers)),
+            ("obs_key", bool(self.env.obs_key)),
+            ("pixels", self.env.pixels != "obs"),
+        ):
+            if is_set and family != "gym":
+                raise ConfigError(f"env.{key} is for gym:<id> games only; {game_words} takes none")
+        if self.env.obs_key and self.env.pixels == "render":
+            raise ConfigError("env.obs_key picks from the observations; env.pixels=render does not read them")
+        self.train.loggers = normalized_loggers(self.train.loggers)
         if self.env.color and family in ("atari", "catch"):
             raise ConfigError(f"env.color: {self.env.game} is grayscale only (the Atari 100k protocol)")
         t = self.train
@@ -447,6 +486,43 @@ class Config:
             )
 
 
+LOGGERS = ("wandb", "mlflow")
+
+
+def normalized_wrappers(value: Any) -> list[dict[str, Any]]:
+    """``env.wrappers`` as a list of ``{"name": str, "kwargs": dict}`` (a string is a wrapper without
+    arguments; one string or mapping alone is a list of one)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str | Mapping) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"env.wrappers must be a list of wrapper names or {{name, kwargs}} mappings; got {value!r}")
+    out = []
+    for item in items:
+        if isinstance(item, str) and item.strip():
+            out.append({"name": item.strip(), "kwargs": {}})
+            continue
+        if isinstance(item, Mapping) and isinstance(item.get("name"), str) and set(item) <= {"name", "kwargs"}:
+            kwargs = item.get("kwargs") or {}
+            if isinstance(kwargs, Mapping) and all(isinstance(k, str) for k in kwargs):
+                out.append({"name": item["name"].strip(), "kwargs": dict(kwargs)})
+                continue
+        raise ConfigError(
+            f"env.wrappers: each wrapper is a name or {{name: ..., kwargs: {{...}}}}; got {item!r}"
+        )
+    return out
+
+
+def normalized_loggers(value: Any) -> list[str]:
+    """``train.loggers`` as a list of known logger names (one name alone is a list of one)."""
+    if value is None:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or any(item not in LOGGERS for item in items):
+        raise ConfigError(f"train.loggers must be a list of {', '.join(LOGGERS)}; got {value!r}")
+    return list(dict.fromkeys(items))
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """The mapping of sections in a YAML config file (empty for an empty file)."""
     try:
@@ -480,9 +556,11 @@ def load_config(
     preset: str = "atari100k",
     overrides: Iterable[str] = (),
     config_file: str | Path | None = None,
+    sections: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Config:
     """The config a command runs with: the preset, a YAML file on top of it, ``--set`` overrides on top
-    of both (``--game`` is one of them), validated once, at the end."""
+    of both (``--game`` is one of them), then ``sections`` (``twm.train``'s keyword overrides), validated
+    once, at the end."""
     if preset not in PRESETS:
         close = difflib.get_close_matches(preset, PRESETS, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
@@ -491,6 +569,8 @@ def load_config(
     if config_file is not None:
         layers.append(read_config_file(config_file))
     layers.append(parse_overrides(overrides))
+    if sections:
+        layers.append(sections)
     return Config.from_dict(_layered(*layers))
 
 
@@ -618,6 +698,8 @@ def _coerce(dotted: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise ConfigError(f"{dotted} must be a mapping of names to values; got {value!r}")
         return dict(value)
+    elif hint is list:
+        return value  # checked as a whole by Config.validate (normalized_wrappers, normalized_loggers)
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{dotted} must be a string; got {value!r}")

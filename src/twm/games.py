@@ -4,6 +4,10 @@ Families
     - ``atari``: the 26 Atari 100k games (``Pong``, ``MsPacman``, ...). Reference scores are the
       standard human and random-policy scores used to compute human-normalized scores on Atari 100k
       (first published with DQN, Mnih et al. 2015, and used unchanged by every method we compare to).
+      Any other ROM that ale-py ships (``Tennis``, ``MontezumaRevenge``, ...) runs under the same
+      protocol; those games have no reference scores (reports show their raw scores). Gymnasium's
+      ``gym:ALE/<Game>-v5`` ids map to the same protocol (twm's own frame skip, no sticky actions),
+      with a warning.
     - ``catch``: the built-in test game (twm.envs.catch).
     - ``minatar``: ``minatar/<game>`` for the five MinAtar games (Young & Tian 2019).
     - ``crafter``: Crafter (Hafner 2021).
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -90,6 +96,20 @@ class UnknownGameError(ValueError):
     """Raised for a game name that no family knows."""
 
 
+@cache
+def ale_games() -> tuple[str, ...]:
+    """Every ROM ale-py ships, as a game name ('tennis' -> 'Tennis'); empty without ale-py."""
+    try:
+        from ale_py import roms
+    except ImportError:
+        return ()
+    return tuple("".join(part.capitalize() for part in rom.split("_")) for rom in roms.get_all_rom_ids())
+
+
+# gym:ALE/<Game>-v5 (optionally gym:ale_py:ALE/<Game>-v5): an Atari game under twm's own protocol.
+_ALE_V5 = re.compile(r"^(?:ale_py:)?ALE/(?P<game>[A-Za-z0-9_]+)-v5$")
+
+
 def valid_game_names() -> list[str]:
     """Every fixed game name (``gym:<id>`` names are open-ended and not listed)."""
     return [*ATARI100K_GAMES, BUILTIN_GAME, *(MINATAR_PREFIX + g for g in MINATAR_GAMES), CRAFTER_GAME]
@@ -111,11 +131,24 @@ def resolve_game(name: str) -> str:
     checked when the environment is built.
     """
     if name.startswith(GYM_PREFIX):
-        if not name[len(GYM_PREFIX) :].strip():
+        env_id = name[len(GYM_PREFIX) :]
+        if not env_id.strip():
             raise UnknownGameError("gym: needs an environment id, e.g. gym:MyPixelGame-v0")
-        return name
+        ale = _ALE_V5.match(env_id)
+        if ale is None:
+            return name
+        game = resolve_game(ale["game"])
+        warnings.warn(
+            f"{name} runs as {game!r} under twm's Atari 100k protocol: v5's own frame skip (4) and sticky "
+            "actions (0.25) are not used (env.frame_skip applies, no sticky actions)",
+            stacklevel=2,
+        )
+        return game
     key = _key(name)
     for canonical in valid_game_names():
+        if _key(canonical) == key:
+            return canonical
+    for canonical in ale_games():
         if _key(canonical) == key:
             return canonical
     if key.startswith(MINATAR_PREFIX):
@@ -124,7 +157,8 @@ def resolve_game(name: str) -> str:
     close = difflib.get_close_matches(name, valid_game_names(), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
     raise UnknownGameError(
-        f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}, or gym:<id>"
+        f"unknown game {name!r}{hint}; valid games: {', '.join(valid_game_names())}, any other ALE ROM "
+        "(e.g. Tennis), or gym:<id>"
     )
 
 
@@ -139,7 +173,14 @@ def game_family(name: str) -> Family:
         return "crafter"
     if game.startswith(GYM_PREFIX):
         return "gym"
-    return "minatar"
+    if game.startswith(MINATAR_PREFIX):
+        return "minatar"
+    return "atari"  # resolve_game names nothing else than another ALE ROM
+
+
+def run_name(game: str) -> str:
+    """A game name as one part of a folder name: no ':' or '/' ('gym:ALE/X-v0' -> 'gym-ALE-X-v0')."""
+    return re.sub(r"[:/\\]+", "-", game).strip("-") or "game"
 
 
 @cache

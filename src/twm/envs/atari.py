@@ -117,7 +117,12 @@ _logger_silenced = False
 
 def rom_name(game: str) -> str:
     """ale-py's snake_case ROM id of a game name: 'MsPacman' -> 'ms_pacman', 'UpNDown' -> 'up_n_down'."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", resolve_game(game)).lower()
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", resolve_game(game)).lower()
+    return _IRREGULAR_ROMS.get(name, name)
+
+
+# ROM ids whose words are not all capitalised in the game name: 'TicTacToe3d' <- 'tic_tac_toe_3d'.
+_IRREGULAR_ROMS = {"tic_tac_toe3d": "tic_tac_toe_3d"}
 
 
 def _make_ale(game: str, ale_seed: int) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from twm.config import MAX_SEED
-from twm.games import ATARI100K_GAMES, resolve_game
+from twm.games import ATARI100K_GAMES, GYM_PREFIX, resolve_game, run_name
 from twm.run_dir import RunDir
 
 # Keys the sweep sets itself: a --set of these would contradict the run folder's name.
@@ -95,8 +95,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def run_dir_for(root: str | Path, game: str, seed: int) -> Path:
-    """The run folder of one (game, seed): ``ROOT/<Game>/seed_<N>``."""
-    return Path(root) / game / f"seed_{seed}"
+    """The run folder of one (game, seed): ``ROOT/<Game>/seed_<N>`` (a gym id without ':' or '/')."""
+    return Path(root) / (run_name(game) if game.startswith(GYM_PREFIX) else game) / f"seed_{seed}"
 
 
 # --------------------------------------------------------------------------------------- run folders

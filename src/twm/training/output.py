@@ -177,15 +177,28 @@ class WorkClock:
 
 
 class Progress:
-    """The run's bars on stderr: interactions with an ETA from the work left, and one per pretraining phase."""
+    """The run's bars on stderr: interactions with an ETA from the work left, and one per pretraining phase.
+
+    When stderr is not a terminal (a log file, a pipe, a batch job) there are no bars; instead, with
+    ``status_seconds`` > 0, a plain line every ``status_seconds`` seconds
+    (``twm: train 1200/100000 (1.2%) elapsed 00:05:00 ETA 0:41:10 upd/s 3.1 eval 12.0``), one when a
+    phase starts and one at the end.
+    """
 
     FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
 
-    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+    def __init__(self, total: int, initial: int, enabled: bool, status_seconds: float = 0.0) -> None:
         from tqdm import tqdm
 
         self._tqdm = tqdm
         self.enabled = enabled and sys.stderr.isatty()
+        # Plain status lines: asked for, but no terminal to draw bars on.
+        self.status_seconds = status_seconds if enabled and not self.enabled else 0.0
+        self._started = time.monotonic()
+        self._last_status = self._started
+        self._phase_text = ""
+        self._n, self._total = initial, total  # a disabled tqdm bar does not count
+        self._phase: list[Any] = ["", 0, 0]  # name, done, total of the pretraining phase
         self.bar = tqdm(
             total=total,
             initial=initial,
@@ -202,10 +215,28 @@ class Progress:
 
     def describe(self, text: str) -> None:
         self.bar.set_description(text)
+        if self.status_seconds and text != self._phase_text:
+            self._phase_text = text
+            self.status(force=True)
+
+    def status(self, force: bool = False) -> None:
+        """A plain status line on stderr (see the class docstring), when one is due or ``force``."""
+        if not self.status_seconds:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_status < self.status_seconds:
+            return
+        self._last_status = now
+        n, total = self._n, self._total
+        parts = [f"twm: {self._phase_text or 'run'} {n}/{total} ({100 * n / max(total, 1):.1f}%)"]
+        parts.append(f"elapsed {_clock(now - self._started)}")
+        parts += [f"{key} {value}" for key, value in self.info.items()]
+        print(" ".join(parts), file=sys.stderr, flush=True)
 
     def step(self, cfg: Config, state: TrainingState) -> None:
         """One interaction done; the ETA from the steps, updates and evaluation episodes left."""
         self.bar.update(1)
+        self._n += 1
         now = time.monotonic()
         if now - self._last_refresh < 1.0:  # the ETA needs no more than one refresh a second
             return
@@ -216,6 +247,7 @@ class Progress:
         eta = self.clock.eta(t.total_steps - n, cfg.num_updates - state.updates, episodes_left)
         self.info["ETA"] = "?" if eta is None else _clock(eta)
         self.bar.set_postfix(self.info, refresh=False)
+        self.status()
 
     def note(self, key: str, value: str, refresh: bool = False) -> None:
         self.info[key] = value
@@ -224,6 +256,7 @@ class Progress:
     def start_phase(self, name: str, total: int, done: int) -> None:
         """A second bar for a pretraining phase: step of steps, rate and its own ETA."""
         self.end_phase()
+        self._phase = [name, done, total]
         self._phase_bar = self._tqdm(
             total=total,
             initial=done,
@@ -241,6 +274,13 @@ class Progress:
         return self._phase_bar is not None
 
     def phase_step(self, done: bool) -> None:
+        if self._phase_bar is not None and self.status_seconds:
+            now = time.monotonic()
+            self._phase[1] += 1
+            name, i, n = self._phase
+            if done or now - self._last_status >= self.status_seconds:
+                self._last_status = now
+                print(f"twm: pretrain {name} {i}/{n} elapsed {_clock(now - self._started)}", file=sys.stderr, flush=True)
         if self._phase_bar is not None:
             self._phase_bar.update(1)
             if done:
@@ -253,4 +293,6 @@ class Progress:
 
     def close(self) -> None:
         self.end_phase()
+        if self.status_seconds:
+            self.status(force=True)
         self.bar.close()

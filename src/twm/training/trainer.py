@@ -20,6 +20,7 @@ Safe points, checkpoints, signals and resume: ``twm.training.lifecycle``; what a
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,6 @@ from typing import Any
 
 import torch
 
-from twm.allocator import keep_freed_memory
 from twm.config import Config
 from twm.device import resolve_device
 from twm.envs import Env, make_env, newest_frame
@@ -54,6 +54,7 @@ def is_time_key(key: str) -> bool:
     return key in TIME_KEYS or key.startswith("time/")
 PRETRAIN_LOG_LINES = 10  # lines logged per pretraining phase (each the mean over its chunk of steps)
 EvalHook = Callable[[EvalEvent], None]
+LogHook = Callable[[int, dict[str, float]], None]
 
 
 class Trainer:
@@ -63,17 +64,19 @@ class Trainer:
     folder is created; an existing, non-empty ``run_dir`` raises ``RunDirExistsError``. ``on_eval``
     is called after each periodic evaluation (the CLI passes ``twm.viz.eval_images_hook``, which
     writes the pictures of ``train.eval_images``); it must not draw from the run's random streams.
+    ``on_log`` gets each metric line (step, scalars) once it is written; ``request_stop()`` (from a hook)
+    stops the run at the next safe point as SIGINT would. Process-wide settings (the allocator of
+    ``train.keep_freed_memory``) are the caller's: the command line applies them.
     """
 
     def __init__(
         self, cfg: Config, run_dir: str | Path, device: str | None = None, progress: bool = True, *,
         preset: str | None = None, eval_envs: int = DEFAULT_EVAL_ENVS, on_eval: EvalHook | None = None,
-        warn: Callable[[str], None] = lifecycle.warn, _resuming: bool = False,
+        warn: Callable[[str], None] = lifecycle.warn, on_log: LogHook | None = None, _resuming: bool = False,
     ) -> None:  # fmt: skip
         self.cfg, self.preset, self.eval_envs, self.on_eval, self.warn = cfg, preset, eval_envs, on_eval, warn
+        self.on_log = on_log
         self.device = resolve_device(device if device is not None else cfg.train.device)
-        if cfg.train.keep_freed_memory:
-            keep_freed_memory()
         self.progress = progress
         self.last_eval: EvalResult | None = None
         self.state = TrainingState(cfg.train.seed, self.device)
@@ -111,6 +114,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the run
 
+    def request_stop(self) -> None:
+        """Stop at the next safe point with a checkpoint, as the first SIGINT does (TrainingStopped)."""
+        if self._stop.signal is None:
+            self._stop.signal = signal.SIGINT
+
     def release_lock(self) -> None:
         """Give up the run folder (run() does at its end; a trainer that never runs should call it)."""
         self._lock.release()
@@ -140,8 +148,13 @@ class Trainer:
             print(f"twm: resuming {self.run_dir} from {path.name} ({where} interactions)", file=sys.stderr)
         else:
             self.state.obs, _ = self.env.reset()
-        self.logger = MetricsLogger(self.run_dir, elapsed=self.state.elapsed_before, purge_step=purge_step)
-        self._bar = output.Progress(self.cfg.train.total_steps, self.interactions, self.progress)
+        self.logger = MetricsLogger(
+            self.run_dir, elapsed=self.state.elapsed_before, purge_step=purge_step, config=self.cfg.to_dict(),
+            loggers=self.cfg.train.loggers, on_log=self.on_log,
+        )  # fmt: skip
+        self._bar = output.Progress(
+            self.cfg.train.total_steps, self.interactions, self.progress, self.cfg.train.status_seconds
+        )
         try:
             with self._stop.installed():
                 return self._run_phases()
