@@ -8,7 +8,7 @@
 #    choose: without a GPU the CPU build (torch==2.13.0 here; TORCH_CPU_SPEC=... to change it), with a
 #    GPU (`nvidia-smi` present and working) plain `torch` from the default index, which is a CUDA build.
 #    TWM_TORCH=cpu|gpu|auto (default auto) overrides the detection; .ci/run uses cpu.
-# 3. pip install -e ".[dev,report,cluster,viz,envs,docs]" (TWM_EXTRAS=... to change the extras).
+# 3. pip install -e ".[dev,report,cluster,viz,envs,docs,wandb,mlflow]" (TWM_EXTRAS=... to change the extras).
 #
 # Idempotent: VENV_DIR/.twm-setup-stamp records the hash of pyproject.toml, the extras and the torch
 # flavour of the last successful setup; when it matches, nothing is done (well under a second). Without
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${1:-.venv}
 PYTHON=${PYTHON:-python3}
-EXTRAS=${TWM_EXTRAS:-dev,report,cluster,viz,envs,docs}
+EXTRAS=${TWM_EXTRAS:-dev,report,cluster,viz,envs,docs,wandb,mlflow}
 TORCH_CPU_SPEC=${TORCH_CPU_SPEC:-torch==2.13.0}
 TORCH_GPU_SPEC=${TORCH_GPU_SPEC:-torch}
 STAMP="$VENV/.twm-setup-stamp"
