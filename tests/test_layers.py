@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "twm.imagination": 4,
     "twm.acting": 4,
     "twm.captured": 4,
+    "twm.update": 4,
     "twm.agent": 4,
     "twm.info": 4,
     "twm.bench": 4,

@@ -331,7 +331,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = Config.from_yaml(config_path)
     device = resolve_device(_checked_device(args.device))
     try:
-        agent = agent_from_checkpoint(load_checkpoint(checkpoint, device), device, cfg, optimizers=False)
+        agent = agent_from_checkpoint(load_checkpoint(checkpoint, device), device, cfg)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     episodes = args.episodes if args.episodes is not None else cfg.train.final_eval_episodes

@@ -5,7 +5,7 @@ Agent checkpoints (``save_checkpoint`` / ``load_checkpoint``, e.g. ``checkpoints
 
     - ``format_version``, ``twm_version``: what wrote it;
     - ``config``: ``Config.to_dict()`` of the run, ``num_actions``: the action count of the game;
-    - ``model``: ``agent.state_dict()``, ``optimizers``: ``agent.optimizer_state_dict()``;
+    - ``model``: ``agent.state_dict()``, ``optimizers``: ``Optimizers.state_dict()`` (``twm.update``);
     - any ``extra`` entries the caller adds (step counters, the resume state, ...).
 
     Only plain containers, numbers, strings, bytes and tensors go in (numpy arrays are wrapped by
@@ -68,6 +68,7 @@ from twm.run_dir import CHECKPOINT_DIR, LATEST_POINTER, RESUME_CHECKPOINT
 if TYPE_CHECKING:
     from twm.agent import Agent
     from twm.config import Config
+    from twm.update import Optimizers
 
 FORMAT_VERSION = 1
 # Version of the resume state inside a resume checkpoint (the "resume" entry); bumped whenever a
@@ -209,16 +210,26 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: _write_payload(obj, f), checksum=True)
 
 
-def save_checkpoint(path: str | Path, agent: Agent, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``agent`` (weights, optimiser states, config) plus ``extra`` to ``path`` atomically."""
+def save_checkpoint(
+    path: str | Path, agent: Agent, extra: Mapping[str, Any] | None = None, *, optimizers: Optimizers | None = None
+) -> Path:
+    """Write ``agent`` (weights, optimiser states, config) plus ``extra`` to ``path`` atomically.
+
+    ``optimizers`` are the agent's (``Learner.optimizers``); without them, those of an agent that
+    never updated: fresh ones.
+    """
+    from twm.update import Optimizers
+
     path = Path(path)
+    if optimizers is None:
+        optimizers = Optimizers(agent)
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "twm_version": __version__,
         "config": agent.cfg.to_dict(),
         "num_actions": int(agent.num_actions),
         "model": agent.state_dict(),
-        "optimizers": agent.optimizer_state_dict(),
+        "optimizers": optimizers.state_dict(),
     }
     if extra:
         clash = set(extra) & set(state)
@@ -289,10 +300,8 @@ def agent_from_checkpoint(
     state: Mapping[str, Any],
     device: str | torch.device = "cpu",
     cfg: Config | None = None,
-    *,
-    optimizers: bool = True,
 ) -> Agent:
-    """An ``Agent`` with the checkpoint's weights (and optimiser states if ``optimizers``) on ``device``.
+    """An ``Agent`` with the checkpoint's weights on ``device`` (``load_agent_state`` loads optimisers).
 
     ``cfg`` defaults to the config stored in the checkpoint; pass the run folder's ``config.yaml``
     instead where that is the source of truth (they are the same for runs written by the trainer).
@@ -303,23 +312,24 @@ def agent_from_checkpoint(
     if cfg is None:
         cfg = Config.from_dict(state["config"])
     agent = Agent(cfg, int(state["num_actions"]))
-    load_agent_state(agent, state, device, optimizers=optimizers)
+    load_agent_state(agent, state, device)
     return agent
 
 
 def load_agent_state(
-    agent: Agent, state: Mapping[str, Any], device: str | torch.device, *, optimizers: bool = True
+    agent: Agent, state: Mapping[str, Any], device: str | torch.device, *, optimizers: Optimizers | None = None
 ) -> None:
-    """Load a checkpoint's weights (and optimiser states) into an existing agent, moved to ``device``."""
+    """Load a checkpoint's weights into an existing agent, moved to ``device``, and its optimiser
+    states into the agent's ``optimizers`` if given."""
     try:
         agent.load_state_dict(state["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint weights do not fit the config: {first}") from None
     agent.to(device)
-    if optimizers:
+    if optimizers is not None:
         # Loaded after .to(device) so that the moment tensors land on the parameters' device.
-        agent.load_optimizer_state_dict(state["optimizers"])
+        optimizers.load_state_dict(state["optimizers"])
 
 
 # --------------------------------------------------------------------------------------- numpy codec
@@ -390,8 +400,18 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self, agent: Agent, replay: ReplayBuffer, interactions: int, extra: Mapping[str, Any]) -> Path:
-        """Write a resume checkpoint (new frame chunks first, then the file, then ``latest``, then prune)."""
+    def save(
+        self,
+        agent: Agent,
+        replay: ReplayBuffer,
+        interactions: int,
+        extra: Mapping[str, Any],
+        *,
+        optimizers: Optimizers | None = None,
+    ) -> Path:
+        """Write a resume checkpoint (new frame chunks first, then the file, then ``latest``, then prune).
+
+        ``optimizers``: as for ``save_checkpoint``."""
         self._write_new_chunks(replay)
         chunked = len(self.chunks) * self.chunk
         replay_state = replay.checkpoint_state(frames_from=chunked)
@@ -405,7 +425,7 @@ class CheckpointManager:
             "checkpoint_index": index,
             "replay": to_storable(replay_state),
         }
-        save_checkpoint(path, agent, payload)
+        save_checkpoint(path, agent, payload, optimizers=optimizers)
         self.index, self.last_path, self.last_interactions = index, path, interactions
         atomic_write(self.dir / LATEST_POINTER, lambda f: f.write(f"{path.name}\n".encode()))
         self._prune()

@@ -32,7 +32,7 @@ from twm.allocator import keep_freed_memory
 from twm.config import Config
 from twm.device import resolve_device
 from twm.envs import Env, make_env, newest_frame
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 from twm.run_dir import RunDir, RunLock, create_run_dir
 from twm.seeding import Stream, derive_seed, final_eval_seed
@@ -129,7 +129,7 @@ class Trainer:
         if self._resume_from is not None:
             checkpoint, self.replay, path = self._resume_from
             self._resume_from = None
-            load_agent_state(self.agent, checkpoint, self.device)
+            load_agent_state(self.agent, checkpoint, self.device, optimizers=self.learner.optimizers)
             resume = self.state.load_state_dict(checkpoint, self.warn)
             self.preset = resume["preset"]
             self.env.set_state(resume["env"])
@@ -162,7 +162,8 @@ class Trainer:
         if s.phase == Phase.TRAIN:
             self._train()
             try:
-                save_agent(RunDir(self.run_dir).final_checkpoint, self.agent, s.counters(self.device))
+                final = RunDir(self.run_dir).final_checkpoint
+                save_agent(final, self.agent, s.counters(self.device), optimizers=self.learner.optimizers)
             except CheckpointWriteError as exc:
                 raise exc.keeping(self._checkpoints.last_path) from None
             s.phase = Phase.FINAL_EVAL
@@ -185,8 +186,10 @@ class Trainer:
         seed_globals(seed)
         self.env: Env = make_env(cfg.env, "train", derive_seed(seed, Stream.TRAIN_ENV))
         from twm.agent import Agent  # imported here: the agent pulls in every model module
+        from twm.update import Learner
 
         self.agent = Agent(cfg, self.env.num_actions).to(self.device)
+        self.learner = Learner(self.agent)  # the optimisers and the update
         # Acting with a policy that reads h carries the transformer's memory from step to step.
         self.state.acting = self.agent.acting_memory(1)
         self.replay = ReplayBuffer.from_config(cfg, derive_seed(seed, Stream.REPLAY))
@@ -207,7 +210,7 @@ class Trainer:
 
     def _pretrain(self) -> None:
         s = self.state
-        phases = pretrain_phases(self.cfg, self.agent, self.replay, self.device, s.update_generator)
+        phases = pretrain_phases(self.cfg, self.learner, self.replay, self.device, s.update_generator)
         # The position (phase, iteration) lives in the state, so a resume continues mid-phase.
         while s.pretrain_phase < len(phases):
             name, n, step_fn = phases[s.pretrain_phase]
@@ -305,7 +308,7 @@ class Trainer:
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
         # A captured update draws from torch's global generator (saved in checkpoints too).
         generator = None if self.cfg.train.capture else s.update_generator
-        metrics = self.agent.update(batch, sample_start_obs, generator, on_part=s.times.add)
+        metrics = self.learner.update(batch, sample_start_obs, generator, on_part=s.times.add)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)
@@ -336,7 +339,7 @@ class Trainer:
         resume = self.state.state_dict(self.env.get_state(), self._elapsed(), self.logger.path, self.preset)
         extra = {**self.state.counters(self.device), "resume": resume}
         try:
-            self._checkpoints.save(self.agent, self.replay, self.interactions, extra)
+            self._checkpoints.save(self.agent, self.replay, self.interactions, extra, optimizers=self.learner.optimizers)
         except CheckpointWriteError as exc:
             raise exc.keeping(self._checkpoints.last_path) from None
         self._saved_progress = self._progress

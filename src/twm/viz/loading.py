@@ -55,7 +55,7 @@ def load_run(
     cfg = Config.from_yaml(config_path) if config_path is not None and config_path.is_file() else None
     try:
         state = load_checkpoint(ckpt, device)
-        agent = agent_from_checkpoint(state, device, cfg, optimizers=False)
+        agent = agent_from_checkpoint(state, device, cfg)
     except CheckpointError as exc:
         raise VizError(str(exc)) from None
     agent.eval()
