@@ -30,6 +30,7 @@ from twm.bench import (
 from twm.config import load_config
 from twm.device import resolve_device
 from twm.envs import make_env
+from twm.update import Learner
 
 
 def main() -> int:
@@ -49,9 +50,9 @@ def main() -> int:
         cfg = load_config(args.preset, [f"env.game={args.game}", *[o for o in overrides.split(",") if o]])
         num_actions = make_env(cfg.env, "eval", 0).num_actions
         torch.manual_seed(0)
-        agent = Agent(cfg, num_actions).to(device)
+        learner = Learner(Agent(cfg, num_actions).to(device))
         batch = synthetic_batch(cfg, num_actions, device, 0)
-        runs[name] = (agent, batch, synthetic_obs_sampler(cfg, device), update_generator(agent, 0))
+        runs[name] = (learner, batch, synthetic_obs_sampler(cfg, device), update_generator(learner, 0))
     for run in runs.values():
         for _ in range(2):
             time_update(*run)
