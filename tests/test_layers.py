@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "twm.device": 0,
     "twm.run_dir": 0,
     "twm.allocator": 0,
+    "twm.files": 0,
     "twm.config": 1,
     "twm.envs": 2,
     "twm.replay": 2,

@@ -168,8 +168,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from twm.files import CheckpointWriteError
     from twm.run_dir import RunDirExistsError
-    from twm.training.checkpoint import CheckpointWriteError
     from twm.training.lifecycle import Interrupted, NonFiniteLossError, TrainingStopped
     from twm.training.trainer import Trainer
     from twm.viz.eval_images import eval_images_hook

@@ -46,13 +46,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
+from twm.files import atomic_write_text
 from twm.launch.attempt import stop_requested
 from twm.launch.plan import (
     RunResult,
     Status,
     SweepError,
     SweepOptions,
-    atomic_write_text,
     build_specs,
     validate,
 )

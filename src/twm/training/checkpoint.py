@@ -17,10 +17,10 @@ Integrity
     (``.NAME.tmp-PID``, which never matches a checkpoint name), fsynced, and moved over the destination
     with ``os.replace``; the folder is fsynced too. A crash, SIGKILL or full disk mid-save leaves the old
     file or the new one, never a torn one (a failed write removes its temporary file; one left by
-    SIGKILL is ignored and removed by the next resume). Every file also ends with a 48-byte trailer,
-    ``CHECKSUM_MAGIC``, the payload length and its SHA-256: torch itself checks no checksum (a flipped
-    byte in a tensor loads silently) and ``torch.load`` ignores bytes after the zip archive, so the
-    file stays a normal torch file. ``load_checkpoint`` verifies the trailer when there is one.
+    SIGKILL is ignored and removed by the next resume; ``twm.files``). Every file also ends with a
+    48-byte trailer, ``CHECKSUM_MAGIC``, the payload length and its SHA-256: torch itself checks no
+    checksum (a flipped byte in a tensor loads silently) and ``torch.load`` ignores bytes after the zip
+    archive, so the file stays a normal torch file. ``load_checkpoint`` verifies the trailer when there is one.
 
 Resume checkpoints (``CheckpointManager``), in ``RUN_DIR/checkpoints/``
     - ``step_<interactions>_<index>.pt``: an agent checkpoint plus everything else needed to continue
@@ -35,25 +35,16 @@ Resume checkpoints (``CheckpointManager``), in ``RUN_DIR/checkpoints/``
       the chunks completed since the last one; the checkpoint lists the chunks it uses with their
       SHA-256 and carries the frames of the last, partial chunk itself. At 100k steps this makes a
       checkpoint ~50x faster than rewriting the 410 MB of frames (``benchmarks/bench_checkpoint.py``).
-
-Test hooks (environment variables, read at each write)
-    ``TWM_TEST_WRITE_DELAY=<seconds>[@<part of a file name>]``: sleep after the payload is in the
-    temporary file, before it is completed and renamed (only for files whose name contains the given
-    part), so a test can SIGKILL or interrupt a process in the middle of a checkpoint write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
-import os
 import pickle
 import re
-import shutil
 import struct
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -62,6 +53,7 @@ import numpy as np
 import torch
 
 from twm import __version__
+from twm.files import atomic_write
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
 from twm.run_dir import CHECKPOINT_DIR, LATEST_POINTER, RESUME_CHECKPOINT
 
@@ -99,19 +91,6 @@ class ReplayChunkError(CheckpointError):
         self.chunk = chunk
 
 
-class CheckpointWriteError(RuntimeError):
-    """Writing failed (e.g. no space left on device); the previous file is intact, the temporary removed."""
-
-    def __init__(self, message: str, errno_: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno_
-
-    def keeping(self, previous: Path | None) -> CheckpointWriteError:
-        """The same error, saying which earlier checkpoint is still intact."""
-        intact = f"the last checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        return CheckpointWriteError(f"{self}; {intact}", self.errno)
-
-
 # --------------------------------------------------------------------------------------- writing
 
 
@@ -120,94 +99,22 @@ def _write_payload(obj: Any, f: IO[bytes]) -> None:
     torch.save(obj, f)
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path: a file another handle writes (fsync acts on the file, not
-    on the descriptor) or a directory, to persist a rename in it. Best effort: not every platform
-    can open a directory."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _test_write_delay(path: Path, f: IO[bytes]) -> None:
-    """The ``TWM_TEST_WRITE_DELAY=<seconds>[@<part of the file name>]`` hook (module docstring)."""
-    hook = os.environ.get("TWM_TEST_WRITE_DELAY")
-    if not hook:
-        return
-    seconds, _, name_part = hook.partition("@")
-    if name_part in path.name:
-        f.flush()  # the partial file is visible on disk while we sleep
-        time.sleep(float(seconds))
-
-
-def _temp_name(path: Path) -> Path:
-    # Hidden and with a suffix after ".pt"/".npy": never mistaken for a checkpoint or a chunk.
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, checksum: bool = False) -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``.
-
-    With ``checksum`` the SHA-256 trailer is appended (see the module docstring). An ``OSError``
-    (ENOSPC, EIO, ...), or the ``RuntimeError`` torch's zip writer raises for them, becomes
-    ``CheckpointWriteError``; the temporary file is removed in every case
-    but SIGKILL, and ``path`` is untouched unless the whole write succeeded.
-    """
-    path = Path(path)
-    tmp = _temp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w+b") as f:
-            write(f)
-            _test_write_delay(path, f)
-            if checksum:
-                length = f.tell()
-                f.flush()
-                f.seek(0)
-                digest = hashlib.sha256()
-                # Hash what is in the file (read back from the page cache), not what we meant to write.
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-                f.seek(length)
-                f.write(_TRAILER.pack(CHECKSUM_MAGIC, length, digest.digest()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except CheckpointWriteError:
-        raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise CheckpointWriteError(f"cannot write {path}: {reason}", exc.errno) from None
-    except RuntimeError as exc:  # torch's zip writer reports ENOSPC and EIO this way, without an errno
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        errno_ = None
-        if _nearly_full(path.parent):
-            reason, errno_ = f"{os.strerror(errno.ENOSPC)} (torch: {reason})", errno.ENOSPC
-        raise CheckpointWriteError(f"cannot write {path}: {reason}", errno_) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)  # persist the rename itself (the directory entry)
-
-
-def _nearly_full(folder: Path) -> bool:
-    """Whether the filesystem of ``folder`` has less than 1 MiB free (so a failed write was ENOSPC)."""
-    try:
-        return shutil.disk_usage(folder).free < 1 << 20
-    except OSError:
-        return False
+def _append_checksum(f: IO[bytes]) -> None:
+    """Append the trailer (module docstring) to the payload written so far."""
+    length = f.tell()
+    f.flush()
+    f.seek(0)
+    digest = hashlib.sha256()
+    # Hash what is in the file (read back from the page cache), not what we meant to write.
+    for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+    f.seek(length)
+    f.write(_TRAILER.pack(CHECKSUM_MAGIC, length, digest.digest()))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through ``atomic_write``, with the checksum trailer."""
-    atomic_write(path, lambda f: _write_payload(obj, f), checksum=True)
+    atomic_write(path, lambda f: _write_payload(obj, f), finish=_append_checksum)
 
 
 def save_checkpoint(

@@ -32,12 +32,13 @@ from twm.allocator import keep_freed_memory
 from twm.config import Config
 from twm.device import resolve_device
 from twm.envs import Env, make_env, newest_frame
+from twm.files import CheckpointWriteError, fsync_path
 from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 from twm.run_dir import RunDir, RunLock, create_run_dir
 from twm.seeding import Stream, derive_seed, final_eval_seed
 from twm.training import lifecycle, output
-from twm.training.checkpoint import CheckpointManager, CheckpointWriteError, fsync_path, load_agent_state
+from twm.training.checkpoint import CheckpointManager, load_agent_state
 from twm.training.checkpoint import save_checkpoint as save_agent
 from twm.training.evaluation import DEFAULT_EVAL_ENVS, EvalEvent, EvalResult, evaluate_agent
 from twm.training.lifecycle import Phase, StopControl, TrainingStopped
