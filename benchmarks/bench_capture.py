@@ -21,9 +21,9 @@ import time
 import torch
 
 from twm.agent import Agent
-from twm.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import load_config
 from twm.device import resolve_device
+from twm.perf.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.update import Learner
 
 

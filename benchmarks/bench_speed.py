@@ -28,10 +28,10 @@ import torch
 
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
-from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import Config, load_config
 from twm.device import resolve_device
-from twm.flops import update_flops
+from twm.perf.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
+from twm.perf.flops import update_flops
 from twm.update import Learner
 
 VARIANTS = {

@@ -16,8 +16,8 @@ import time
 import torch
 
 from twm.agent import Agent
-from twm.bench import synthetic_batch
 from twm.config import Config, apply_overrides
+from twm.perf.bench import synthetic_batch
 from twm.update import Learner
 
 

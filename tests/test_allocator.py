@@ -37,7 +37,7 @@ alloc_faults = sum(rounds[6:])  # once the heap has settled
 
 # 2. the same world-model update (smoke config, fixed seed): its losses
 from twm.agent import Agent
-from twm.bench import synthetic_batch
+from twm.perf.bench import synthetic_batch
 from twm.config import load_config
 from twm.update import Learner
 

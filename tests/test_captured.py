@@ -21,8 +21,8 @@ import torch
 
 from builders import PLUS_OVERRIDES
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import Config, ConfigError, load_config
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.training.checkpoint import load_checkpoint
 from twm.training.trainer import Trainer, TrainingStopped
 from twm.update import Learner
@@ -119,7 +119,7 @@ def test_a_captured_update_takes_no_generator() -> None:
 
 
 def test_bench_times_the_captured_update_by_parts() -> None:
-    from twm.bench import format_report, run_bench
+    from twm.perf.bench import format_report, run_bench
 
     cfg = load_config("smoke", CAPTURED)
     r = run_bench(cfg, torch.device("cpu"), updates=1, warmup=0, env_steps=0, peak_seconds=0, num_actions=3)

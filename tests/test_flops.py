@@ -1,4 +1,4 @@
-"""The analytic FLOP counter (twm.flops) against torch.utils.flop_counter on a tiny config.
+"""The analytic FLOP counter (twm.perf.flops) against torch.utils.flop_counter on a tiny config.
 
 Tolerance: 1% per part (the counts agree exactly today; the margin only allows for small
 counting differences of other torch versions). Paper-config figures are checked against the issue's.
@@ -11,9 +11,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import load_config
-from twm.flops import update_flops
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+from twm.perf.flops import update_flops
 from twm.update import Learner
 
 NUM_ACTIONS = 3

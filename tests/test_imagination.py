@@ -177,8 +177,8 @@ def test_fresh_pool_reuses_its_latents_when_too_small(agent: Agent) -> None:
 
 def test_fresh_pool_update_has_no_host_sync() -> None:
     """A whole update with a pool, fused optimisers and no logging reads nothing back from the device."""
-    from twm.bench import synthetic_batch, synthetic_obs_sampler
-    from twm.op_count import CountOps
+    from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+    from twm.perf.op_count import CountOps
     from twm.update import Learner
 
     torch.manual_seed(0)

@@ -6,8 +6,8 @@ import torch
 
 from builders import smoke
 from twm.agent import Agent
-from twm.bench import count_update, synthetic_batch, synthetic_obs_sampler
-from twm.op_count import CountOps, op_kind
+from twm.perf.bench import count_update, synthetic_batch, synthetic_obs_sampler
+from twm.perf.op_count import CountOps, op_kind
 from twm.update import Learner
 
 aten = torch.ops.aten

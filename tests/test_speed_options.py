@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import Config, ConfigError, load_config
 from twm.models.observation import ObservationModel
 from twm.models.world_model import WorldModel
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.update import Learner
 
 NUM_ACTIONS = 3
@@ -208,7 +208,7 @@ def test_batched_optimisers_apply_the_same_update(impl: str) -> None:
 
 
 def test_fused_optimiser_steps_do_not_sync() -> None:
-    from twm.op_count import CountOps
+    from twm.perf.op_count import CountOps
     from twm.update import adam, eager_clip_and_step
 
     def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:

@@ -103,7 +103,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from twm.info import num_actions_of, parameter_counts
+    from twm.perf.info import num_actions_of, parameter_counts
 
     cfg = _config_from_args(args)
     num_actions = num_actions_of(cfg)
@@ -441,8 +441,8 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from twm.bench import format_report, run_bench
     from twm.device import resolve_device
+    from twm.perf.bench import format_report, run_bench
 
     for flag, value, low in (("--updates", args.updates, 1), ("--warmup", args.warmup, 0)):
         if value < low:

@@ -11,7 +11,7 @@ rewards and a few episode ends; the networks' arithmetic does not depend on the 
 
 Each part is the median over ``updates`` timed updates after ``warmup`` untimed ones (on CUDA the
 device is synchronised around each part); ``total`` is the median of the per-update sums. FLOPs are
-counted analytically (``twm.flops``), the peak is measured here with a short large-matmul loop in
+counted analytically (``twm.perf.flops``), the peak is measured here with a short large-matmul loop in
 float32 and bfloat16, and the environment's speed with a short run of the real game.
 """
 
@@ -33,9 +33,9 @@ import torch.nn.functional as F
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
 from twm.config import Config
-from twm.flops import update_flops
 from twm.models.batch import TorchSequenceBatch
-from twm.op_count import CountOps, OpCounts
+from twm.perf.flops import update_flops
+from twm.perf.op_count import CountOps, OpCounts
 from twm.replay import SequenceBatch
 from twm.seeding import torch_generator
 from twm.update import Learner
@@ -172,7 +172,7 @@ def count_update(
     sample_obs: Callable[[int], torch.Tensor],
     generator: torch.Generator | None,
 ) -> dict[str, OpCounts]:
-    """What one update dispatches, part by part (``twm.op_count``), plus the total."""
+    """What one update dispatches, part by part (``twm.perf.op_count``), plus the total."""
     counts: dict[str, OpCounts] = {}
     with CountOps() as counter:
 
@@ -335,7 +335,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Everything ``twm bench`` prints, as one JSON-serialisable dict."""
     if num_actions is None:
-        from twm.info import num_actions_of
+        from twm.perf.info import num_actions_of
 
         num_actions = num_actions_of(cfg)
     if cfg.train.capture:
