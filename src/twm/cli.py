@@ -170,7 +170,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from twm.files import CheckpointWriteError
     from twm.run_dir import RunDirExistsError
-    from twm.training.lifecycle import Interrupted, NonFiniteLossError, TrainingStopped
+    from twm.training.finite import NonFiniteLossError
+    from twm.training.stops import Interrupted, TrainingStopped
     from twm.training.trainer import Trainer
     from twm.viz.eval_images import eval_images_hook
 

@@ -13,8 +13,8 @@ Schedule (all steps count agent interactions, the prefill included)
        paper) without rounding drift; evaluations every ``eval_interval`` interactions;
     5. the final checkpoint, then ``final_eval_episodes`` evaluation episodes at ``total_steps``.
 
-Safe points, checkpoints, signals and resume: ``twm.training.lifecycle``; what a checkpoint holds:
-``twm.training.state``.
+Checkpoints and resume: ``twm.training.resume``; signals and stops: ``twm.training.stops``; failures:
+``twm.training.finite``; what a checkpoint holds: ``twm.training.state``.
 """
 
 from __future__ import annotations
@@ -37,14 +37,17 @@ from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 from twm.run_dir import RunDir, RunLock, create_run_dir
 from twm.seeding import Stream, derive_seed, final_eval_seed
-from twm.training import lifecycle, output
+from twm.training import output
 from twm.training.checkpoint import CheckpointManager, load_agent_state
 from twm.training.checkpoint import save_checkpoint as save_agent
 from twm.training.evaluation import DEFAULT_EVAL_ENVS, EvalEvent, EvalResult, evaluate_agent
-from twm.training.lifecycle import Phase, StopControl, TrainingStopped
+from twm.training.finite import FiniteCheck
 from twm.training.logger import MetricsLogger
+from twm.training.phases import PHASE_WORDS, Phase
 from twm.training.pretrain import pretrain_phases
+from twm.training.resume import load_resume_point, resumable_config, truncate_metrics, warn
 from twm.training.state import TrainingState, seed_globals
+from twm.training.stops import StopControl, TrainingStopped
 
 # Fields of metrics.jsonl that measure wall-clock time; everything else is a function of the seed.
 TIME_KEYS = frozenset({"time", "charts/updates_per_second", "charts/steps_per_second", "eval/seconds"})
@@ -69,7 +72,7 @@ class Trainer:
     def __init__(
         self, cfg: Config, run_dir: str | Path, device: str | None = None, progress: bool = True, *,
         preset: str | None = None, eval_envs: int = DEFAULT_EVAL_ENVS, on_eval: EvalHook | None = None,
-        warn: Callable[[str], None] = lifecycle.warn, _resuming: bool = False,
+        warn: Callable[[str], None] = warn, _resuming: bool = False,
     ) -> None:  # fmt: skip
         self.cfg, self.preset, self.eval_envs, self.on_eval, self.warn = cfg, preset, eval_envs, on_eval, warn
         self.device = resolve_device(device if device is not None else cfg.train.device)
@@ -90,7 +93,7 @@ class Trainer:
             self._checkpoints = CheckpointManager(self.run_dir)
             return
         try:
-            self._checkpoints, checkpoint, replay, path = lifecycle.load_resume_point(folder, cfg, warn)
+            self._checkpoints, checkpoint, replay, path = load_resume_point(folder, cfg, warn)
             self._resume_from = (checkpoint, replay, path)
         except BaseException:
             self.release_lock()
@@ -102,7 +105,7 @@ class Trainer:
 
         The config is the folder's ``config.yaml``; ``device`` may differ from the original run's.
         """
-        cfg = lifecycle.resumable_config(RunDir(run_dir))
+        cfg = resumable_config(RunDir(run_dir))
         return cls(cfg, run_dir, device, progress, _resuming=True, **options)
 
     # Counters, readable from outside (the CLI reports them on Ctrl-C).
@@ -134,7 +137,7 @@ class Trainer:
             resume = self.state.load_state_dict(checkpoint, self.warn)
             self.preset = resume["preset"]
             self.env.set_state(resume["env"])
-            lifecycle.truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
+            truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
             self._saved_progress = self._progress  # this position is saved: a stop right away needs no new one
             purge_step = self.interactions + 1
             where = f"{self.phase.value.replace('_', ' ')}, {self.interactions}/{self.cfg.train.total_steps}"
@@ -194,7 +197,7 @@ class Trainer:
         # Acting with a policy that reads h carries the transformer's memory from step to step.
         self.state.acting = self.agent.acting_memory(1)
         self.replay = ReplayBuffer.from_config(cfg, derive_seed(seed, Stream.REPLAY))
-        self._finite = lifecycle.FiniteCheck(self._checkpoints)
+        self._finite = FiniteCheck(self._checkpoints)
 
     def _elapsed(self) -> float:
         return self.state.elapsed_before + time.time() - self._session_start
@@ -322,7 +325,7 @@ class Trainer:
         if (periodic or self._stop.requested) and self._saved_progress != self._progress:
             self._write_checkpoint()
         if self._stop.requested:
-            raise self._stopped(lifecycle.PHASE_WORDS[self.phase])
+            raise self._stopped(PHASE_WORDS[self.phase])
 
     def _stopped(self, where: str) -> TrainingStopped:
         assert self._stop.signal is not None
