@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import torch
 
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
 
