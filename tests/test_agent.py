@@ -76,8 +76,8 @@ def test_actor_critic_step_prefers_the_rewarded_action() -> None:
             h=torch.zeros(B, H, 1),
         )
         # The actor-critic part of an update (``Learner.update``) on this rollout.
-        c_loss, a_loss, _ = agent.actor_critic_losses(rollout)
-        learner.step([c_loss, a_loss], ("critic", "actor"))
+        losses = agent.actor_critic_losses(rollout)
+        learner.step([losses.critic_loss, losses.actor_loss], ("critic", "actor"))
         agent.update_slow_critic()
     assert p0() > start + 0.2
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,14 @@ from twm.losses import PercentileNormalizer, actor_loss, lambda_returns, pretrai
 from twm.models.actor_critic import Actor, Critic
 from twm.models.batch import TorchSequenceBatch
 from twm.models.world_model import WorldModel, WorldModelOutput
+
+
+class ActorCriticLosses(NamedTuple):
+    """The actor-critic's losses (on disjoint parameters, not yet stepped) and detached metrics."""
+
+    critic_loss: Tensor
+    actor_loss: Tensor
+    metrics: dict[str, Tensor]
 
 
 class Agent(nn.Module):
@@ -177,8 +186,8 @@ class Agent(nn.Module):
             start_z=z[:, 1:].reshape(flat, -1)[pick],
         )
 
-    def actor_critic_losses(self, rollout: Rollout) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(critic loss, actor loss, detached metrics) of an imagined rollout (SPEC.md §3).
+    def actor_critic_losses(self, rollout: Rollout) -> ActorCriticLosses:
+        """The critic's and actor's losses of an imagined rollout (SPEC.md §3).
 
         The actor's loss reads the advantages of the critic before its step, so both can be
         computed before either optimiser steps.
@@ -227,7 +236,7 @@ class Agent(nn.Module):
         )
         if rollout.fresh_reused is not None:
             metrics["ac/fresh_reused"] = rollout.fresh_reused.float()
-        return c_loss, a_loss, metrics
+        return ActorCriticLosses(c_loss, a_loss, metrics)
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
@@ -242,9 +251,9 @@ class Agent(nn.Module):
 
     def pretrain_ac_losses(
         self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(critic loss, actor loss, detached metrics) on real latent sequences of the prefill
-        (released code's pretraining).
+    ) -> ActorCriticLosses:
+        """The critic's and actor's losses on real latent sequences of the prefill (released code's
+        pretraining).
 
         The critic learns λ-returns of the real rewards, with discounts gamma * (1 - d) and no
         bootstrapping across real episode ends; the actor only gets an entropy bonus, since the
@@ -270,7 +279,7 @@ class Agent(nn.Module):
         # The actor reads no critic parameter: its loss is the same before or after the critic steps.
         a_loss = pretrain_actor_loss(self.actor(states), ac.entropy_coef)
         metrics = {"ac/critic_loss": c_loss.detach(), "ac/actor_loss": a_loss.detach(), "ac/return": returns.mean()}
-        return c_loss, a_loss, metrics
+        return ActorCriticLosses(c_loss, a_loss, metrics)
 
     @torch.no_grad()
     def real_h_prev(self, z: Tensor, batch: TorchSequenceBatch) -> Tensor:

@@ -155,9 +155,9 @@ class Learner:
 
         # Actor-critic: both losses (the actor's reads the critic before its step), one backward,
         # the critic and actor steps, then the slow critic follows the critic.
-        c_loss, a_loss, metrics = self._run(agent.actor_critic_losses, rollout)
-        c_norm, a_norm = self._step([c_loss, a_loss], ("critic", "actor"))
-        metrics = self._out({**metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm})
+        ac = self._run(agent.actor_critic_losses, rollout)
+        c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
+        metrics = self._out({**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm})
         agent.update_slow_critic()
         clock.done("actor_critic")
         metrics.update(wm_out.metrics)
@@ -192,10 +192,10 @@ class Learner:
         self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
     ) -> dict[str, Tensor]:
         """The actor-critic on real latent sequences (``Agent.pretrain_ac_losses``)."""
-        c_loss, a_loss, metrics = self.agent.pretrain_ac_losses(batch, generator)
-        self.step([c_loss, a_loss], ("critic", "actor"))
+        ac = self.agent.pretrain_ac_losses(batch, generator)
+        self.step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
         self.agent.update_slow_critic()
-        return metrics
+        return ac.metrics
 
     # ------------------------------------------------------------------ eager or captured
 
