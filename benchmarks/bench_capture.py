@@ -21,9 +21,10 @@ import time
 import torch
 
 from twm.agent import Agent
-from twm.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import load_config
 from twm.device import resolve_device
+from twm.perf.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
+from twm.update import Learner
 
 
 def main() -> int:
@@ -47,10 +48,10 @@ def main() -> int:
     runs = {}
     for name, cfg in variants.items():
         torch.manual_seed(0)
-        agent = Agent(cfg, args.num_actions).to(device)
+        learner = Learner(Agent(cfg, args.num_actions).to(device))
         batch = synthetic_batch(cfg, args.num_actions, device, 0)
         gen = None if cfg.train.capture else torch.Generator(device=device).manual_seed(0)
-        runs[name] = (agent, batch, synthetic_obs_sampler(cfg, device), gen)
+        runs[name] = (learner, batch, synthetic_obs_sampler(cfg, device), gen)
 
     compile_seconds = []
     for name in runs:  # two warm-up updates each; the captured ones compile

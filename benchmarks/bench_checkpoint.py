@@ -38,6 +38,7 @@ from twm.agent import Agent
 from twm.config import load_config
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
 from twm.training.checkpoint import CheckpointManager, save_checkpoint
+from twm.update import Optimizers
 
 MB = 1e6
 
@@ -85,8 +86,9 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = load_config(args.preset, ["env.game=Pong"])
     agent = Agent(cfg, 6)
+    optimizers = Optimizers(agent)
     # Adam moments exist only after a step; give every optimiser one so the state has its real size.
-    for opt in agent.optimizers().values():
+    for opt in optimizers:
         for group in opt.param_groups:
             for p in group["params"]:
                 p.grad = torch.zeros_like(p)
@@ -107,7 +109,7 @@ def main() -> None:
     try:
         # Agent only.
         path = root / "agent.pt"
-        seconds, _ = timed(lambda: None, lambda _: save_checkpoint(path, agent, extra), args.repeats)
+        seconds, _ = timed(lambda: None, lambda _: save_checkpoint(path, agent, extra, optimizers=optimizers), args.repeats)
         record("agent only", seconds, path.stat().st_size, path.stat().st_size)
 
         # Full rewrite, one file: a chunk larger than the buffer puts every frame into the checkpoint.
@@ -115,13 +117,13 @@ def main() -> None:
             shutil.rmtree(root / "full", ignore_errors=True)
             return CheckpointManager(root / "full", chunk=args.steps + 1)
 
-        seconds, _ = timed(fresh_full, lambda m: m.save(agent, replay, args.steps, extra), args.repeats)
+        seconds, _ = timed(fresh_full, lambda m: m.save(agent, replay, args.steps, extra, optimizers=optimizers), args.repeats)
         size = folder_bytes(root / "full")
         record("full, one file", seconds, size, size)
 
         # Full rewrite with the existing directory format.
         def full_dir(_: Any) -> None:
-            save_checkpoint(root / "dir" / "agent.pt", agent, extra)
+            save_checkpoint(root / "dir" / "agent.pt", agent, extra, optimizers=optimizers)
             replay.save(root / "dir" / "replay")
 
         seconds, _ = timed(lambda: None, full_dir, args.repeats)
@@ -141,7 +143,7 @@ def main() -> None:
 
             def save(manager: CheckpointManager) -> tuple[int, int]:
                 before = folder_bytes(manager.dir)
-                manager.save(agent, replay, args.steps, extra)
+                manager.save(agent, replay, args.steps, extra, optimizers=optimizers)
                 return folder_bytes(manager.dir) - before, folder_bytes(manager.dir)
 
             seconds, (written, on_disk) = timed(after_previous, save, args.repeats)

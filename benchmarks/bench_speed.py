@@ -28,10 +28,11 @@ import torch
 
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
-from twm.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.config import Config, load_config
 from twm.device import resolve_device
-from twm.flops import update_flops
+from twm.perf.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
+from twm.perf.flops import update_flops
+from twm.update import Learner
 
 VARIANTS = {
     "plain": ["dynamics.kv_cache=false", "obs_model.fast_convs=false"],
@@ -42,10 +43,10 @@ VARIANTS = {
 
 def build(cfg: Config, device: torch.device, num_actions: int, seed: int = 0):
     torch.manual_seed(seed)
-    agent = Agent(cfg, num_actions).to(device)
+    learner = Learner(Agent(cfg, num_actions).to(device))
     batch = synthetic_batch(cfg, num_actions, device, seed)
     gen = torch.Generator(device=device).manual_seed(seed)
-    return agent, batch, synthetic_obs_sampler(cfg, device), gen
+    return learner, batch, synthetic_obs_sampler(cfg, device), gen
 
 
 def compare(
@@ -59,8 +60,8 @@ def compare(
     times: dict[str, dict[str, list[float]]] = {name: {p: [] for p in PARTS} for name in variants}
     for i in range(1 + updates):  # the first round warms up
         for name in variants:
-            _, agent, batch, sample, gen = runs[name]
-            seconds, _ = time_update(agent, batch, sample, gen)
+            _, learner, batch, sample, gen = runs[name]
+            seconds, _ = time_update(learner, batch, sample, gen)
             if i:
                 for p in PARTS:
                     times[name][p].append(seconds[p])
@@ -92,9 +93,9 @@ def scaling(
     for key, values in knobs.items():
         for value in values:
             cfg = load_config(preset, [*base, f"{key}={value}"])
-            agent, batch, sample, gen = build(cfg, device, num_actions)
-            time_update(agent, batch, sample, gen)  # warm-up
-            per_update = [time_update(agent, batch, sample, gen)[0] for _ in range(updates)]
+            learner, batch, sample, gen = build(cfg, device, num_actions)
+            time_update(learner, batch, sample, gen)  # warm-up
+            per_update = [time_update(learner, batch, sample, gen)[0] for _ in range(updates)]
             row = {"knob": key, "value": value}
             for p in PARTS:
                 row[p] = statistics.median(u[p] for u in per_update)

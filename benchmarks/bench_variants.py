@@ -4,7 +4,7 @@
         --variant base= --variant no-unimix=obs_model.unimix=0,actor_critic.unimix=0 [--json]
 
 Each ``--variant NAME=KEY=VALUE,KEY=VALUE`` is ``--preset`` with those overrides (``NAME=`` alone: the
-preset itself). Each variant gets its own agent and synthetic batch (``twm.bench``); after two
+preset itself). Each variant gets its own agent and synthetic batch (``twm.perf.bench``); after two
 warm-up updates each, the variants' updates alternate, so load from other processes hits all of
 them alike, and the medians per part (world model, imagination, actor-critic) and of the whole
 update are printed with each variant's ratio to the first. This is how the cost of each switch
@@ -19,7 +19,10 @@ import json
 import torch
 
 from twm.agent import Agent
-from twm.bench import (
+from twm.config import load_config
+from twm.device import resolve_device
+from twm.envs import make_env
+from twm.perf.bench import (
     PARTS,
     interleaved_medians,
     synthetic_batch,
@@ -27,9 +30,7 @@ from twm.bench import (
     time_update,
     update_generator,
 )
-from twm.config import load_config
-from twm.device import resolve_device
-from twm.envs import make_env
+from twm.update import Learner
 
 
 def main() -> int:
@@ -49,9 +50,9 @@ def main() -> int:
         cfg = load_config(args.preset, [f"env.game={args.game}", *[o for o in overrides.split(",") if o]])
         num_actions = make_env(cfg.env, "eval", 0).num_actions
         torch.manual_seed(0)
-        agent = Agent(cfg, num_actions).to(device)
+        learner = Learner(Agent(cfg, num_actions).to(device))
         batch = synthetic_batch(cfg, num_actions, device, 0)
-        runs[name] = (agent, batch, synthetic_obs_sampler(cfg, device), update_generator(agent, 0))
+        runs[name] = (learner, batch, synthetic_obs_sampler(cfg, device), update_generator(learner, 0))
     for run in runs.values():
         for _ in range(2):
             time_update(*run)

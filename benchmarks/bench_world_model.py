@@ -15,20 +15,26 @@ import time
 
 import torch
 
-from twm.bench import synthetic_batch
+from twm.agent import Agent
 from twm.config import Config, apply_overrides
-from twm.models.world_model import WorldModel
+from twm.perf.bench import synthetic_batch
+from twm.update import Learner
 
 
 def time_updates(cfg: Config, updates: int, num_actions: int = 6) -> list[float]:
     torch.manual_seed(0)
-    model = WorldModel.from_config(cfg, num_actions)
+    learner = Learner(Agent(cfg, num_actions))
     batch = synthetic_batch(cfg, num_actions, "cpu")
-    model.update(batch)  # warm-up
+
+    def update() -> None:  # the world-model part of Learner.update
+        losses = learner.agent.world_model.compute_loss(batch)
+        learner.step([losses.obs_loss, losses.dyn_loss], ("obs", "dyn"))
+
+    update()  # warm-up
     times = []
     for _ in range(updates):
         start = time.perf_counter()
-        model.update(batch)
+        update()
         times.append(time.perf_counter() - start)
     return times
 

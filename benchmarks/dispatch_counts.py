@@ -6,7 +6,7 @@
 Counts the second update on synthetic data (the first creates the optimisers' state) with the
 dispatch counter of ``twm bench`` (``twm/op_count.py``): operators, launching operators (not views
 or bare allocations) and host syncs, for the world-model step, imagination and the actor-critic
-step. The counter is loaded from this checkout's ``src/twm/op_count.py`` by path, so an older twm
+step. The counter is loaded from this checkout's ``src/twm/perf/op_count.py`` by path, so an older twm
 on ``PYTHONPATH`` (one without the counter) is counted the same way.
 """
 
@@ -17,19 +17,24 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import twm
 from twm.agent import Agent
 from twm.config import load_config
-from twm.info import num_actions_of
+
+try:
+    from twm.perf.info import num_actions_of
+except ImportError:  # a twm before twm.perf
+    from twm.info import num_actions_of  # type: ignore[no-redef]
 
 HERE = Path(__file__).resolve().parent
 
 
 def load_counter() -> type:
-    path = HERE.parent / "src" / "twm" / "op_count.py"
+    path = HERE.parent / "src" / "twm" / "perf" / "op_count.py"
     spec = importlib.util.spec_from_file_location("twm_op_count_of_this_checkout", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -39,10 +44,42 @@ def load_counter() -> type:
 
 
 def synthetic(cfg: object, num_actions: int) -> tuple[object, object]:
-    # twm.bench has both helpers in every version this script compares.
-    from twm.bench import synthetic_batch, synthetic_obs_sampler
+    # twm.perf.bench (twm.bench before) has both helpers in every version this script compares.
+    try:
+        from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+    except ImportError:
+        from twm.bench import synthetic_batch, synthetic_obs_sampler  # type: ignore[no-redef]
 
     return synthetic_batch(cfg, num_actions, "cpu", 0), synthetic_obs_sampler(cfg, torch.device("cpu"))
+
+
+def count_parts(CountOps: type, agent: Any, batch: Any, sample_obs: Any, gen: torch.Generator) -> tuple[dict, int]:
+    """The counts of the second update's parts, and its imagined episode ends."""
+    try:
+        from twm.update import Learner
+    except ImportError:  # a twm before twm.update: the agent updated itself, part by part
+        agent.update(batch, sample_obs, gen)  # creates the optimiser state
+        parts = {}
+        with CountOps() as counter:
+            wm_out = agent.world_model.update(batch, gen)
+        parts["world_model"] = counter.counts
+        with CountOps() as counter:
+            rollout = agent.imagine(wm_out, sample_obs, gen)
+        parts["imagination"] = counter.counts
+        with CountOps() as counter:
+            agent.actor_critic_step(rollout)
+        parts["actor_critic"] = counter.counts
+        return parts, int(rollout.dones.sum())
+    learner = Learner(agent)
+    learner.update(batch, sample_obs, gen)  # creates the optimiser state
+    parts = {}
+    with CountOps() as counter:
+
+        def part_ended(part: str, _: float) -> None:  # the next part counts afresh
+            parts[part], counter.counts = counter.counts, type(counter.counts)()
+
+        metrics = learner.update(batch, sample_obs, gen, on_part=part_ended)
+    return parts, int(metrics["ac/imagined_dones"])
 
 
 def main() -> int:
@@ -61,17 +98,7 @@ def main() -> int:
     agent = Agent(cfg, num_actions)
     batch, sample_obs = synthetic(cfg, num_actions)
     gen = torch.Generator().manual_seed(0)
-    agent.update(batch, sample_obs, gen)  # creates the optimiser state
-    parts = {}
-    with CountOps() as counter:
-        wm_out = agent.world_model.update(batch, gen)
-    parts["world_model"] = counter.counts
-    with CountOps() as counter:
-        rollout = agent.imagine(wm_out, sample_obs, gen)
-    parts["imagination"] = counter.counts
-    with CountOps() as counter:
-        agent.actor_critic_step(rollout)
-    parts["actor_critic"] = counter.counts
+    parts, imagined_ends = count_parts(CountOps, agent, batch, sample_obs, gen)
     out = {k: c.summary(args.top) for k, c in parts.items()}
     out["total"] = {key: sum(v[key] for v in out.values()) for key in ("ops", "launching", "syncs")}
     print(
@@ -81,7 +108,7 @@ def main() -> int:
                 "preset": args.preset,
                 "game": args.game,
                 "overrides": args.overrides,
-                "imagined_ends": int(rollout.dones.sum()),
+                "imagined_ends": imagined_ends,
                 "counts": out,
             }
         )

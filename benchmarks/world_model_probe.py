@@ -28,7 +28,7 @@ import sys
 import numpy as np
 import torch
 
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
 
@@ -50,7 +50,7 @@ def reward_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float | int]
 
 def probe(run_dir: str, batches: int, batch_size: int, seed: int) -> dict[str, float | int | str]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
-    agent = agent_from_checkpoint(state, optimizers=False)
+    agent = agent_from_checkpoint(state)
     cfg, wm = agent.cfg, agent.world_model
     wm.eval()
     torch.manual_seed(seed)

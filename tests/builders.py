@@ -113,8 +113,9 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
     second. Deterministic on a CPU: the same code gives the same numbers bit for bit.
     """
     from twm.agent import Agent
-    from twm.models.world_model import TorchSequenceBatch
+    from twm.models.batch import TorchSequenceBatch
     from twm.presets import PRESETS
+    from twm.update import Learner
 
     sizes = [
         f"{section}.{key}={value}"
@@ -128,7 +129,7 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
     batch = TorchSequenceBatch.from_numpy(
         replay.sample_sequences(cfg.replay.batch_size, cfg.replay.sequence_length), "cpu"
     )
-    metrics = agent.update(
+    metrics = Learner(agent).update(
         batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0)
     )
     return {name: float(value) for name, value in sorted(metrics.items())}

@@ -9,8 +9,9 @@ from builders import catch_replay
 from twm.agent import Agent
 from twm.config import load_config
 from twm.imagination import Rollout
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
+from twm.update import Learner
 
 NUM_ACTIONS = 3
 
@@ -28,7 +29,7 @@ def test_update_changes_every_network_and_reports_metrics() -> None:
     batch = TorchSequenceBatch.from_numpy(
         replay.sample_sequences(cfg.replay.batch_size, cfg.replay.sequence_length), "cpu"
     )
-    metrics = agent.update(
+    metrics = Learner(agent).update(
         batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0)
     )
     for key in ("obs/decoder_loss", "dyn/loss", "ac/actor_loss", "ac/critic_loss", "ac/return"):
@@ -52,6 +53,7 @@ def test_actor_critic_step_prefers_the_rewarded_action() -> None:
     )
     torch.manual_seed(0)
     agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(agent)
     B, H = 64, 5
     z = torch.zeros(B, H + 1, cfg.latent_dim)
     z[..., :: cfg.obs_model.classes] = 1.0  # every categorical in class 0: one fixed latent
@@ -73,7 +75,10 @@ def test_actor_critic_step_prefers_the_rewarded_action() -> None:
             weights=torch.ones(B, H),
             h=torch.zeros(B, H, 1),
         )
-        agent.actor_critic_step(rollout)
+        # The actor-critic part of an update (``Learner.update``) on this rollout.
+        losses = agent.actor_critic_losses(rollout)
+        learner.step([losses.critic_loss, losses.actor_loss], ("critic", "actor"))
+        agent.update_slow_critic()
     assert p0() > start + 0.2
 
 
@@ -86,9 +91,10 @@ def test_pretrain_ac_step_fits_real_returns() -> None:
     batch = TorchSequenceBatch.from_numpy(
         replay.sample_sequences_uniform(cfg.actor_critic.num_starts, cfg.actor_critic.horizon), "cpu"
     )
-    first = agent.pretrain_ac_step(batch)
+    learner = Learner(agent)
+    first = learner.pretrain_ac_step(batch)
     for _ in range(50):
-        last = agent.pretrain_ac_step(batch)
+        last = learner.pretrain_ac_step(batch)
     assert last["ac/critic_loss"] < first["ac/critic_loss"]
     # The entropy bonus keeps the pretrained policy close to uniform.
     with torch.no_grad():

@@ -37,15 +37,17 @@ alloc_faults = sum(rounds[6:])  # once the heap has settled
 
 # 2. the same world-model update (smoke config, fixed seed): its losses
 from twm.agent import Agent
-from twm.bench import synthetic_batch
+from twm.perf.bench import synthetic_batch
 from twm.config import load_config
+from twm.update import Learner
 
 cfg = load_config("smoke", [])
 torch.manual_seed(0)
 agent = Agent(cfg, 3)
 batch = synthetic_batch(cfg, 3, torch.device("cpu"), 0)
-out = agent.world_model.update(batch, torch.Generator().manual_seed(0))
-metrics = {k: float(v) for k, v in out.metrics.items()}
+out = agent.world_model.compute_loss(batch, torch.Generator().manual_seed(0))
+norms = Learner(agent).step([out.obs_loss, out.dyn_loss], ("obs", "dyn"))
+metrics = {k: float(v) for k, v in {**out.metrics, "obs/grad_norm": norms[0], "dyn/grad_norm": norms[1]}.items()}
 print(json.dumps({"applied": applied, "faults": alloc_faults, "metrics": metrics}))
 """
 

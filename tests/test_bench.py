@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from twm.bench import matmul_peak
 from twm.cli import main
+from twm.perf.bench import matmul_peak
 
 QUICK = ["--preset", "smoke", "--game", "catch", "--peak-seconds", "0.05", "--env-steps", "20"]
 

@@ -21,10 +21,11 @@ import torch
 
 from builders import PLUS_OVERRIDES
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import Config, ConfigError, load_config
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.training.checkpoint import load_checkpoint
 from twm.training.trainer import Trainer, TrainingStopped
+from twm.update import Learner
 
 NUM_ACTIONS = 3
 # A high threshold ends imagined episodes within a few steps, and a pool of 4 runs out, so the
@@ -47,24 +48,25 @@ def fresh_dynamo() -> Iterator[None]:
     torch._dynamo.reset()
 
 
-def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Agent]:
+def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Learner]:
     """n updates from a seeded init on synthetic batches, drawing from torch's global generator."""
     torch.manual_seed(0)
-    agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
     out = []
     for i in range(n):
-        metrics = agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", i), sampler, None)
+        metrics = learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", i), sampler, None)
         out.append({k: float(v) for k, v in metrics.items()})
-    return out, agent
+    return out, learner
 
 
 def assert_same_updates(
     cfg: Config, rtol: float, weight_atol: float, extra: tuple[str, ...] = ()
 ) -> list[dict[str, float]]:
     eager_cfg = load_config("smoke", [*CAPTURED, *extra, "train.capture=false"])
-    eager, eager_agent = updates(eager_cfg)
-    captured, captured_agent = updates(cfg)
+    eager, eager_learner = updates(eager_cfg)
+    captured, captured_learner = updates(cfg)
+    eager_agent, captured_agent = eager_learner.agent, captured_learner.agent
     for got, expected in zip(captured, eager, strict=True):
         assert got.keys() == expected.keys()
         for key, value in expected.items():
@@ -110,14 +112,14 @@ def test_captured_update_with_inductor_matches_eager(monkeypatch: pytest.MonkeyP
 
 def test_a_captured_update_takes_no_generator() -> None:
     cfg = load_config("smoke", CAPTURED)
-    agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
     with pytest.raises(ValueError, match="global generator"):
-        agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0), sampler, torch.Generator())
+        learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0), sampler, torch.Generator())
 
 
 def test_bench_times_the_captured_update_by_parts() -> None:
-    from twm.bench import format_report, run_bench
+    from twm.perf.bench import format_report, run_bench
 
     cfg = load_config("smoke", CAPTURED)
     r = run_bench(cfg, torch.device("cpu"), updates=1, warmup=0, env_steps=0, peak_seconds=0, num_actions=3)
@@ -181,13 +183,13 @@ def test_optimiser_state_of_a_captured_cuda_run_steps_on_a_cpu() -> None:
     """Checkpoints of a captured CUDA run hold capturable=True, with which Adam refuses to step on a
     CPU (an AssertionError in torch); an agent loading one clears it and steps anywhere."""
     cfg = load_config("smoke", [*CAPTURED, "train.capture=false"])
-    _, agent = updates(cfg, n=1)
-    state = agent.optimizer_state_dict()
+    _, learner = updates(cfg, n=1)
+    state = learner.optimizers.state_dict()
     for opt_state in state.values():
         for group in opt_state["param_groups"]:
             group["capturable"] = True
-    agent.load_optimizer_state_dict(state)
-    assert all(not g["capturable"] for opt in agent.optimizers().values() for g in opt.param_groups)
+    learner.optimizers.load_state_dict(state)
+    assert all(not g["capturable"] for opt in learner.optimizers for g in opt.param_groups)
     sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
-    metrics = agent.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 1), sampler, None)
+    metrics = learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 1), sampler, None)
     assert torch.isfinite(metrics["dyn/loss"])

@@ -14,12 +14,12 @@ import torch
 
 from twm.agent import Agent
 from twm.config import load_config
+from twm.files import CheckpointWriteError
 from twm.replay import ReplayBuffer
 from twm.training import checkpoint as ckpt
 from twm.training.checkpoint import (
     CheckpointError,
     CheckpointManager,
-    CheckpointWriteError,
     IncompatibleCheckpointError,
     agent_from_checkpoint,
     atomic_torch_save,

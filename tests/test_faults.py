@@ -235,7 +235,7 @@ def test_the_resume_hint_is_shell_quoted(tmp_path: Path) -> None:
     import shlex
     import signal
 
-    from twm.training.lifecycle import TrainingStopped
+    from twm.training.stops import TrainingStopped
 
     run_dir = tmp_path / "my runs" / "pong; rm -rf x"
     stopped = TrainingStopped(signal.SIGINT, None, run_dir, 10, 100, "during training")
@@ -263,7 +263,7 @@ def test_a_sweep_whose_reader_goes_away_finishes_its_runs(tmp_path: Path) -> Non
 
 
 def test_a_torn_last_line_of_metrics_is_dropped_on_resume(tmp_path: Path) -> None:
-    from twm.training.lifecycle import truncate_metrics
+    from twm.training.resume import truncate_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_bytes(b'{"step": 1}\n{"step": 2}\n{"st')  # killed mid-line, then shortened by the disk

@@ -1,4 +1,4 @@
-"""The analytic FLOP counter (twm.flops) against torch.utils.flop_counter on a tiny config.
+"""The analytic FLOP counter (twm.perf.flops) against torch.utils.flop_counter on a tiny config.
 
 Tolerance: 1% per part (the counts agree exactly today; the margin only allows for small
 counting differences of other torch versions). Paper-config figures are checked against the issue's.
@@ -11,9 +11,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import load_config
-from twm.flops import update_flops
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+from twm.perf.flops import update_flops
+from twm.update import Learner
 
 NUM_ACTIONS = 3
 
@@ -21,20 +22,25 @@ NUM_ACTIONS = 3
 def counted_by_torch(cfg) -> tuple[dict[str, int], int]:
     """FLOPs of one update's parts by FlopCounterMode, and the rollout's fresh starts."""
     torch.manual_seed(0)
-    agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu")
     gen = torch.Generator().manual_seed(0)
     counts = {}
-    with FlopCounterMode(display=False) as counter:
-        wm_out = agent.world_model.update(batch, gen)
-    counts["world_model"] = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
-        rollout = agent.imagine(wm_out, synthetic_obs_sampler(cfg, torch.device("cpu")), gen)
-    counts["imagination"] = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
-        agent.actor_critic_step(rollout)
-    counts["actor_critic"] = counter.get_total_flops()
-    return counts, int(rollout.dones.sum())
+    counter = FlopCounterMode(display=False)
+    counter.__enter__()
+
+    def part_ended(part: str, _: float) -> None:  # each part of the update under its own counter
+        nonlocal counter
+        counter.__exit__(None, None, None)
+        counts[part] = counter.get_total_flops()
+        counter = FlopCounterMode(display=False)
+        counter.__enter__()
+
+    try:
+        metrics = learner.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen, on_part=part_ended)
+    finally:
+        counter.__exit__(None, None, None)
+    return counts, int(metrics["ac/imagined_dones"])
 
 
 @pytest.mark.parametrize("kv_cache", [True, False])

@@ -177,17 +177,18 @@ def test_fresh_pool_reuses_its_latents_when_too_small(agent: Agent) -> None:
 
 def test_fresh_pool_update_has_no_host_sync() -> None:
     """A whole update with a pool, fused optimisers and no logging reads nothing back from the device."""
-    from twm.bench import synthetic_batch, synthetic_obs_sampler
-    from twm.op_count import CountOps
+    from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+    from twm.perf.op_count import CountOps
+    from twm.update import Learner
 
     torch.manual_seed(0)
     cfg = smoke("actor_critic.fresh_pool=64", "actor_critic.discount_threshold=0.6")
-    agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0)
     sample_obs = synthetic_obs_sampler(cfg, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)
-    agent.update(batch, sample_obs, gen)  # the optimisers' state is created here
+    learner.update(batch, sample_obs, gen)  # the optimisers' state is created here
     with CountOps() as counter:
-        metrics = agent.update(batch, sample_obs, gen)
+        metrics = learner.update(batch, sample_obs, gen)
     assert counter.counts.syncs == 0, counter.counts.sync_ops
     assert metrics["ac/imagined_dones"] > 0, "the test needs imagined episode ends"

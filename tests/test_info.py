@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from twm.config import Config
-from twm.info import parameter_counts
+from twm.perf.info import parameter_counts
 
 PAPER_PONG = {
     "observation_model": 8_234_532,

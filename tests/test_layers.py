@@ -3,6 +3,8 @@
 Layers, lowest first (README, "Layout"): plain data and helpers; the config; environments and the
 replay buffer; models and losses; the agent; training; what is built on training (viz, analysis,
 launch); the command line. Imports inside functions count too: a lazy import is still a dependency.
+And no two modules import each other, directly or through others: a circle makes each half of it
+unreadable without the other and breaks as soon as one side imports the other at module level.
 """
 
 from __future__ import annotations
@@ -22,19 +24,20 @@ LAYERS: dict[str, int] = {
     "twm.device": 0,
     "twm.run_dir": 0,
     "twm.allocator": 0,
+    "twm.files": 0,
     "twm.config": 1,
     "twm.envs": 2,
     "twm.replay": 2,
     "twm.models": 3,
     "twm.losses": 3,
-    "twm.flops": 3,
-    "twm.op_count": 0,
     "twm.imagination": 4,
     "twm.acting": 4,
     "twm.captured": 4,
+    "twm.update": 4,
     "twm.agent": 4,
-    "twm.info": 4,
-    "twm.bench": 4,
+    "twm.perf": 4,  # instruments: bench, info
+    "twm.perf.op_count": 0,
+    "twm.perf.flops": 3,
     "twm.training": 5,
     "twm.viz": 6,
     "twm.analysis": 6,
@@ -95,6 +98,60 @@ def violations() -> list[str]:
     return found
 
 
+def module_files() -> dict[str, Path]:
+    return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Each module's imported twm modules. ``from twm.pkg import mod`` names the module ``twm.pkg.mod``
+    when that is a module; an imported package counts as its ``__init__``."""
+    graph: dict[str, set[str]] = {}
+    for importer, path in modules.items():
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                edges |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module for a in node.names}
+        graph[importer] = {m for m in edges if m in modules and m != importer}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(circles)
+
+
 def test_every_module_has_a_layer() -> None:
     for path in PACKAGE.rglob("*.py"):
         layer_of(module_name(path))
@@ -119,3 +176,19 @@ def test_the_check_sees_a_violation(tmp_path: Path) -> None:
     bad.write_text("def f():\n    from twm.training.trainer import Trainer\n")
     assert twm_imports(bad) == [(2, "twm.training.trainer")]
     assert layer_of("twm.training.trainer") > layer_of("twm.models.dynamics")
+
+
+def test_no_two_modules_import_each_other() -> None:
+    assert import_circles(import_graph(module_files())) == []
+
+
+def test_the_check_sees_a_circle(tmp_path: Path) -> None:
+    files = {"twm.a": tmp_path / "a.py", "twm.b": tmp_path / "b.py", "twm.c": tmp_path / "c.py"}
+    files["twm.a"].write_text("from twm.b import f\n")
+    files["twm.b"].write_text("def f():\n    from twm import c\n")  # a lazy import counts
+    files["twm.c"].write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from twm.a import g\n")
+    graph = import_graph(files)
+    assert graph == {"twm.a": {"twm.b"}, "twm.b": {"twm.c"}, "twm.c": {"twm.a"}}
+    assert import_circles(graph) == [["twm.a", "twm.b", "twm.c"]]
+    files["twm.c"].write_text("")
+    assert import_circles(import_graph(files)) == []

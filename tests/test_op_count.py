@@ -6,8 +6,9 @@ import torch
 
 from builders import smoke
 from twm.agent import Agent
-from twm.bench import count_update, synthetic_batch, synthetic_obs_sampler
-from twm.op_count import CountOps, op_kind
+from twm.perf.bench import count_update, synthetic_batch, synthetic_obs_sampler
+from twm.perf.op_count import CountOps, op_kind
+from twm.update import Learner
 
 aten = torch.ops.aten
 
@@ -49,9 +50,9 @@ def test_backward_is_counted_too() -> None:
 def test_parts_of_an_update_add_up() -> None:
     cfg = smoke()
     torch.manual_seed(0)
-    agent = Agent(cfg, 3)
+    learner = Learner(Agent(cfg, 3))
     batch = synthetic_batch(cfg, 3, "cpu")
-    counts = count_update(agent, batch, synthetic_obs_sampler(cfg, torch.device("cpu")), torch.Generator())
+    counts = count_update(learner, batch, synthetic_obs_sampler(cfg, torch.device("cpu")), torch.Generator())
     parts = [counts[k] for k in ("world_model", "imagination", "actor_critic")]
     assert all(p.launching > 0 for p in parts)
     assert counts["total"].ops == sum(p.ops for p in parts)

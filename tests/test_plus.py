@@ -16,7 +16,8 @@ import torch
 from builders import NUM_ACTIONS, PLUS_SWITCHES, catch_replay, preset_smoke_update
 from twm.agent import Agent
 from twm.config import Config, load_config
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
+from twm.update import Learner
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "presets_before_plus.json").read_text())
 
@@ -60,7 +61,7 @@ def test_slow_critic_follows_the_critic_by_its_rate() -> None:
     assert all(torch.equal(s, c) for s, c in zip(slow_before, agent.critic.parameters(), strict=True))
     replay = catch_replay(200)
     batch = TorchSequenceBatch.from_numpy(replay.sample_sequences(4, 4), "cpu")
-    metrics = agent.update(batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0))
+    metrics = Learner(agent).update(batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0))
     assert "ac/slow_critic_reg" in metrics
     for slow, before, critic in zip(agent.slow_critic.parameters(), slow_before, agent.critic.parameters(), strict=True):
         torch.testing.assert_close(slow, before + 0.25 * (critic - before))

@@ -28,11 +28,11 @@ import yaml
 
 from builders import PLUS_OVERRIDES
 from twm import cli
-from twm.agent import Agent
 from twm.training import checkpoint as ckpt
 from twm.training.checkpoint import CheckpointManager, atomic_torch_save, load_checkpoint
 from twm.training.logger import read_metrics
 from twm.training.trainer import Trainer, TrainingStopped, is_time_key
+from twm.update import Learner
 
 pytestmark = pytest.mark.slow
 
@@ -537,19 +537,19 @@ def test_resume_and_run_folder_errors(
 def test_a_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], one_thread: None
 ) -> None:
-    update = Agent.update
+    update = Learner.update
     calls = {"n": 0}
 
-    def exploding(self: Agent, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def exploding(self: Learner, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         metrics = update(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 40:
             metrics["dyn/loss"] = torch.tensor(float("nan"))
             with torch.no_grad():  # as a real blow-up would: the weights are gone too
-                next(self.parameters()).fill_(float("nan"))
+                next(self.agent.parameters()).fill_(float("nan"))
         return metrics
 
-    monkeypatch.setattr(Agent, "update", exploding)
+    monkeypatch.setattr(Learner, "update", exploding)
     run_dir = tmp_path / "run"
     assert cli.main(["train", *TRAIN_ARGS, "--run-dir", str(run_dir)]) == 1
     err = one_line(capsys.readouterr().err)

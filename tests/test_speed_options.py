@@ -20,9 +20,11 @@ import pytest
 import torch
 
 from twm.agent import Agent
-from twm.bench import synthetic_batch, synthetic_obs_sampler
 from twm.config import Config, ConfigError, load_config
 from twm.models.observation import ObservationModel
+from twm.models.world_model import WorldModel
+from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
+from twm.update import Learner
 
 NUM_ACTIONS = 3
 
@@ -31,16 +33,17 @@ def smoke(*overrides: str) -> Config:
     return load_config("smoke", ["env.game=catch", *overrides])
 
 
-def one_update(cfg: Config, compile_backend: str | None = None, seed: int = 0) -> tuple[dict, Agent]:
-    """One Agent.update on synthetic data from a seeded init; returns its metrics (floats) and the agent."""
+def one_update(cfg: Config, compile_backend: str | None = None, seed: int = 0) -> tuple[dict, Learner]:
+    """One Learner.update on synthetic data from a seeded init; returns its metrics (floats) and the learner."""
     torch.manual_seed(seed)
     agent = Agent(cfg, NUM_ACTIONS)
     if compile_backend is not None:
         agent.compile_networks(compile_backend)
+    learner = Learner(agent)
     batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu", seed)
     gen = torch.Generator().manual_seed(seed)
-    metrics = agent.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen)
-    return {k: float(v) for k, v in metrics.items()}, agent
+    metrics = learner.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen)
+    return {k: float(v) for k, v in metrics.items()}, learner
 
 
 def assert_metrics_close(got: dict, expected: dict, rtol: float, grad_rtol: float | None = None) -> None:
@@ -96,10 +99,11 @@ def test_fast_convs_switch_takes_the_matrix_product_path() -> None:
 
 
 def test_fast_convs_update_matches_plain_float32() -> None:
-    plain, plain_agent = one_update(smoke("obs_model.fast_convs=false"))
-    fast, fast_agent = one_update(smoke("obs_model.fast_convs=true"))
+    plain, plain_learner = one_update(smoke("obs_model.fast_convs=false"))
+    fast, fast_learner = one_update(smoke("obs_model.fast_convs=true"))
     assert_metrics_close(fast, plain, rtol=1e-5)
-    for (name, p), q in zip(plain_agent.named_parameters(), fast_agent.parameters(), strict=True):
+    pairs = zip(plain_learner.agent.named_parameters(), fast_learner.agent.parameters(), strict=True)
+    for (name, p), q in pairs:
         torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -134,10 +138,14 @@ def test_bfloat16_networks_return_float32() -> None:
 def test_bfloat16_rollout_is_close_to_float32() -> None:
     rollouts = {}
     for precision in ("float32", "bfloat16"):
-        _, agent = one_update(smoke(f"train.precision={precision}"))
+        _, learner = one_update(smoke(f"train.precision={precision}"))
+        agent = learner.agent
         batch = synthetic_batch(agent.cfg, NUM_ACTIONS, "cpu", seed=1)
         gen = torch.Generator().manual_seed(2)
-        wm_out = agent.world_model.update(batch, gen)
+        # The world-model part of an update, then imagination from its latents.
+        losses = agent.world_model.compute_loss(batch, gen)
+        learner.step([losses.obs_loss, losses.dyn_loss], ("obs", "dyn"))
+        wm_out = WorldModel.output(batch, losses.z, losses.metrics)
         rollouts[precision] = agent.imagine(
             wm_out, synthetic_obs_sampler(agent.cfg, torch.device("cpu")), gen
         )
@@ -172,10 +180,11 @@ def updated_weights(impl: str, updates: int = 3) -> tuple[dict[str, torch.Tensor
     cfg = smoke(f"train.optimizer_impl={impl}", "dynamics.dropout=0")
     torch.manual_seed(0)
     agent = Agent(cfg, NUM_ACTIONS)
+    learner = Learner(agent)
     batch = synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0)
     gen = torch.Generator().manual_seed(0)
     metrics = [
-        {k: float(v) for k, v in agent.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen).items()}
+        {k: float(v) for k, v in learner.update(batch, synthetic_obs_sampler(cfg, torch.device("cpu")), gen).items()}
         for _ in range(updates)
     ]
     return {k: v.detach().clone() for k, v in agent.state_dict().items()}, metrics
@@ -199,24 +208,29 @@ def test_batched_optimisers_apply_the_same_update(impl: str) -> None:
 
 
 def test_fused_optimiser_steps_do_not_sync() -> None:
-    from twm.models.world_model import adam, optimizer_step
-    from twm.op_count import CountOps
+    from twm.perf.op_count import CountOps
+    from twm.update import adam, eager_clip_and_step
+
+    def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        eager_clip_and_step(opt, 1.0)
 
     for impl, syncs in (("for_loop", True), ("fused", False)):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 1))
         opt = adam(net.parameters(), 1e-3, 1e-5, 1e-6, impl)  # type: ignore[arg-type]
         x = torch.randn(16, 4)
-        optimizer_step(opt, net(x).square().mean(), net.parameters(), 1.0)  # creates the state
+        optimizer_step(opt, net(x).square().mean())  # creates the state
         with CountOps() as counter:
-            optimizer_step(opt, net(x).square().mean(), net.parameters(), 1.0)
+            optimizer_step(opt, net(x).square().mean())
         assert (counter.counts.syncs > 0) == syncs, impl
 
 
 def test_optimisers_are_the_configured_kind() -> None:
     for impl in ("for_loop", "foreach", "fused"):
-        agent = Agent(smoke(f"train.optimizer_impl={impl}"), NUM_ACTIONS)
-        for opt in agent.optimizers().values():
+        learner = Learner(Agent(smoke(f"train.optimizer_impl={impl}"), NUM_ACTIONS))
+        for opt in learner.optimizers:
             group = opt.param_groups[0]
             assert bool(group["fused"]) == (impl == "fused") and bool(group["foreach"]) == (impl == "foreach")
 
@@ -237,10 +251,10 @@ def _compile_works() -> bool:
 def test_compiled_update_matches_eager() -> None:
     cfg = smoke("dynamics.dropout=0")  # compiled dropout draws other random numbers
     eager, _ = one_update(cfg)
-    compiled, agent = one_update(cfg, compile_backend="aot_eager")
+    compiled, learner = one_update(cfg, compile_backend="aot_eager")
     assert_metrics_close(compiled, eager, rtol=1e-5)
     # State dicts keep their keys (checkpoints load into an uncompiled agent).
-    assert set(agent.state_dict()) == set(Agent(cfg, NUM_ACTIONS).state_dict())
+    assert set(learner.agent.state_dict()) == set(Agent(cfg, NUM_ACTIONS).state_dict())
 
 
 @pytest.mark.slow

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import twm.models.world_model as wm_module
+from twm.agent import Agent
 from twm.config import Config, load_config
-from twm.models.world_model import TorchSequenceBatch, WorldModel
+from twm.models.batch import TorchSequenceBatch
+from twm.models.world_model import WorldModel, WorldModelOutput
 from twm.replay import ReplayBuffer
+from twm.update import Learner
 
 NUM_ACTIONS = 3
 
@@ -30,6 +32,16 @@ def make_batch(replay: ReplayBuffer, cfg: Config, seed: int = 0) -> TorchSequenc
     replay.rng = np.random.default_rng(seed)
     batch = replay.sample_sequences_uniform(cfg.replay.batch_size, cfg.replay.sequence_length)
     return TorchSequenceBatch.from_numpy(batch, "cpu")
+
+
+def world_model_update(
+    learner: Learner, batch: TorchSequenceBatch, generator: torch.Generator | None = None
+) -> WorldModelOutput:
+    """The world-model part of ``Learner.update``: its losses, one backward, both optimiser steps."""
+    losses = learner.agent.world_model.compute_loss(batch, generator)
+    obs_norm, dyn_norm = learner.step([losses.obs_loss, losses.dyn_loss], ("obs", "dyn"))
+    metrics = {**losses.metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
+    return WorldModel.output(batch, losses.z, metrics)
 
 
 def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) -> None:
@@ -73,23 +85,23 @@ def test_update_losses_equal_a_step_by_step_recomputation(replay: ReplayBuffer) 
                 consistency += float(-(p_dyn * logits_all[b, t].log_softmax(-1)).sum())
     n = B * T
 
-    metrics = model.update(batch, generator=torch.Generator().manual_seed(1)).metrics
+    metrics = model.compute_loss(batch, generator=torch.Generator().manual_seed(1)).metrics
     assert metrics["dyn/z_loss"].item() == pytest.approx(z_ce / weight, rel=1e-5)
     assert metrics["dyn/reward_loss"].item() == pytest.approx(r_nll / n, rel=1e-5)
     assert metrics["dyn/discount_loss"].item() == pytest.approx(g_nll / n, rel=1e-5)
     assert metrics["obs/consistency_ce"].item() == pytest.approx(consistency / n, rel=1e-5)
 
 
-def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Dynamics step: no gradient in the observation model. Observation step: none in the dynamics."""
+def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer) -> None:
+    """Dynamics loss: no gradient in the observation model. Observation loss: none in the dynamics."""
     cfg = smoke_config()
     torch.manual_seed(0)
     model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    losses = model.compute_loss(make_batch(replay, cfg))
     seen: list[dict[str, bool]] = []
-    real_step = wm_module.optimizer_step
-
-    def recording_step(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
-        out = real_step(optimizer, loss, params, clip)
+    for loss in (losses.dyn_loss, losses.obs_loss):
+        model.zero_grad(set_to_none=True)  # each backward from clean gradients
+        loss.backward()
         seen.append(
             {
                 "encoder": any(
@@ -105,12 +117,6 @@ def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: p
                 ),
             }
         )
-        for p in model.parameters():  # start the next backward from clean gradients
-            p.grad = None
-        return out
-
-    monkeypatch.setattr(wm_module, "optimizer_step", recording_step)
-    model.update(make_batch(replay, cfg))
     dyn_step, obs_step = seen
     assert dyn_step == {"encoder": False, "decoder": False, "dynamics": True}
     assert obs_step == {"encoder": True, "decoder": True, "dynamics": False}
@@ -119,22 +125,9 @@ def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer, monkeypatch: p
 def _obs_gradients(cfg: Config, batch: TorchSequenceBatch) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = WorldModel.from_config(cfg, NUM_ACTIONS)
-    grads: dict[str, torch.Tensor] = {}
-    real_step = wm_module.optimizer_step
-
-    def capture(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
-        if optimizer is model.obs_optimizer:
-            loss.backward()
-            grads.update({n: p.grad.clone() for n, p in model.obs_model.named_parameters()})
-            return torch.tensor(0.0)
-        return real_step(optimizer, loss, params, clip)
-
-    wm_module.optimizer_step, saved = capture, wm_module.optimizer_step
-    try:
-        model.update(batch, generator=torch.Generator().manual_seed(3))
-    finally:
-        wm_module.optimizer_step = saved
-    return grads
+    losses = model.compute_loss(batch, generator=torch.Generator().manual_seed(3))
+    losses.obs_loss.backward()
+    return {n: p.grad.clone() for n, p in model.obs_model.named_parameters()}
 
 
 def test_consistency_term_reaches_the_encoder_only(replay: ReplayBuffer) -> None:
@@ -151,9 +144,9 @@ def test_consistency_term_reaches_the_encoder_only(replay: ReplayBuffer) -> None
 
 def test_update_returns_imagination_starts(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
-    model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     batch = make_batch(replay, cfg)
-    out = model.update(batch)
+    out = world_model_update(learner, batch)
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
     assert out.z.shape == (B, T + 1, cfg.latent_dim) and not out.z.requires_grad
     # Latents are one-hot per categorical.
@@ -166,11 +159,11 @@ def test_world_model_learns_on_a_fixed_batch(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
     cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
     torch.manual_seed(0)
-    model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
     batch = make_batch(replay, cfg)
-    first = model.update(batch).metrics
+    first = world_model_update(learner, batch).metrics
     for _ in range(40):
-        last = model.update(batch).metrics
+        last = world_model_update(learner, batch).metrics
     assert last["obs/decoder_loss"] < first["obs/decoder_loss"]
     assert last["dyn/loss"] < first["dyn/loss"]
 
@@ -179,54 +172,40 @@ def test_pretraining_steps_learn(replay: ReplayBuffer) -> None:
     cfg = smoke_config()
     cfg.obs_model.lr = cfg.dynamics.lr = 1e-3
     torch.manual_seed(0)
-    model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
+    model = learner.agent.world_model
     frames = torch.from_numpy(replay.stacked_obs(np.arange(64)))
-    first = model.pretrain_obs_step(frames)["obs/decoder_loss"]
+    first = learner.pretrain_obs_step(frames)["obs/decoder_loss"]
     for _ in range(30):
-        last = model.pretrain_obs_step(frames)["obs/decoder_loss"]
+        last = learner.pretrain_obs_step(frames)["obs/decoder_loss"]
     assert last < first
     encoder_before = [p.clone() for p in model.obs_model.parameters()]
     batch = make_batch(replay, cfg)
-    first = model.pretrain_dyn_step(batch)["dyn/loss"]
+    first = learner.pretrain_dyn_step(batch)["dyn/loss"]
     for _ in range(30):
-        last = model.pretrain_dyn_step(batch)["dyn/loss"]
+        last = learner.pretrain_dyn_step(batch)["dyn/loss"]
     assert last < first
     # Dynamics pretraining leaves the observation model untouched.
     for before, after in zip(encoder_before, model.obs_model.parameters(), strict=True):
         assert torch.equal(before, after)
 
 
-def _z_head_gradients(cfg: Config, replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
-    """The next-latent head's gradients of the dynamics step of one world-model update."""
+def _z_head_gradients(cfg: Config, replay: ReplayBuffer) -> list[torch.Tensor]:
+    """The next-latent head's gradients of the dynamics loss of one world-model update."""
     torch.manual_seed(0)
     model = WorldModel.from_config(cfg, NUM_ACTIONS)
-    grads: list[list[torch.Tensor]] = []
-    real_step = wm_module.optimizer_step
-
-    def recording_step(optimizer, loss, params, clip):  # type: ignore[no-untyped-def]
-        out = real_step(optimizer, loss, params, clip)
-        if optimizer is model.dyn_optimizer:
-            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.dynamics.z_head.parameters()])
-        return out
-
-    monkeypatch.setattr(wm_module, "optimizer_step", recording_step)
-    model.update(make_batch(replay, cfg))
-    (z_head_grads,) = grads
-    return z_head_grads
+    model.compute_loss(make_batch(replay, cfg)).dyn_loss.backward()
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.dynamics.z_head.parameters()]
 
 
-def test_every_next_latent_head_parameter_learns_by_default(
-    replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_every_next_latent_head_parameter_learns_by_default(replay: ReplayBuffer) -> None:
     """Guard against jrobine/twm issue 4 (the released loss never trains the next-latent head)."""
-    grads = _z_head_gradients(smoke_config(), replay, monkeypatch)
+    grads = _z_head_gradients(smoke_config(), replay)
     assert len(grads) >= 2
     assert all(g.abs().sum() > 0 for g in grads)  # every weight and bias, the output layer's included
 
 
-def test_latent_loss_switch_off_is_the_released_behaviour(
-    replay: ReplayBuffer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_latent_loss_switch_off_is_the_released_behaviour(replay: ReplayBuffer) -> None:
     assert Config().dynamics.latent_loss  # the paper config trains the head
-    grads = _z_head_gradients(smoke_config(latent_loss="false"), replay, monkeypatch)
+    grads = _z_head_gradients(smoke_config(latent_loss="false"), replay)
     assert all(g.abs().sum() == 0 for g in grads)

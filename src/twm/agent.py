@@ -1,32 +1,39 @@
-"""The TWM agent: world model, actor and critic, and the updates that train them (docs/method.md).
+"""The TWM agent: world model, actor and critic, how it acts, and its losses (docs/method.md).
 
-One update (``Agent.update``) is
-1. a world-model step on a replay batch (``WorldModel.update``), which returns the latents it sampled;
+It computes forward passes and losses; ``twm.update`` owns the optimisers and runs the update:
+1. the world-model losses on a replay batch (``WorldModel.compute_loss``), with the latents it sampled;
 2. ``num_starts`` imagination starts drawn without replacement from all pairs of consecutive steps
-   of that batch (the first of a pair is the context step);
+   of that batch (the first of a pair is the context step, ``imagination_starts``);
 3. a rollout of ``horizon`` steps in the world model (``imagination.imagine``);
-4. a critic step (Gaussian NLL of λ-returns) and an actor step (REINFORCE + entropy hinge), both
-   weighted by the discount products of the rollout.
+4. the critic's loss (Gaussian NLL of λ-returns) and the actor's (REINFORCE + entropy hinge), both
+   weighted by the discount products of the rollout (``actor_critic_losses``).
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from twm.acting import ActingMemory
-from twm.captured import CapturedUpdate
 from twm.config import Config
 from twm.imagination import ImaginationStart, Rollout, imagine, observe_latent
 from twm.losses import PercentileNormalizer, actor_loss, lambda_returns, pretrain_actor_loss
 from twm.models.actor_critic import Actor, Critic
-from twm.models.world_model import TorchSequenceBatch, WorldModel, WorldModelOutput, adam, optimizer_step
+from twm.models.batch import TorchSequenceBatch
+from twm.models.world_model import WorldModel, WorldModelOutput
+
+
+class ActorCriticLosses(NamedTuple):
+    """The actor-critic's losses (on disjoint parameters, not yet stepped) and detached metrics."""
+
+    critic_loss: Tensor
+    actor_loss: Tensor
+    metrics: dict[str, Tensor]
 
 
 class Agent(nn.Module):
@@ -46,13 +53,8 @@ class Agent(nn.Module):
         if ac.slow_critic_rate > 0:
             self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_normalizer = PercentileNormalizer(ac.return_norm_decay) if ac.return_norm == "percentile" else None
-        impl = cfg.train.optimizer_impl
-        self.actor_optimizer = adam(self.actor.parameters(), ac.actor_lr, ac.eps, ac.weight_decay, impl)
-        self.critic_optimizer = adam(self.critic.parameters(), ac.critic_lr, ac.eps, ac.weight_decay, impl)
         if cfg.train.compile:
             self.compile_networks(cfg.train.compile_backend)
-        # train.capture: the update as compiled regions (compiled at the first update).
-        self.captured = CapturedUpdate(self, cfg.train.compile_backend) if cfg.train.capture else None
 
     def compile_networks(self, backend: str = "inductor") -> None:
         """``torch.compile`` the networks' forward functions (``train.compile``).
@@ -129,64 +131,22 @@ class Agent(nn.Module):
             return None
         return ActingMemory(rows, self.cfg.dynamics.d_model, self.device)
 
-    # ------------------------------------------------------------------ updates
-
-    def update(
-        self,
-        batch: TorchSequenceBatch,
-        sample_start_obs: Callable[[int], Tensor],
-        generator: torch.Generator | None = None,
-        on_part: Callable[[str, float], None] | None = None,
-    ) -> dict[str, Tensor]:
-        """One update: world-model step, imagination from the batch's latents, actor-critic step.
-
-        With ``train.capture`` each part runs as compiled regions (``twm.captured``), which draw
-        from torch's global generator: ``generator`` must then be None. ``on_part(name, seconds)``,
-        if given, gets the wall time of each part (world_model, imagination, actor_critic); on a
-        GPU that is the time to queue the work, not to run it.
-        """
-        start = time.perf_counter()
-        wm_out = self.world_model_step(batch, generator)
-        t1 = time.perf_counter()
-        rollout = self.imagine(wm_out, sample_start_obs, generator)
-        t2 = time.perf_counter()
-        metrics = self.actor_critic_step(rollout)
-        if on_part is not None:
-            for part, seconds in (("world_model", t1 - start), ("imagination", t2 - t1)):
-                on_part(part, seconds)
-            on_part("actor_critic", time.perf_counter() - t2)
-        metrics.update(wm_out.metrics)
-        return metrics
-
-    def _captured_update(self, generator: torch.Generator | None) -> CapturedUpdate | None:
-        if self.captured is not None and generator is not None:
-            raise ValueError("a captured update draws from torch's global generator; pass generator=None")
-        return self.captured
-
-    def world_model_step(
-        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
-    ) -> WorldModelOutput:
-        """The world model's update on a replay batch (``WorldModel.update``)."""
-        captured = self._captured_update(generator)
-        if captured is not None:
-            return captured.world_model_step(batch)
-        return self.world_model.update(batch, generator)
+    # ------------------------------------------------------------------ imagination and losses
 
     def imagine(
         self,
         wm_out: WorldModelOutput,
-        sample_start_obs: Callable[[int], Tensor],
+        start_obs: Callable[[int], Tensor],
         generator: torch.Generator | None = None,
     ) -> Rollout:
-        """Draw the imagination starts from a world-model update's latents and roll the actor out."""
-        captured = self._captured_update(generator)
-        if captured is not None:
-            return captured.imagine(wm_out, sample_start_obs)
+        """Draw the imagination starts from a world-model update's latents and roll the actor out.
+
+        ``start_obs(n)`` gives n replay observations for the fresh starts after imagined episode ends.
+        """
         obs_model = self.world_model.obs_model
 
-        def fresh_latents(n: int) -> Tensor:
-            with torch.no_grad():
-                return obs_model.sample(obs_model.encode(sample_start_obs(n)), generator)
+        def fresh_latents(n: int) -> Tensor:  # called in imagine, under no_grad
+            return obs_model.sample(obs_model.encode(start_obs(n)), generator)
 
         return self.rollout(self.imagination_starts(wm_out, generator), fresh_latents, generator)
 
@@ -234,8 +194,8 @@ class Agent(nn.Module):
             start_z=z[:, 1:].reshape(flat, -1)[pick],
         )
 
-    def actor_critic_losses(self, rollout: Rollout) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """(critic loss, actor loss, detached metrics) of an imagined rollout (docs/method.md, "Policy learning in imagination").
+    def actor_critic_losses(self, rollout: Rollout) -> ActorCriticLosses:
+        """The critic's and actor's losses of an imagined rollout (docs/method.md, "Policy learning in imagination").
 
         The actor's loss reads the advantages of the critic before its step, so both can be
         computed before either optimiser steps.
@@ -284,24 +244,7 @@ class Agent(nn.Module):
         )
         if rollout.fresh_reused is not None:
             metrics["ac/fresh_reused"] = rollout.fresh_reused.float()
-        return c_loss, a_loss, metrics
-
-    def actor_critic_step(self, rollout: Rollout) -> dict[str, Tensor]:
-        """Critic then actor step on an imagined rollout (docs/method.md, "Policy learning in imagination")."""
-        if self.captured is not None:
-            metrics = self.captured.actor_critic_step(rollout)
-            self.update_slow_critic()
-            return metrics
-        ac = self.cfg.actor_critic
-        c_loss, a_loss, metrics = self.actor_critic_losses(rollout)
-        metrics["ac/critic_grad_norm"] = optimizer_step(
-            self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip
-        )
-        metrics["ac/actor_grad_norm"] = optimizer_step(
-            self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip
-        )
-        self.update_slow_critic()
-        return metrics
+        return ActorCriticLosses(c_loss, a_loss, metrics)
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
@@ -314,20 +257,11 @@ class Agent(nn.Module):
 
     # ------------------------------------------------------------------ pretraining
 
-    def pretrain_obs_step(
-        self, frames: Tensor, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        return self.world_model.pretrain_obs_step(frames, generator)
-
-    def pretrain_dyn_step(
+    def pretrain_ac_losses(
         self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        return self.world_model.pretrain_dyn_step(batch, generator)
-
-    def pretrain_ac_step(
-        self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
-        """Actor-critic on real latent sequences of the prefill (released code's pretraining).
+    ) -> ActorCriticLosses:
+        """The critic's and actor's losses on real latent sequences of the prefill (released code's
+        pretraining).
 
         The critic learns λ-returns of the real rewards, with discounts gamma * (1 - d) and no
         bootstrapping across real episode ends; the actor only gets an entropy bonus, since the
@@ -350,15 +284,10 @@ class Agent(nn.Module):
         returns, _ = lambda_returns(batch.rewards[:, 1:], discounts, dones, values, ac.lam)
         states = z[:, :-1]
         c_loss = self.critic.loss(self.critic.outputs(states), returns, torch.ones_like(returns))
-        optimizer_step(self.critic_optimizer, c_loss, self.critic.parameters(), ac.grad_clip)
-        self.update_slow_critic()
+        # The actor reads no critic parameter: its loss is the same before or after the critic steps.
         a_loss = pretrain_actor_loss(self.actor(states), ac.entropy_coef)
-        optimizer_step(self.actor_optimizer, a_loss, self.actor.parameters(), ac.grad_clip)
-        return {
-            "ac/critic_loss": c_loss.detach(),
-            "ac/actor_loss": a_loss.detach(),
-            "ac/return": returns.mean(),
-        }
+        metrics = {"ac/critic_loss": c_loss.detach(), "ac/actor_loss": a_loss.detach(), "ac/return": returns.mean()}
+        return ActorCriticLosses(c_loss, a_loss, metrics)
 
     @torch.no_grad()
     def real_h_prev(self, z: Tensor, batch: TorchSequenceBatch) -> Tensor:
@@ -375,25 +304,3 @@ class Agent(nn.Module):
         out = dynamics(z, batch.actions, batch.rewards[:, :-1], dones[:, :-1])
         dynamics.train(was_training)
         return torch.where(dones[..., None], 0.0, out.h)  # (B, T+1, d)
-
-    # ------------------------------------------------------------------ state
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        wm = self.world_model
-        return {
-            "obs": wm.obs_optimizer,
-            "dyn": wm.dyn_optimizer,
-            "actor": self.actor_optimizer,
-            "critic": self.critic_optimizer,
-        }
-
-    def optimizer_state_dict(self) -> dict[str, Any]:
-        return {name: opt.state_dict() for name, opt in self.optimizers().items()}
-
-    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
-        for name, opt in self.optimizers().items():
-            opt.load_state_dict(state[name])
-            # A captured run on CUDA saves capturable=True, which a CPU cannot step; a captured
-            # update on CUDA sets it again at its first update.
-            for group in opt.param_groups:
-                group["capturable"] = False

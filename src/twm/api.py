@@ -163,8 +163,8 @@ def train(
     Raises ConfigError, EnvError or UnknownGameError (one-line messages) for bad input.
     """
     from twm.envs import check_env
-    from twm.training.lifecycle import TrainingStopped
     from twm.training.logger import check_loggers
+    from twm.training.stops import TrainingStopped
     from twm.training.trainer import Trainer
     from twm.viz.eval_images import eval_images_hook
 

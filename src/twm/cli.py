@@ -113,7 +113,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from twm.info import num_actions_of, parameter_counts
+    from twm.perf.info import num_actions_of, parameter_counts
 
     cfg = _config_from_args(args)
     num_actions = num_actions_of(cfg)
@@ -188,9 +188,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from twm.files import CheckpointWriteError
     from twm.run_dir import RunDirExistsError
-    from twm.training.checkpoint import CheckpointWriteError
-    from twm.training.lifecycle import Interrupted, NonFiniteLossError, TrainingStopped
+    from twm.training.finite import NonFiniteLossError
+    from twm.training.stops import Interrupted, TrainingStopped
     from twm.training.trainer import Trainer
     from twm.viz.eval_images import eval_images_hook
 
@@ -386,7 +387,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = resolve_device(_checked_device(args.device))
     try:
         state = load_checkpoint(checkpoint, device)
-        agent = agent_from_checkpoint(state, device, cfg, optimizers=False)
+        agent = agent_from_checkpoint(state, device, cfg)
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     episodes = args.episodes if args.episodes is not None else cfg.train.final_eval_episodes
@@ -509,8 +510,8 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from twm.bench import format_report, run_bench
     from twm.device import resolve_device
+    from twm.perf.bench import format_report, run_bench
 
     for flag, value, low in (("--updates", args.updates, 1), ("--warmup", args.warmup, 0)):
         if value < low:

@@ -52,10 +52,6 @@ class GameInfo:
     human: float
     random: float
 
-    @property
-    def ale_id(self) -> str:
-        return f"ALE/{self.name}-v5"
-
 
 # name: (human, random)
 _REFERENCE_SCORES: dict[str, tuple[float, float]] = {

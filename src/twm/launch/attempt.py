@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from twm.files import atomic_write_text
 from twm.launch.plan import (
     Action,
     RunResult,
     RunSpec,
     Status,
-    atomic_write_text,
     conclude,
     config_differences,
     move_aside,

@@ -8,7 +8,6 @@ per (game, seed). Nothing here starts a process (that is ``twm.launch.attempt``)
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
@@ -125,13 +124,6 @@ def move_aside(run_dir: str | Path) -> Path:
         n += 1
     run_dir.rename(target)
     return target
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file beside it and a rename (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------- one run

@@ -18,7 +18,7 @@ from twm.launch.plan import RunResult, RunSpec, Status, SweepError, SweepOptions
 from twm.run_dir import RunDir
 
 if TYPE_CHECKING:
-    from twm.launch.sweep import Progress
+    from twm.launch.progress import Progress
 
 RAY_HINT = "pip install 'twm[cluster]' (or pip install 'ray>=2.9')"
 STOPPING = "stopping: the running runs write a checkpoint and exit (Ctrl-C again: now)"

@@ -42,76 +42,24 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any, cast
 
+from twm.files import atomic_write_text
 from twm.launch.attempt import stop_requested
 from twm.launch.plan import (
     RunResult,
     Status,
     SweepError,
     SweepOptions,
-    atomic_write_text,
     build_specs,
     validate,
 )
+from twm.launch.progress import Progress, plural
 from twm.launch.runners import import_ray, run_local, run_ray
 
 SWEEP_JSON = "sweep.json"
-
-
-# --------------------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """Event lines, an overall count and a tqdm bar of runs done (stderr, when it is a terminal)."""
-
-    def __init__(self, total: int, enabled: bool, out: IO[str]) -> None:
-        from tqdm import tqdm
-
-        self.total, self.done, self.out = total, 0, out
-        self.on_result: Callable[[RunResult], None] | None = None  # e.g. rewrite sweep.json
-        self._lock = threading.Lock()
-        self.bar = tqdm(
-            total=total,
-            unit="run",
-            desc="sweep",
-            file=sys.stderr,
-            disable=not enabled or not sys.stderr.isatty(),
-        )
-
-    def line(self, text: str) -> None:
-        with self._lock:
-            self.bar.write(f"twm sweep: {text}", file=self.out)
-            self.out.flush()
-
-    def finished(self, result: RunResult) -> None:
-        with self._lock:
-            self.done += 1
-            self.bar.update(1)
-        if self.on_result is not None:
-            self.on_result(result)
-        self.line(f"[{self.done}/{self.total}] {result.game} seed {result.seed}: {_outcome(result)}")
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _outcome(result: RunResult) -> str:
-    score = "" if result.score is None else f", score {result.score:.2f}"
-    tries = _plural(result.attempts, "attempt")
-    if result.status is Status.SKIPPED:
-        return f"skipped, already finished{score}"
-    if result.status is Status.FINISHED:
-        return f"finished{score} ({tries}, {result.seconds:.0f} s)"
-    if result.attempts == 0:
-        return f"{result.status.value}: {result.message}"
-    return f"{result.status.value} after {tries}: {result.message}"
 
 
 # --------------------------------------------------------------------------------------- summary
@@ -233,8 +181,8 @@ def run_sweep(opts: SweepOptions, out: IO[str] | None = None) -> int:
         raise SweepError(f"cannot write the sweep folder {opts.root}: {exc.strerror or exc}") from None
     progress = Progress(len(specs), opts.progress, out)
     where = f"on Ray ({opts.ray_address})" if opts.ray_address else f"locally, {opts.parallel or 1} at a time"
-    counts = f"{_plural(len(opts.games), 'game')} x {_plural(len(opts.seeds), 'seed')}"
-    progress.line(f"{_plural(len(specs), 'run')} ({counts}) {where} in {Path(opts.root).resolve()}")
+    counts = f"{plural(len(opts.games), 'game')} x {plural(len(opts.seeds), 'seed')}"
+    progress.line(f"{plural(len(specs), 'run')} ({counts}) {where} in {Path(opts.root).resolve()}")
 
     def on_result(result: RunResult) -> None:
         rows[(result.game, result.seed)] = result

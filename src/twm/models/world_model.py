@@ -1,6 +1,7 @@
-"""The world model (observation model + dynamics model) and its updates (docs/method.md, "World model", "Training loop").
+"""The world model (observation model + dynamics model) and its losses (docs/method.md, "World model").
 
-One update on a batch of B sequences of T steps, each with one context step before and the
+It computes losses and forward passes only; ``twm.update`` owns its two optimisers and steps them.
+The losses of one update on a batch of B sequences of T steps, each with one context step before and the
 observation after the last step (``SequenceBatch`` of the replay buffer, step axis 0 = context):
 
 1. context latent z_0 (sampled, no gradient) and the target distribution of z_{T+1}, from the
@@ -9,60 +10,29 @@ observation after the last step (``SequenceBatch`` of the replay buffer, step ax
    decodes them;
 3. the dynamics model reads [z_0, z_1..z_T] (detached: the dynamics loss never reaches the
    encoder) with actions a_0..a_T and rewards/dones r_0..r_{T-1}; its predictions from steps 1..T
-   are trained against z_2..z_{T+1}, r_1..r_T and gamma_1..gamma_T, and the dynamics optimiser steps;
+   are trained against z_2..z_{T+1}, r_1..r_T and gamma_1..gamma_T;
 4. the observation model's loss gets the consistency term, the cross-entropy from the dynamics
-   model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T, and the
-   observation optimiser steps.
+   model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T.
 
-This is the order and the alignment of the released code (``WorldModel.optimize``). The returned
+This is the alignment of the released code (``WorldModel.optimize``), whose dynamics optimiser steps
+before the observation loss is computed; that changes nothing, since the observation loss reads
+only detached dynamics predictions and the two losses share no parameter. The returned
 latents [z_0..z_T] and the batch's actions, rewards and flags are the start points of imagination.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from twm.config import Config, DynamicsConfig, ObservationModelConfig
+from twm.models.batch import TorchSequenceBatch
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import ObservationModel
-from twm.replay import SequenceBatch
-
-Precision = Literal["float32", "bfloat16"]
-
-
-@dataclass
-class TorchSequenceBatch:
-    """A ``SequenceBatch`` on a torch device. obs (B, T+2, S, 64, 64) uint8; the rest (B, T+1)."""
-
-    obs: Tensor
-    actions: Tensor
-    rewards: Tensor
-    terminated: Tensor
-    truncated: Tensor
-
-    @classmethod
-    def from_numpy(cls, batch: SequenceBatch, device: torch.device | str) -> TorchSequenceBatch:
-        def put(x: np.ndarray) -> Tensor:
-            return torch.from_numpy(np.ascontiguousarray(x)).to(device, non_blocking=True)
-
-        return cls(
-            obs=put(batch.obs),
-            actions=put(batch.actions).long(),
-            rewards=put(batch.rewards).float(),
-            terminated=put(batch.terminated).bool(),
-            truncated=put(batch.truncated).bool(),
-        )
-
-    @property
-    def dones(self) -> Tensor:
-        return self.terminated | self.truncated
+from twm.models.precision import Precision, autocast
 
 
 @dataclass
@@ -92,54 +62,8 @@ class WorldModelLosses:
     metrics: dict[str, Tensor]
 
 
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The arithmetic of ``train.precision``: nothing for float32, else bfloat16 autocast on the device.
-
-    Under autocast, matrix products and convolutions run in bfloat16; the networks return their
-    outputs (logits, pixel means, predictions) in float32 (``full_precision``), so losses, sampling
-    and everything after them stay float32. Backward passes run outside the context.
-    """
-    if precision == "float32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-OptimizerImpl = Literal["for_loop", "foreach", "fused"]
-
-
-def adam(
-    params: Iterable[Tensor], lr: float, eps: float, weight_decay: float, impl: OptimizerImpl
-) -> torch.optim.Adam:
-    """torch Adam with coupled L2 weight decay, as the released code, run as ``impl`` says.
-
-    The three implementations apply the same update rule; ``for_loop`` is torch's reference
-    (one set of operators per parameter tensor, each reading its step count back to the host),
-    ``foreach`` batches them over tensors, ``fused`` is one kernel per step that keeps the step
-    counts on the device (tests compare them).
-    """
-    if impl == "fused":
-        return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, fused=True)
-    return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay, foreach=impl == "foreach")
-
-
-def optimizer_step(
-    optimizer: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], clip: float
-) -> Tensor:
-    """zero_grad, backward, clip the global gradient norm, step; returns the norm before clipping.
-
-    The clip runs batched over tensors unless the optimiser is the ``for_loop`` kind.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    group = optimizer.param_groups[0]
-    batched = bool(group.get("foreach") or group.get("fused"))
-    norm = nn.utils.clip_grad_norm_(list(params), clip, foreach=batched)
-    optimizer.step()
-    return norm.detach()
-
-
 class WorldModel(nn.Module):
-    """The observation model and the dynamics model of one game, with their two Adam optimisers."""
+    """The observation model and the dynamics model of one game."""
 
     def __init__(
         self,
@@ -151,7 +75,6 @@ class WorldModel(nn.Module):
         frame_channels: int,
         discount: float,
         precision: Precision = "float32",
-        optimizer_impl: OptimizerImpl = "fused",
     ) -> None:
         super().__init__()
         self.obs_cfg, self.dyn_cfg = obs_cfg, dyn_cfg
@@ -162,13 +85,6 @@ class WorldModel(nn.Module):
         latent_dim = obs_cfg.categoricals * obs_cfg.classes
         self.dynamics = DynamicsModel(
             dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions, obs_cfg.unimix
-        )
-        # Coupled L2 weight decay (torch Adam), as the released code.
-        self.obs_optimizer = adam(
-            self.obs_model.parameters(), obs_cfg.lr, obs_cfg.eps, obs_cfg.weight_decay, optimizer_impl
-        )
-        self.dyn_optimizer = adam(
-            self.dynamics.parameters(), dyn_cfg.lr, dyn_cfg.eps, dyn_cfg.weight_decay, optimizer_impl
         )
 
     @classmethod
@@ -182,7 +98,6 @@ class WorldModel(nn.Module):
             frame_channels=cfg.frame_channels,
             discount=cfg.env.discount,
             precision=cfg.train.precision,
-            optimizer_impl=cfg.train.optimizer_impl,
         )
 
     # ------------------------------------------------------------------ helpers
@@ -225,14 +140,10 @@ class WorldModel(nn.Module):
         )
         return loss, out.z_logits[:, :-1], metrics
 
-    # ------------------------------------------------------------------ updates
+    # ------------------------------------------------------------------ losses
 
-    def losses(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelLosses:
-        """The forward half of an update (see the module docstring): both losses, nothing stepped.
-
-        The observation loss reads only detached dynamics predictions, so computing it here, before
-        the dynamics optimiser steps, changes nothing; the two losses share no parameter.
-        """
+    def compute_loss(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelLosses:
+        """The losses of an update (see the module docstring): both, on disjoint parameters."""
         self.train()
         with self.autocast():
             context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
@@ -252,18 +163,6 @@ class WorldModel(nn.Module):
             )
         return WorldModelLosses(obs_loss, dyn_loss, z_in.detach(), {**obs_metrics, **dyn_metrics})
 
-    def update(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelOutput:
-        """One world-model update (see the module docstring): losses, dynamics step, observation step."""
-        losses = self.losses(batch, generator)
-        dyn_norm = optimizer_step(
-            self.dyn_optimizer, losses.dyn_loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
-        )
-        obs_norm = optimizer_step(
-            self.obs_optimizer, losses.obs_loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
-        )
-        metrics = {**losses.metrics, "obs/grad_norm": obs_norm, "dyn/grad_norm": dyn_norm}
-        return self.output(batch, losses.z, metrics)
-
     @staticmethod
     def output(batch: TorchSequenceBatch, z: Tensor, metrics: dict[str, Tensor]) -> WorldModelOutput:
         """What an update hands on: the latents z_0..z_T (B, T+1, Z) with the batch's steps."""
@@ -276,29 +175,22 @@ class WorldModel(nn.Module):
             metrics=metrics,
         )
 
-    def pretrain_obs_step(
+    def pretrain_obs_loss(
         self, frames: Tensor, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Observation model alone on a batch of (N, S, 64, 64) frames: decoder NLL + entropy hinge."""
         self.obs_model.train()
         with self.autocast():
             logits = self.obs_model.encode(frames)  # (N, C, K)
             z = self.obs_model.sample(logits, generator)  # (N, C*K)
-            loss, metrics = self.obs_model.compute_loss(frames, z, logits)
-        metrics["obs/grad_norm"] = optimizer_step(
-            self.obs_optimizer, loss, self.obs_model.parameters(), self.obs_cfg.grad_clip
-        )
-        return metrics
+            return self.obs_model.compute_loss(frames, z, logits)
 
-    def pretrain_dyn_step(
+    def pretrain_dyn_loss(
         self, batch: TorchSequenceBatch, generator: torch.Generator | None = None
-    ) -> dict[str, Tensor]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Dynamics model alone on a sequence batch; latents and targets from the (fixed) encoder."""
         self.dynamics.train()
         with self.autocast():
             z, logits = self._encode_no_grad(batch.obs, generator)  # (B, T+2, C*K), (B, T+2, C, K)
             loss, _, metrics = self._dynamics_loss(z[:, :-1], batch, logits[:, 2:].softmax(-1))
-        metrics["dyn/grad_norm"] = optimizer_step(
-            self.dyn_optimizer, loss, self.dynamics.parameters(), self.dyn_cfg.grad_clip
-        )
-        return metrics
+        return loss, metrics

@@ -5,7 +5,7 @@ Agent checkpoints (``save_checkpoint`` / ``load_checkpoint``, e.g. ``checkpoints
 
     - ``format_version``, ``twm_version``: what wrote it;
     - ``config``: ``Config.to_dict()`` of the run, ``num_actions``: the action count of the game;
-    - ``model``: ``agent.state_dict()``, ``optimizers``: ``agent.optimizer_state_dict()``;
+    - ``model``: ``agent.state_dict()``, ``optimizers``: ``Optimizers.state_dict()`` (``twm.update``);
     - any ``extra`` entries the caller adds (step counters, the resume state, ...).
 
     Only plain containers, numbers, strings, bytes and tensors go in (numpy arrays are wrapped by
@@ -17,10 +17,10 @@ Integrity
     (``.NAME.tmp-PID``, which never matches a checkpoint name), fsynced, and moved over the destination
     with ``os.replace``; the folder is fsynced too. A crash, SIGKILL or full disk mid-save leaves the old
     file or the new one, never a torn one (a failed write removes its temporary file; one left by
-    SIGKILL is ignored and removed by the next resume). Every file also ends with a 48-byte trailer,
-    ``CHECKSUM_MAGIC``, the payload length and its SHA-256: torch itself checks no checksum (a flipped
-    byte in a tensor loads silently) and ``torch.load`` ignores bytes after the zip archive, so the
-    file stays a normal torch file. ``load_checkpoint`` verifies the trailer when there is one.
+    SIGKILL is ignored and removed by the next resume; ``twm.files``). Every file also ends with a
+    48-byte trailer, ``CHECKSUM_MAGIC``, the payload length and its SHA-256: torch itself checks no
+    checksum (a flipped byte in a tensor loads silently) and ``torch.load`` ignores bytes after the zip
+    archive, so the file stays a normal torch file. ``load_checkpoint`` verifies the trailer when there is one.
 
 Resume checkpoints (``CheckpointManager``), in ``RUN_DIR/checkpoints/``
     - ``step_<interactions>_<index>.pt``: an agent checkpoint plus everything else needed to continue
@@ -35,25 +35,16 @@ Resume checkpoints (``CheckpointManager``), in ``RUN_DIR/checkpoints/``
       the chunks completed since the last one; the checkpoint lists the chunks it uses with their
       SHA-256 and carries the frames of the last, partial chunk itself. At 100k steps this makes a
       checkpoint ~50x faster than rewriting the 410 MB of frames (``benchmarks/bench_checkpoint.py``).
-
-Test hooks (environment variables, read at each write)
-    ``TWM_TEST_WRITE_DELAY=<seconds>[@<part of a file name>]``: sleep after the payload is in the
-    temporary file, before it is completed and renamed (only for files whose name contains the given
-    part), so a test can SIGKILL or interrupt a process in the middle of a checkpoint write.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
-import os
 import pickle
 import re
-import shutil
 import struct
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -62,12 +53,14 @@ import numpy as np
 import torch
 
 from twm import __version__
+from twm.files import atomic_write
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
 from twm.run_dir import CHECKPOINT_DIR, LATEST_POINTER, RESUME_CHECKPOINT
 
 if TYPE_CHECKING:
     from twm.agent import Agent
     from twm.config import Config
+    from twm.update import Optimizers
 
 FORMAT_VERSION = 1
 # Version of the resume state inside a resume checkpoint (the "resume" entry); bumped whenever a
@@ -98,19 +91,6 @@ class ReplayChunkError(CheckpointError):
         self.chunk = chunk
 
 
-class CheckpointWriteError(RuntimeError):
-    """Writing failed (e.g. no space left on device); the previous file is intact, the temporary removed."""
-
-    def __init__(self, message: str, errno_: int | None = None) -> None:
-        super().__init__(message)
-        self.errno = errno_
-
-    def keeping(self, previous: Path | None) -> CheckpointWriteError:
-        """The same error, saying which earlier checkpoint is still intact."""
-        intact = f"the last checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        return CheckpointWriteError(f"{self}; {intact}", self.errno)
-
-
 # --------------------------------------------------------------------------------------- writing
 
 
@@ -119,106 +99,44 @@ def _write_payload(obj: Any, f: IO[bytes]) -> None:
     torch.save(obj, f)
 
 
-def fsync_path(path: Path) -> None:
-    """fsync a file or directory by path: a file another handle writes (fsync acts on the file, not
-    on the descriptor) or a directory, to persist a rename in it. Best effort: not every platform
-    can open a directory."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _test_write_delay(path: Path, f: IO[bytes]) -> None:
-    """The ``TWM_TEST_WRITE_DELAY=<seconds>[@<part of the file name>]`` hook (module docstring)."""
-    hook = os.environ.get("TWM_TEST_WRITE_DELAY")
-    if not hook:
-        return
-    seconds, _, name_part = hook.partition("@")
-    if name_part in path.name:
-        f.flush()  # the partial file is visible on disk while we sleep
-        time.sleep(float(seconds))
-
-
-def _temp_name(path: Path) -> Path:
-    # Hidden and with a suffix after ".pt"/".npy": never mistaken for a checkpoint or a chunk.
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], *, checksum: bool = False) -> None:
-    """Call ``write(f)`` on a temporary file next to ``path``, fsync, then ``os.replace`` it onto ``path``.
-
-    With ``checksum`` the SHA-256 trailer is appended (see the module docstring). An ``OSError``
-    (ENOSPC, EIO, ...), or the ``RuntimeError`` torch's zip writer raises for them, becomes
-    ``CheckpointWriteError``; the temporary file is removed in every case
-    but SIGKILL, and ``path`` is untouched unless the whole write succeeded.
-    """
-    path = Path(path)
-    tmp = _temp_name(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tmp.open("w+b") as f:
-            write(f)
-            _test_write_delay(path, f)
-            if checksum:
-                length = f.tell()
-                f.flush()
-                f.seek(0)
-                digest = hashlib.sha256()
-                # Hash what is in the file (read back from the page cache), not what we meant to write.
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(block)
-                f.seek(length)
-                f.write(_TRAILER.pack(CHECKSUM_MAGIC, length, digest.digest()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except CheckpointWriteError:
-        raise
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise CheckpointWriteError(f"cannot write {path}: {reason}", exc.errno) from None
-    except RuntimeError as exc:  # torch's zip writer reports ENOSPC and EIO this way, without an errno
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        errno_ = None
-        if _nearly_full(path.parent):
-            reason, errno_ = f"{os.strerror(errno.ENOSPC)} (torch: {reason})", errno.ENOSPC
-        raise CheckpointWriteError(f"cannot write {path}: {reason}", errno_) from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)  # persist the rename itself (the directory entry)
-
-
-def _nearly_full(folder: Path) -> bool:
-    """Whether the filesystem of ``folder`` has less than 1 MiB free (so a failed write was ENOSPC)."""
-    try:
-        return shutil.disk_usage(folder).free < 1 << 20
-    except OSError:
-        return False
+def _append_checksum(f: IO[bytes]) -> None:
+    """Append the trailer (module docstring) to the payload written so far."""
+    length = f.tell()
+    f.flush()
+    f.seek(0)
+    digest = hashlib.sha256()
+    # Hash what is in the file (read back from the page cache), not what we meant to write.
+    for block in iter(lambda: f.read(1 << 22), b""):
+        digest.update(block)
+    f.seek(length)
+    f.write(_TRAILER.pack(CHECKSUM_MAGIC, length, digest.digest()))
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """``torch.save`` through ``atomic_write``, with the checksum trailer."""
-    atomic_write(path, lambda f: _write_payload(obj, f), checksum=True)
+    atomic_write(path, lambda f: _write_payload(obj, f), finish=_append_checksum)
 
 
-def save_checkpoint(path: str | Path, agent: Agent, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``agent`` (weights, optimiser states, config) plus ``extra`` to ``path`` atomically."""
+def save_checkpoint(
+    path: str | Path, agent: Agent, extra: Mapping[str, Any] | None = None, *, optimizers: Optimizers | None = None
+) -> Path:
+    """Write ``agent`` (weights, optimiser states, config) plus ``extra`` to ``path`` atomically.
+
+    ``optimizers`` are the agent's (``Learner.optimizers``); without them, those of an agent that
+    never updated: fresh ones.
+    """
+    from twm.update import Optimizers
+
     path = Path(path)
+    if optimizers is None:
+        optimizers = Optimizers(agent)
     state: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "twm_version": __version__,
         "config": agent.cfg.to_dict(),
         "num_actions": int(agent.num_actions),
         "model": agent.state_dict(),
-        "optimizers": agent.optimizer_state_dict(),
+        "optimizers": optimizers.state_dict(),
     }
     if extra:
         clash = set(extra) & set(state)
@@ -289,10 +207,8 @@ def agent_from_checkpoint(
     state: Mapping[str, Any],
     device: str | torch.device = "cpu",
     cfg: Config | None = None,
-    *,
-    optimizers: bool = True,
 ) -> Agent:
-    """An ``Agent`` with the checkpoint's weights (and optimiser states if ``optimizers``) on ``device``.
+    """An ``Agent`` with the checkpoint's weights on ``device`` (``load_agent_state`` loads optimisers).
 
     ``cfg`` defaults to the config stored in the checkpoint; pass the run folder's ``config.yaml``
     instead where that is the source of truth (they are the same for runs written by the trainer).
@@ -303,23 +219,24 @@ def agent_from_checkpoint(
     if cfg is None:
         cfg = Config.from_dict(state["config"])
     agent = Agent(cfg, int(state["num_actions"]))
-    load_agent_state(agent, state, device, optimizers=optimizers)
+    load_agent_state(agent, state, device)
     return agent
 
 
 def load_agent_state(
-    agent: Agent, state: Mapping[str, Any], device: str | torch.device, *, optimizers: bool = True
+    agent: Agent, state: Mapping[str, Any], device: str | torch.device, *, optimizers: Optimizers | None = None
 ) -> None:
-    """Load a checkpoint's weights (and optimiser states) into an existing agent, moved to ``device``."""
+    """Load a checkpoint's weights into an existing agent, moved to ``device``, and its optimiser
+    states into the agent's ``optimizers`` if given."""
     try:
         agent.load_state_dict(state["model"])
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise CheckpointError(f"checkpoint weights do not fit the config: {first}") from None
     agent.to(device)
-    if optimizers:
+    if optimizers is not None:
         # Loaded after .to(device) so that the moment tensors land on the parameters' device.
-        agent.load_optimizer_state_dict(state["optimizers"])
+        optimizers.load_state_dict(state["optimizers"])
 
 
 # --------------------------------------------------------------------------------------- numpy codec
@@ -390,8 +307,18 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self, agent: Agent, replay: ReplayBuffer, interactions: int, extra: Mapping[str, Any]) -> Path:
-        """Write a resume checkpoint (new frame chunks first, then the file, then ``latest``, then prune)."""
+    def save(
+        self,
+        agent: Agent,
+        replay: ReplayBuffer,
+        interactions: int,
+        extra: Mapping[str, Any],
+        *,
+        optimizers: Optimizers | None = None,
+    ) -> Path:
+        """Write a resume checkpoint (new frame chunks first, then the file, then ``latest``, then prune).
+
+        ``optimizers``: as for ``save_checkpoint``."""
         self._write_new_chunks(replay)
         chunked = len(self.chunks) * self.chunk
         replay_state = replay.checkpoint_state(frames_from=chunked)
@@ -405,7 +332,7 @@ class CheckpointManager:
             "checkpoint_index": index,
             "replay": to_storable(replay_state),
         }
-        save_checkpoint(path, agent, payload)
+        save_checkpoint(path, agent, payload, optimizers=optimizers)
         self.index, self.last_path, self.last_interactions = index, path, interactions
         atomic_write(self.dir / LATEST_POINTER, lambda f: f.write(f"{path.name}\n".encode()))
         self._prune()

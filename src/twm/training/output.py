@@ -13,7 +13,7 @@ import numpy as np
 from twm import __version__
 from twm.config import Config
 from twm.envs.crafter import crafter_score
-from twm.training.checkpoint import atomic_write
+from twm.files import atomic_write
 from twm.training.evaluation import EvalResult
 from twm.training.state import TrainingState
 

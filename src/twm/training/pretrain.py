@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from twm.config import Config
-from twm.models.world_model import TorchSequenceBatch
+from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 
 if TYPE_CHECKING:
-    from twm.agent import Agent
+    from twm.update import Learner
 
 PretrainStep = Callable[[], dict[str, Tensor]]
 
@@ -35,7 +35,7 @@ def pretrain_steps(cfg: Config) -> dict[str, int]:
 
 
 def pretrain_phases(
-    cfg: Config, agent: Agent, replay: ReplayBuffer, device: torch.device, generator: torch.Generator
+    cfg: Config, learner: Learner, replay: ReplayBuffer, device: torch.device, generator: torch.Generator
 ) -> list[tuple[str, int, PretrainStep]]:
     """(name, steps, one step) of each phase, in order."""
     r, ac = cfg.replay, cfg.actor_critic
@@ -45,15 +45,15 @@ def pretrain_phases(
 
     def obs_step() -> dict[str, Tensor]:
         frames = torch.from_numpy(replay.sample_obs(r.obs_batch_size)).to(device)
-        return agent.pretrain_obs_step(frames, generator)
+        return learner.pretrain_obs_step(frames, generator)
 
     def dyn_step() -> dict[str, Tensor]:
         batch = replay.sample_sequences_uniform(r.batch_size, r.sequence_length)
-        return agent.pretrain_dyn_step(TorchSequenceBatch.from_numpy(batch, device), generator)
+        return learner.pretrain_dyn_step(TorchSequenceBatch.from_numpy(batch, device), generator)
 
     def ac_step() -> dict[str, Tensor]:
         batch = replay.sample_sequences_uniform(ac_batch, ac.horizon)
-        return agent.pretrain_ac_step(TorchSequenceBatch.from_numpy(batch, device), generator)
+        return learner.pretrain_ac_step(TorchSequenceBatch.from_numpy(batch, device), generator)
 
     steps = pretrain_steps(cfg)
     return [("obs", steps["obs"], obs_step), ("dyn", steps["dyn"], dyn_step), ("ac", steps["ac"], ac_step)]

@@ -25,7 +25,7 @@ from twm.acting import ActingMemory
 from twm.envs.crafter import AchievementTally
 from twm.seeding import Stream, derive_seed, numpy_generator, torch_generator
 from twm.training.checkpoint import from_storable, to_storable
-from twm.training.lifecycle import Phase
+from twm.training.phases import Phase
 
 
 class MeanAccumulator:

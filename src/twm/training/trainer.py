@@ -13,8 +13,8 @@ Schedule (all steps count agent interactions, the prefill included)
        paper) without rounding drift; evaluations every ``eval_interval`` interactions;
     5. the final checkpoint, then ``final_eval_episodes`` evaluation episodes at ``total_steps``.
 
-Safe points, checkpoints, signals and resume: ``twm.training.lifecycle``; what a checkpoint holds:
-``twm.training.state``.
+Checkpoints and resume: ``twm.training.resume``; signals and stops: ``twm.training.stops``; failures:
+``twm.training.finite``; what a checkpoint holds: ``twm.training.state``.
 """
 
 from __future__ import annotations
@@ -32,18 +32,22 @@ import torch
 from twm.config import Config
 from twm.device import resolve_device
 from twm.envs import Env, make_env, newest_frame
-from twm.models.world_model import TorchSequenceBatch
+from twm.files import CheckpointWriteError, fsync_path
+from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
 from twm.run_dir import RunDir, RunLock, create_run_dir
 from twm.seeding import Stream, derive_seed, final_eval_seed
-from twm.training import lifecycle, output
-from twm.training.checkpoint import CheckpointManager, CheckpointWriteError, fsync_path, load_agent_state
+from twm.training import output
+from twm.training.checkpoint import CheckpointManager, load_agent_state
 from twm.training.checkpoint import save_checkpoint as save_agent
 from twm.training.evaluation import DEFAULT_EVAL_ENVS, EvalEvent, EvalResult, evaluate_agent
-from twm.training.lifecycle import Phase, StopControl, TrainingStopped
+from twm.training.finite import FiniteCheck
 from twm.training.logger import MetricsLogger
+from twm.training.phases import PHASE_WORDS, Phase
 from twm.training.pretrain import pretrain_phases
+from twm.training.resume import load_resume_point, resumable_config, truncate_metrics, warn
 from twm.training.state import TrainingState, seed_globals
+from twm.training.stops import StopControl, TrainingStopped
 
 # Fields of metrics.jsonl that measure wall-clock time; everything else is a function of the seed.
 TIME_KEYS = frozenset({"time", "charts/updates_per_second", "charts/steps_per_second", "eval/seconds"})
@@ -72,7 +76,7 @@ class Trainer:
     def __init__(
         self, cfg: Config, run_dir: str | Path, device: str | None = None, progress: bool = True, *,
         preset: str | None = None, eval_envs: int = DEFAULT_EVAL_ENVS, on_eval: EvalHook | None = None,
-        warn: Callable[[str], None] = lifecycle.warn, on_log: LogHook | None = None, _resuming: bool = False,
+        warn: Callable[[str], None] = warn, on_log: LogHook | None = None, _resuming: bool = False,
     ) -> None:  # fmt: skip
         self.cfg, self.preset, self.eval_envs, self.on_eval, self.warn = cfg, preset, eval_envs, on_eval, warn
         self.on_log = on_log
@@ -92,7 +96,7 @@ class Trainer:
             self._checkpoints = CheckpointManager(self.run_dir)
             return
         try:
-            self._checkpoints, checkpoint, replay, path = lifecycle.load_resume_point(folder, cfg, warn)
+            self._checkpoints, checkpoint, replay, path = load_resume_point(folder, cfg, warn)
             self._resume_from = (checkpoint, replay, path)
         except BaseException:
             self.release_lock()
@@ -104,7 +108,7 @@ class Trainer:
 
         The config is the folder's ``config.yaml``; ``device`` may differ from the original run's.
         """
-        cfg = lifecycle.resumable_config(RunDir(run_dir))
+        cfg = resumable_config(RunDir(run_dir))
         return cls(cfg, run_dir, device, progress, _resuming=True, **options)
 
     # Counters, readable from outside (the CLI reports them on Ctrl-C).
@@ -137,11 +141,11 @@ class Trainer:
         if self._resume_from is not None:
             checkpoint, self.replay, path = self._resume_from
             self._resume_from = None
-            load_agent_state(self.agent, checkpoint, self.device)
+            load_agent_state(self.agent, checkpoint, self.device, optimizers=self.learner.optimizers)
             resume = self.state.load_state_dict(checkpoint, self.warn)
             self.preset = resume["preset"]
             self.env.set_state(resume["env"])
-            lifecycle.truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
+            truncate_metrics(RunDir(self.run_dir).metrics, int(resume["metrics_bytes"]), self.warn)
             self._saved_progress = self._progress  # this position is saved: a stop right away needs no new one
             purge_step = self.interactions + 1
             where = f"{self.phase.value.replace('_', ' ')}, {self.interactions}/{self.cfg.train.total_steps}"
@@ -175,7 +179,8 @@ class Trainer:
         if s.phase == Phase.TRAIN:
             self._train()
             try:
-                save_agent(RunDir(self.run_dir).final_checkpoint, self.agent, s.counters(self.device))
+                final = RunDir(self.run_dir).final_checkpoint
+                save_agent(final, self.agent, s.counters(self.device), optimizers=self.learner.optimizers)
             except CheckpointWriteError as exc:
                 raise exc.keeping(self._checkpoints.last_path) from None
             s.phase = Phase.FINAL_EVAL
@@ -198,12 +203,14 @@ class Trainer:
         seed_globals(seed)
         self.env: Env = make_env(cfg.env, "train", derive_seed(seed, Stream.TRAIN_ENV))
         from twm.agent import Agent  # imported here: the agent pulls in every model module
+        from twm.update import Learner
 
         self.agent = Agent(cfg, self.env.num_actions).to(self.device)
+        self.learner = Learner(self.agent)  # the optimisers and the update
         # Acting with a policy that reads h carries the transformer's memory from step to step.
         self.state.acting = self.agent.acting_memory(1)
         self.replay = ReplayBuffer.from_config(cfg, derive_seed(seed, Stream.REPLAY))
-        self._finite = lifecycle.FiniteCheck(self._checkpoints)
+        self._finite = FiniteCheck(self._checkpoints)
 
     def _elapsed(self) -> float:
         return self.state.elapsed_before + time.time() - self._session_start
@@ -220,7 +227,7 @@ class Trainer:
 
     def _pretrain(self) -> None:
         s = self.state
-        phases = pretrain_phases(self.cfg, self.agent, self.replay, self.device, s.update_generator)
+        phases = pretrain_phases(self.cfg, self.learner, self.replay, self.device, s.update_generator)
         # The position (phase, iteration) lives in the state, so a resume continues mid-phase.
         while s.pretrain_phase < len(phases):
             name, n, step_fn = phases[s.pretrain_phase]
@@ -318,7 +325,7 @@ class Trainer:
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
         # A captured update draws from torch's global generator (saved in checkpoints too).
         generator = None if self.cfg.train.capture else s.update_generator
-        metrics = self.agent.update(batch, sample_start_obs, generator, on_part=s.times.add)
+        metrics = self.learner.update(batch, sample_start_obs, generator, on_part=s.times.add)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)
@@ -331,7 +338,7 @@ class Trainer:
         if (periodic or self._stop.requested) and self._saved_progress != self._progress:
             self._write_checkpoint()
         if self._stop.requested:
-            raise self._stopped(lifecycle.PHASE_WORDS[self.phase])
+            raise self._stopped(PHASE_WORDS[self.phase])
 
     def _stopped(self, where: str) -> TrainingStopped:
         assert self._stop.signal is not None
@@ -349,7 +356,7 @@ class Trainer:
         resume = self.state.state_dict(self.env.get_state(), self._elapsed(), self.logger.path, self.preset)
         extra = {**self.state.counters(self.device), "resume": resume}
         try:
-            self._checkpoints.save(self.agent, self.replay, self.interactions, extra)
+            self._checkpoints.save(self.agent, self.replay, self.interactions, extra, optimizers=self.learner.optimizers)
         except CheckpointWriteError as exc:
             raise exc.keeping(self._checkpoints.last_path) from None
         self._saved_progress = self._progress

@@ -9,7 +9,7 @@ pygame (the play window) and imageio-ffmpeg (MP4) are optional: ``pip install 't
 """
 
 from twm.viz.attention import AttentionView, attention_heatmap, attention_image, attention_view
-from twm.viz.commands import load_run, run_dream, run_play
+from twm.viz.commands import run_dream, run_play
 from twm.viz.dream import (
     Dream,
     DreamSession,
@@ -20,6 +20,7 @@ from twm.viz.dream import (
     dream,
 )
 from twm.viz.eval_images import write_eval_images
+from twm.viz.loading import load_run
 from twm.viz.play import action_from_keys, parse_actions, record_play
 from twm.viz.render import VizError, write_animation
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,10 +29,8 @@ import torch
 from twm.agent import Agent
 from twm.config import Config
 from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext, action_meanings_of, context_from_env
+from twm.viz.loading import LoadedRun, load_run
 from twm.viz.render import VizError, check_animation_path, panel, write_animation
-
-if TYPE_CHECKING:
-    from twm.viz.commands import LoadedRun
 
 PLAY_CAPTION_LINES = 3
 # Components of the Atari action names, e.g. "UPRIGHTFIRE" = {UP, RIGHT, FIRE}.
@@ -283,9 +281,6 @@ def run_play_policy(
     The same start and seeding as ``run_play`` (the real start of seed ``seed``, one generator seeded
     with ``seed`` for the warm-up, the actor and the world model), so the same seed writes the same file.
     """
-    # Imported here: twm.viz.commands imports this module.
-    from twm.viz.commands import load_run
-
     record = check_animation_path(record)
     for name, value in (("--fps", fps), ("--warmup", warmup), ("--scale", scale or 1), ("--steps", steps)):
         if value <= 0:

@@ -1,6 +1,6 @@
 """One evaluation episode as a video (``twm eval RUN --video FILE.mp4``, ``twm.load(...).evaluate(video=)``).
 
-The episode is an eval-mode game (SPEC.md section 1) played by the agent with sampled actions from
+The episode is an eval-mode game (docs/method.md, "The Atari 100k protocol") played by the agent with sampled actions from
 its own generator seeded with ``seed``; each frame is what the agent saw (the newest frame of its
 observation), enlarged ``scale`` times, with the step and the raw score so far as a caption.
 """

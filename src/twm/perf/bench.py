@@ -1,17 +1,17 @@
 """``twm bench``: where the time of one update goes, how many FLOPs it does, and how close to the
 machine's matrix-multiply peak it runs.
 
-One update (``Agent.update``) is timed in its three parts on synthetic data (random frames, actions,
+One update (``Learner.update``) is timed in its three parts on synthetic data (random frames, actions,
 rewards and a few episode ends; the networks' arithmetic does not depend on the values):
 
-- ``world_model``:  ``WorldModel.update`` (observation model + dynamics model, forward, backward, Adam);
-- ``imagination``:  ``Agent.imagine`` (start pairs, ``horizon`` steps of actor + Transformer-XL with
-  its memory, fresh starts after imagined episode ends);
-- ``actor_critic``: ``Agent.actor_critic_step`` (λ-returns, critic and actor steps).
+- ``world_model``:  observation model + dynamics model, forward, backward, Adam;
+- ``imagination``:  start pairs, ``horizon`` steps of actor + Transformer-XL with its memory, fresh
+  starts after imagined episode ends;
+- ``actor_critic``: λ-returns, critic and actor losses, backward and steps.
 
 Each part is the median over ``updates`` timed updates after ``warmup`` untimed ones (on CUDA the
 device is synchronised around each part); ``total`` is the median of the per-update sums. FLOPs are
-counted analytically (``twm.flops``), the peak is measured here with a short large-matmul loop in
+counted analytically (``twm.perf.flops``), the peak is measured here with a short large-matmul loop in
 float32 and bfloat16, and the environment's speed with a short run of the real game.
 """
 
@@ -33,11 +33,12 @@ import torch.nn.functional as F
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
 from twm.config import Config
-from twm.flops import update_flops
-from twm.models.world_model import TorchSequenceBatch
-from twm.op_count import CountOps, OpCounts
+from twm.models.batch import TorchSequenceBatch
+from twm.perf.flops import update_flops
+from twm.perf.op_count import CountOps, OpCounts
 from twm.replay import SequenceBatch
 from twm.seeding import torch_generator
+from twm.update import Learner
 
 PARTS = ("world_model", "imagination", "actor_critic")
 
@@ -100,29 +101,28 @@ class UpdateTimes:
 
 
 def time_update(
-    agent: Agent,
+    learner: Learner,
     batch: TorchSequenceBatch,
     sample_obs: Callable[[int], torch.Tensor],
     generator: torch.Generator | None,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """One update, part by part: (seconds of each part, number of imagined episode ends)."""
-    device = agent.device
+    device = learner.agent.device
+    ends: list[float] = []  # when each part ended, the device synchronised
+
+    def part_ended(part: str, _: float) -> None:
+        _sync(device)
+        ends.append(time.perf_counter())
+
     _sync(device)
-    t0 = time.perf_counter()
-    wm_out = agent.world_model_step(batch, generator)
-    _sync(device)
-    t1 = time.perf_counter()
-    rollout = agent.imagine(wm_out, sample_obs, generator)
-    _sync(device)
-    t2 = time.perf_counter()
-    agent.actor_critic_step(rollout)
-    _sync(device)
-    t3 = time.perf_counter()
-    return dict(zip(PARTS, (t1 - t0, t2 - t1, t3 - t2), strict=True)), rollout.dones.sum()
+    start = time.perf_counter()
+    metrics = learner.update(batch, sample_obs, generator, on_part=part_ended)
+    seconds = [end - before for before, end in zip([start, *ends], ends, strict=False)]
+    return dict(zip(PARTS, seconds, strict=True)), metrics["ac/imagined_dones"]
 
 
 def interleaved_medians(
-    runs: dict[str, tuple[Agent, TorchSequenceBatch, Callable[[int], torch.Tensor], torch.Generator | None]],
+    runs: dict[str, tuple[Learner, TorchSequenceBatch, Callable[[int], torch.Tensor], torch.Generator | None]],
     updates: int,
 ) -> dict[str, dict[str, float]]:
     """Median seconds per part and in total of several agents' updates, taken in turns (one update of
@@ -137,16 +137,16 @@ def interleaved_medians(
     return {name: {p: statistics.median(v) for p, v in parts.items()} for name, parts in times.items()}
 
 
-def update_generator(agent: Agent, seed: int) -> torch.Generator | None:
+def update_generator(learner: Learner, seed: int) -> torch.Generator | None:
     """The update's generator: a seeded one, or None for a captured update (global generator)."""
-    if agent.captured is not None:
+    if learner.captured is not None:
         torch.manual_seed(seed)
         return None
-    return torch_generator(seed, agent.device)
+    return torch_generator(seed, learner.agent.device)
 
 
 def time_updates(
-    agent: Agent,
+    learner: Learner,
     batch: TorchSequenceBatch,
     sample_obs: Callable[[int], torch.Tensor],
     updates: int,
@@ -154,11 +154,11 @@ def time_updates(
     seed: int = 0,
 ) -> UpdateTimes:
     """Run ``warmup`` + ``updates`` updates part by part; time the last ``updates``."""
-    gen = update_generator(agent, seed)
+    gen = update_generator(learner, seed)
     parts: dict[str, list[float]] = {k: [] for k in PARTS}
     dones = []
     for i in range(warmup + updates):
-        seconds, ends = time_update(agent, batch, sample_obs, gen)
+        seconds, ends = time_update(learner, batch, sample_obs, gen)
         if i >= warmup:
             for key in PARTS:
                 parts[key].append(seconds[key])
@@ -167,22 +167,19 @@ def time_updates(
 
 
 def count_update(
-    agent: Agent,
+    learner: Learner,
     batch: TorchSequenceBatch,
     sample_obs: Callable[[int], torch.Tensor],
     generator: torch.Generator | None,
 ) -> dict[str, OpCounts]:
-    """What one update dispatches, part by part (``twm.op_count``), plus the total."""
+    """What one update dispatches, part by part (``twm.perf.op_count``), plus the total."""
     counts: dict[str, OpCounts] = {}
     with CountOps() as counter:
-        wm_out = agent.world_model_step(batch, generator)
-    counts["world_model"] = counter.counts
-    with CountOps() as counter:
-        rollout = agent.imagine(wm_out, sample_obs, generator)
-    counts["imagination"] = counter.counts
-    with CountOps() as counter:
-        agent.actor_critic_step(rollout)
-    counts["actor_critic"] = counter.counts
+
+        def part_ended(part: str, _: float) -> None:  # the next part counts afresh
+            counts[part], counter.counts = counter.counts, OpCounts()
+
+        learner.update(batch, sample_obs, generator, on_part=part_ended)
     counts["total"] = counts["world_model"] + counts["imagination"] + counts["actor_critic"]
     return counts
 
@@ -338,7 +335,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Everything ``twm bench`` prints, as one JSON-serialisable dict."""
     if num_actions is None:
-        from twm.info import num_actions_of
+        from twm.perf.info import num_actions_of
 
         num_actions = num_actions_of(cfg)
     if cfg.train.capture:
@@ -347,21 +344,21 @@ def run_bench(
         keep_freed_memory()
     with peak_memory(device) as memory:
         torch.manual_seed(seed)
-        agent = Agent(cfg, num_actions).to(device)
+        learner = Learner(Agent(cfg, num_actions).to(device))
         batch = synthetic_batch(cfg, num_actions, device, seed)
         sample_obs = synthetic_obs_sampler(cfg, device)
-        times = time_updates(agent, batch, sample_obs, updates, warmup, seed)
+        times = time_updates(learner, batch, sample_obs, updates, warmup, seed)
         # One more update under the dispatch counter (after the timed ones: counting slows it down).
         # Compiled code cannot run under a dispatch mode: a captured update counts its regions.
         dispatch: dict[str, Any] | None = None
         regions: int | None = None
-        if agent.captured is None:
-            op_counts = count_update(agent, batch, sample_obs, update_generator(agent, seed + 1))
+        if learner.captured is None:
+            op_counts = count_update(learner, batch, sample_obs, update_generator(learner, seed + 1))
             dispatch = {k: c.summary(top=8 if k == "total" else 0) for k, c in op_counts.items()}
         else:
-            before = agent.captured.region_calls
-            agent.update(batch, sample_obs, update_generator(agent, seed + 1))
-            regions = agent.captured.region_calls - before
+            before = learner.captured.region_calls
+            learner.update(batch, sample_obs, update_generator(learner, seed + 1))
+            regions = learner.captured.region_calls - before
     medians = times.medians()
     fresh = round(statistics.mean(times.fresh_starts))
     flops = update_flops(cfg, num_actions, fresh_starts=fresh)
@@ -405,7 +402,7 @@ def run_bench(
     if peaks:
         result["matmul_peak_flops_per_second"] = peaks
         result["fraction_of_peak"] = achieved / peaks[cfg.train.precision]
-    result["acting_seconds_per_step"] = acting_seconds_per_step(agent, cfg, seed=seed)
+    result["acting_seconds_per_step"] = acting_seconds_per_step(learner.agent, cfg, seed=seed)
     if env_steps > 0:
         result["env_steps_per_second"] = env_steps_per_second(cfg, env_steps, seed)
     return result

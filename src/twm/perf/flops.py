@@ -152,7 +152,8 @@ def embeddings(t: Tally, cfg: Config, rows: float, *, train: bool) -> None:
 
 
 def world_model_flops(cfg: Config) -> Tally:
-    """One ``WorldModel.update`` on a B x T batch (context step and next observation included)."""
+    """The world-model part of one update (``Learner.update``) on a B x T batch (context step and next
+    observation included)."""
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
     n = 3 if cfg.dynamics.input_rewards else 2
     t = Tally()

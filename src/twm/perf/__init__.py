@@ -1,0 +1,1 @@
+"""Instruments: what an update costs (``bench``, ``op_count``, ``flops``) and what the networks hold (``info``)."""
