@@ -48,20 +48,29 @@ GAMES = ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
 _PAPER_ACTOR = ["actor_critic.return_norm=none", "actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]
 
 # name -> (preset, overrides). "dqn" is handled apart.
+# The first `plus` (2026-12-06, first session): with 1% uniform mixing in the latents and
+# torch.multinomial drawing them. Its runs are kept under these names.
+_PLUS_V1 = ["obs_model.unimix=0.01", "obs_model.sampler=multinomial"]
+
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus": ("plus", []),
     "plus-no-twohot-reward": ("plus", ["dynamics.reward_head=gaussian"]),
     "plus-no-twohot-critic": ("plus", ["actor_critic.critic=gaussian"]),
     "plus-no-slow-critic": ("plus", ["actor_critic.slow_critic_rate=0"]),
     "plus-no-return-norm": ("plus", _PAPER_ACTOR),
-    "plus-no-unimix": ("plus", ["obs_model.unimix=0", "actor_critic.unimix=0"]),
-    "plus-no-latent-unimix": ("plus", ["obs_model.unimix=0"]),
+    "plus-no-unimix": ("plus", ["actor_critic.unimix=0"]),
     "plus-paper-critic-lr": ("plus", ["actor_critic.critic_lr=1e-5"]),
-    # Not ablations: candidate changes to plus. The paper's entropy hinge (acts below 10% of the
-    # maximal entropy) in place of the bonus; and twice the updates per interaction, over half the
-    # interactions (same minutes; compare its curve with plus's first 50k).
+    "plus-latent-unimix": ("plus", ["obs_model.unimix=0.01"]),
+    # Candidate changes: the paper's entropy hinge in place of the bonus; twice the updates per
+    # interaction over half the interactions (same minutes; compare with plus's first 50k).
     "plus-hinge-entropy": ("plus", ["actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]),
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
+    # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is today's plus but
+    # for the latent sampler (another draw of the same distribution).
+    "plus-v1": ("plus", _PLUS_V1),
+    "plus-v1-no-return-norm": ("plus", [*_PLUS_V1, *_PAPER_ACTOR]),
+    "plus-v1-no-latent-unimix": ("plus", ["obs_model.sampler=multinomial"]),
+    "plus-v1-2x-ratio-50k": ("plus", [*_PLUS_V1, "train.total_steps=50000"]),
     "minatar": ("minatar", []),
     "cpu": ("cpu", []),
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from builders import PLUS_OVERRIDES
+from builders import SWITCH_OVERRIDES
 from twm.agent import Agent
 from twm.config import Config, ConfigError, load_config
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
@@ -88,7 +88,7 @@ def test_captured_update_matches_eager_across_episode_ends_and_fresh_starts() ->
     assert any(m["ac/fresh_reused"] > 0 for m in captured)
 
 
-PLUS_SWITCHES = tuple(PLUS_OVERRIDES)
+PLUS_SWITCHES = tuple(SWITCH_OVERRIDES)
 
 
 def test_captured_update_with_every_plus_switch_matches_eager() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from builders import NUM_ACTIONS, PLUS_SWITCHES, catch_replay, preset_smoke_update
+from builders import NUM_ACTIONS, PLUS_SWITCHES, SWITCHES, catch_replay, preset_smoke_update
 from twm.agent import Agent
 from twm.config import Config, load_config
 from twm.models.batch import TorchSequenceBatch
@@ -33,7 +33,7 @@ def test_the_papers_presets_are_unchanged(preset: str) -> None:
     before = {f"{s}.{k}": v for s, section in BEFORE[preset]["config"].items() for k, v in section.items()}
     assert {k: now[k] for k in before} == before
     new_keys = set(now) - set(before)
-    assert set(PLUS_SWITCHES) <= new_keys
+    assert set(SWITCHES) <= new_keys
     defaults = flat(Config())
     assert {k: now[k] for k in new_keys} == {k: defaults[k] for k in new_keys}  # all off
     # One update at smoke size with the preset's switches and rates: the same numbers, bit for bit.
@@ -46,9 +46,9 @@ def test_plus_is_minatar_with_the_switches_and_a_faster_critic() -> None:
     assert changed == {**PLUS_SWITCHES, "actor_critic.entropy_coef": 3e-4, "actor_critic.critic_lr": 1e-4}
 
 
-def test_every_plus_switch_changes_the_update() -> None:
+def test_every_switch_changes_the_update() -> None:
     reference = preset_smoke_update("minatar")
-    for key, value in PLUS_SWITCHES.items():
+    for key, value in SWITCHES.items():
         assert preset_smoke_update("minatar", f"{key}={value}") != reference, key
 
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from builders import PLUS_OVERRIDES
+from builders import SWITCH_OVERRIDES
 from twm import cli
 from twm.training import checkpoint as ckpt
 from twm.training.checkpoint import CheckpointManager, atomic_torch_save, load_checkpoint
@@ -299,7 +299,7 @@ def test_pixel_game_runs_resume_exactly(
 
 # Every switch beyond the paper at once (the `plus` preset's values): the slow critic's weights and
 # the return normaliser's EMAs must come back from a checkpoint for the run to continue exactly.
-PLUS_SWITCHES = [*PLUS_OVERRIDES, "actor_critic.entropy_coef=3e-4"]
+PLUS_SWITCHES = [*SWITCH_OVERRIDES, "actor_critic.entropy_coef=3e-4"]
 
 
 @pytest.mark.parametrize(
