@@ -18,6 +18,7 @@ PACKAGE = Path(twm.__file__).parent
 
 LAYERS: dict[str, int] = {
     "twm": 0,  # __init__: the version
+    "twm.version": 0,
     "twm.games": 0,
     "twm.presets": 0,
     "twm.seeding": 0,
@@ -167,7 +168,7 @@ def test_import_twm_stays_light() -> None:
 
     code = "import sys, twm; print(sorted(m for m in sys.modules if m.startswith(('twm', 'torch'))))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['twm']"
+    assert out.stdout.strip() == "['twm', 'twm.version']"  # no torch, no submodule beyond the version
     assert callable(twm.train) and callable(twm.load)  # forwarded to twm.api on first use
 
 

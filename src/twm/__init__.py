@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from twm.version import __version__
 __all__ = ["RunEvent", "RunResult", "TrainedAgent", "__version__", "load", "train"]
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from twm import __version__
+from twm.version import __version__
 from twm.config import PRESETS
 from twm.presets import PRESET_SUMMARIES
 

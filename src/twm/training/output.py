@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from twm import __version__
+from twm.version import __version__
 from twm.config import Config
 from twm.envs.crafter import crafter_score
 from twm.files import atomic_write
