@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twm.version import __version__
+
 __all__ = ["RunEvent", "RunResult", "TrainedAgent", "__version__", "load", "train"]
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from twm.version import __version__
 from twm.config import PRESETS
 from twm.presets import PRESET_SUMMARIES
+from twm.version import __version__
 
 # --------------------------------------------------------------------------------------- shared arguments
 

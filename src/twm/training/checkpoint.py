@@ -52,10 +52,10 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from twm.version import __version__
 from twm.files import atomic_write
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
 from twm.run_dir import CHECKPOINT_DIR, LATEST_POINTER, RESUME_CHECKPOINT
+from twm.version import __version__
 
 if TYPE_CHECKING:
     from twm.agent import Agent

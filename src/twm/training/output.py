@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from twm.version import __version__
 from twm.config import Config
 from twm.envs.crafter import crafter_score
 from twm.files import atomic_write
 from twm.training.evaluation import EvalResult
 from twm.training.state import TrainingState
+from twm.version import __version__
 
 
 def train_line(state: TrainingState, buffer_size: int) -> dict[str, Any]:
