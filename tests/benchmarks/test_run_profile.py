@@ -10,7 +10,7 @@ from pathlib import Path
 from twm.config import load_config
 from twm.training.trainer import Trainer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_profile.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_profile.py"
 spec = importlib.util.spec_from_file_location("run_profile", SCRIPT)
 assert spec is not None and spec.loader is not None
 run_profile = importlib.util.module_from_spec(spec)

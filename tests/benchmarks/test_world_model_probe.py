@@ -15,7 +15,7 @@ import pytest
 from twm.config import load_config
 from twm.training.trainer import Trainer
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "world_model_probe.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "world_model_probe.py"
 spec = importlib.util.spec_from_file_location("world_model_probe", SCRIPT)
 assert spec is not None and spec.loader is not None
 probe_mod = importlib.util.module_from_spec(spec)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation_grid.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_grid.py"
 spec = importlib.util.spec_from_file_location("ablation_grid", SCRIPT)
 assert spec is not None and spec.loader is not None
 grid = importlib.util.module_from_spec(spec)
