@@ -1,7 +1,8 @@
 """Games in resume checkpoints (twm.envs.saved_state): bytes rebuilt with an allowlist.
 
 What a checkpoint from elsewhere could ask the unpickler to call is refused before anything runs;
-the games themselves round-trip (tests/test_env_families.py steps MinAtar, Crafter and gym envs on
+the games themselves round-trip (tests/envs/test_minatar.py, test_crafter.py and
+test_gym_pixel_games.py step MinAtar, Crafter and gym envs on
 after a ``weights_only`` checkpoint load).
 """
 

@@ -18,7 +18,7 @@ def linears(module: nn.Module) -> list[nn.Linear]:
 
 def test_paper_config_layout_and_orthogonal_init() -> None:
     # One test, so the paper-size networks (QR decompositions) are built only once. Their parameter
-    # counts are asserted with all the others in test_info.py.
+    # counts are asserted with all the others in tests/perf/test_info.py.
     torch.manual_seed(0)
     cfg = ActorCriticConfig()
     actor, critic = Actor(cfg, latent_dim=1024, num_actions=6), Critic(cfg, latent_dim=1024)

@@ -177,7 +177,7 @@ def test_z_loss_skips_steps_that_ended_the_episode() -> None:
 
 
 def test_memory_and_shared_biases_of_the_paper_config() -> None:
-    """The released model's memory (16 x 3 + 2 tokens) and shared u, v (its size: test_info.py)."""
+    """The released model's memory (16 x 3 + 2 tokens) and shared u, v (its size: tests/perf/test_info.py)."""
     model = DynamicsModel(DynamicsConfig(), 32 * 32, 32, 32, num_actions=6)
     assert model.memory_tokens == 50
     # u and v are shared by all layers: one (heads, head_dim) pair each.

@@ -1,4 +1,4 @@
-"""Speed switches against the plain float32 path on the same inputs (the KV cache: test_kv_cache.py).
+"""Speed switches against the plain float32 path on the same inputs (the KV cache: tests/models/test_kv_cache.py).
 
 - obs_model.fast_convs (same function): float64 outputs and gradients within 1e-10, float32 updates
   within 1e-5 and with the same sampled latents;

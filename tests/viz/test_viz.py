@@ -201,7 +201,7 @@ def test_dream_equals_imagination(agent: Agent) -> None:
 
     wm = agent.world_model
     # Dreams continue the plain Transformer-XL memory; the key/value cache that imagination uses by
-    # default gives the same rollouts up to rounding (tests/test_kv_cache.py), so compare bitwise
+    # default gives the same rollouts up to rounding (tests/models/test_kv_cache.py), so compare bitwise
     # against the plain path.
     rollout = imagine(
         wm.dynamics,
