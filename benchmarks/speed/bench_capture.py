@@ -1,6 +1,6 @@
 """Seconds per update, eager against captured (``train.capture``), measured in one run.
 
-    python benchmarks/bench_capture.py [--preset cpu] [--num-actions 6] [--updates 5] [--pool 64]
+    python benchmarks/speed/bench_capture.py [--preset cpu] [--num-actions 6] [--updates 5] [--pool 64]
                                        [--device cpu|cuda] [--backend inductor] [--json]
 
 Both variants share everything but the switch: ``train.optimizer_impl=foreach`` and

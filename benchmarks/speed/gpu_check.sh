@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A short, self-contained check of twm on a CUDA GPU: speed of the paper configuration and a real run.
 #
-#   benchmarks/gpu_check.sh [OUT.md] [--allow-cpu] [--steps N] [--updates N] [--timeout S] [--keep-run]
+#   benchmarks/speed/gpu_check.sh [OUT.md] [--allow-cpu] [--steps N] [--updates N] [--timeout S] [--keep-run]
 #
 # Checks, one table row each (written to OUT.md, default gpu_check.md, and to stdout):
 #   1. twm bench --preset atari100k (Pong) in float32          (train.precision=float32)
@@ -20,7 +20,7 @@
 # PYTHON=... chooses the interpreter (default: the repository's .venv, else python3).
 set -uo pipefail
 
-here=$(cd "$(dirname "$0")/.." && pwd)
+here=$(cd "$(dirname "$0")/../.." && pwd)
 out=gpu_check.md
 allow_cpu=0
 steps=2000

@@ -1,6 +1,6 @@
 """Resume checkpoints at the end of a 100k-step run: time and size, full rewrite vs incremental chunks.
 
-    python benchmarks/bench_checkpoint.py [--steps 100000] [--interval 10000] [--preset atari100k]
+    python benchmarks/speed/bench_checkpoint.py [--steps 100000] [--interval 10000] [--preset atari100k]
                                           [--dir DIR] [--repeats 3] [--json]
 
 The agent is the preset's (paper size by default: 21.6M parameters, ~260 MB with the Adam moments);

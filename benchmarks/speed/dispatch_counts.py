@@ -1,7 +1,7 @@
 """Operators dispatched by one update, per part, at a preset (default: the paper's), as JSON.
 
-    python benchmarks/dispatch_counts.py [--preset atari100k] [--game Pong] [--set KEY=VALUE ...]
-    PYTHONPATH=/path/to/older/checkout/src python benchmarks/dispatch_counts.py   # another version
+    python benchmarks/speed/dispatch_counts.py [--preset atari100k] [--game Pong] [--set KEY=VALUE ...]
+    PYTHONPATH=/path/to/older/checkout/src python benchmarks/speed/dispatch_counts.py   # another version
 
 Counts the second update on synthetic data (the first creates the optimisers' state) with the
 dispatch counter of ``twm bench`` (``twm/op_count.py``): operators, launching operators (not views
@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_counter() -> type:
-    path = HERE.parent / "src" / "twm" / "perf" / "op_count.py"
+    path = HERE.parents[1] / "src" / "twm" / "perf" / "op_count.py"
     spec = importlib.util.spec_from_file_location("twm_op_count_of_this_checkout", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

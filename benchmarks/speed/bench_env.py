@@ -1,6 +1,6 @@
 """Environment throughput: single AtariEnv (train mode) and vectorised evaluation, in agent steps/s.
 
-Usage: python benchmarks/bench_env.py [--game Pong] [--envs 8] [--repeats 3] [--json]
+Usage: python benchmarks/speed/bench_env.py [--game Pong] [--envs 8] [--repeats 3] [--json]
 
 Each figure is the median of ``--repeats`` runs. Policies are uniformly random (drawn from a seeded
 Generator), so the numbers measure the environment, not a network. Vectorised figures count every agent

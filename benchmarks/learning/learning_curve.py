@@ -1,7 +1,7 @@
 """Learning check: train with a preset under a wall-clock budget and print the evaluation curve.
 
-    python benchmarks/learning_curve.py --game catch --preset quick --minutes 30 --run-dir runs/bench-catch
-    python benchmarks/learning_curve.py --game Boxing --preset quick --minutes 60 --run-dir runs/bench-boxing
+    python benchmarks/learning/learning_curve.py --game catch --preset quick --minutes 30 --run-dir runs/bench-catch
+    python benchmarks/learning/learning_curve.py --game Boxing --preset quick --minutes 60 --run-dir runs/bench-boxing
 
 Runs ``twm train`` in a subprocess, stops it when the budget is spent (its metrics.jsonl keeps every
 evaluation done so far), and prints evaluation return against interactions and wall time. For the

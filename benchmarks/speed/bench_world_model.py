@@ -3,7 +3,7 @@
 Synthetic replay data (random frames and actions, a few episode ends), batch 100 x 16 as in docs/method.md.
 Reports the median of several updates after a warm-up, for each attention path, and their ratio.
 
-    python benchmarks/bench_world_model.py [--updates 3] [--batch-size 100] [--json]
+    python benchmarks/speed/bench_world_model.py [--updates 3] [--batch-size 100] [--json]
 """
 
 from __future__ import annotations

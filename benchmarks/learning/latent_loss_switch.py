@@ -1,11 +1,11 @@
 """The latent-loss switch on catch: the paper's dynamics loss against the released code's.
 
-    python benchmarks/latent_loss_switch.py --root runs/latent            # 4 runs, 2 at a time, then the table
-    python benchmarks/latent_loss_switch.py --root runs/latent --summarize  # table (and plot) of finished runs
+    python benchmarks/learning/latent_loss_switch.py --root runs/latent            # 4 runs, 2 at a time, then the table
+    python benchmarks/learning/latent_loss_switch.py --root runs/latent --summarize  # table (and plot) of finished runs
 
 Trains ``catch`` with the ``quick`` preset, seeds 0 and 1, with ``dynamics.latent_loss`` true (the
 paper, twm's default) and false (jrobine/twm's released code, whose dynamics loss never
-contains the next-latent cross-entropy: its issue 4), through benchmarks/learning_curve.py, one
+contains the next-latent cross-entropy: its issue 4), through benchmarks/learning/learning_curve.py, one
 torch thread per run. Prints the evaluation curves as a Markdown table and, with matplotlib, writes
 ``<root>/latent_loss.png``.
 """

@@ -1,6 +1,6 @@
 """Seconds per update of several configurations, measured in one run with their updates interleaved.
 
-    python benchmarks/bench_variants.py --preset plus --game minatar/space_invaders --updates 20 \\
+    python benchmarks/speed/bench_variants.py --preset plus --game minatar/space_invaders --updates 20 \\
         --variant base= --variant no-unimix=obs_model.unimix=0,actor_critic.unimix=0 [--json]
 
 Each ``--variant NAME=KEY=VALUE,KEY=VALUE`` is ``--preset`` with those overrides (``NAME=`` alone: the

@@ -1,6 +1,6 @@
 """Plot twm's evaluation curves beside model-free baselines and the random policy, one panel per game.
 
-    python benchmarks/plot_learning.py --out docs/images/minatar_curves.png \\
+    python benchmarks/learning/plot_learning.py --out docs/images/minatar_curves.png \\
         --run breakout=runs/minatar/breakout-cpu-s0 --baseline breakout=runs/baseline/breakout-dqn-s0.json \\
         --baseline breakout=runs/baseline/breakout-ppo-s0.json ...
 

@@ -1,6 +1,6 @@
 """Speed of one update: the plain implementation against the fast defaults, and how cost grows.
 
-    python benchmarks/bench_speed.py [--preset atari100k] [--updates 3] [--bf16] [--no-scaling]
+    python benchmarks/speed/bench_speed.py [--preset atari100k] [--updates 3] [--bf16] [--no-scaling]
                                      [--batch-sizes 25,50,100] [--sequence-lengths 8,16,32]
                                      [--memory-steps 4,8,16] [--device cpu|cuda] [--json]
 

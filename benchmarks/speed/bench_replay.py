@@ -1,6 +1,6 @@
 """Replay buffer at the scale of a full run (100k steps): memory, sampling and batch times, save/load.
 
-    python benchmarks/bench_replay.py [--steps 100000] [--batch 100] [--seq-len 16] [--json]
+    python benchmarks/speed/bench_replay.py [--steps 100000] [--batch 100] [--seq-len 16] [--json]
 
 Frames are synthetic (random uint8, episodes of random length), which is the worst case for nothing
 here: all costs are independent of the pixel values.

@@ -1,7 +1,7 @@
 """Measure the random-policy score of each MinAtar game and of Crafter; write them as package data.
 
-    python benchmarks/random_scores.py                 # all of them, writes src/twm/random_scores.json
-    python benchmarks/random_scores.py --games minatar/breakout --episodes 100 --out /tmp/r.json
+    python scripts/random_scores.py                 # all of them, writes src/twm/random_scores.json
+    python scripts/random_scores.py --games minatar/breakout --episodes 100 --out /tmp/r.json
 
 A uniformly random action every agent step, in the eval environment of the default configuration
 (MinAtar: sticky actions 0.1, as training and evaluation use them; Crafter: 10,000-step episodes),
@@ -82,7 +82,7 @@ def main() -> int:
             file=sys.stderr,
         )
     data = {
-        "about": "random-policy scores measured by benchmarks/random_scores.py (uniform actions, eval env)",
+        "about": "random-policy scores measured by scripts/random_scores.py (uniform actions, eval env)",
         "date": time.strftime("%Y-%m-%d"),
         "games": games,
     }
