@@ -47,14 +47,24 @@ def test_backward_is_counted_too() -> None:
     assert w.grad is not None
 
 
-def test_parts_of_an_update_add_up() -> None:
+def test_parts_of_an_update_add_up_to_the_whole_update() -> None:
+    """The parts that ``count_update`` splits one update into add up to that update counted whole, by
+    a second counter around it (dispatch modes nest: both see every operator): no operator is lost
+    between parts or counted twice."""
     cfg = smoke()
     torch.manual_seed(0)
     learner = Learner(Agent(cfg, 3))
     batch = synthetic_batch(cfg, 3, "cpu")
-    counts = count_update(learner, batch, synthetic_obs_sampler(cfg, torch.device("cpu")), torch.Generator())
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    with CountOps() as whole:
+        counts = count_update(learner, batch, sampler, torch.Generator().manual_seed(0))
     parts = [counts[k] for k in ("world_model", "imagination", "actor_critic")]
     assert all(p.launching > 0 for p in parts)
-    assert counts["total"].ops == sum(p.ops for p in parts)
-    assert counts["total"].launching == sum(p.launching for p in parts)
-    assert counts["total"].syncs == sum(p.syncs for p in parts)
+    summed = parts[0] + parts[1] + parts[2]
+    assert (summed.ops, summed.launching, summed.syncs) == (
+        whole.counts.ops,
+        whole.counts.launching,
+        whole.counts.syncs,
+    )
+    assert summed.by_op == whole.counts.by_op and summed.sync_ops == whole.counts.sync_ops
+    assert counts["total"].summary(top=1000) == whole.counts.summary(top=1000)
