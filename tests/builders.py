@@ -5,6 +5,9 @@ Fixtures built from these live in ``conftest.py``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -133,3 +136,34 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
         batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0)
     )
     return {name: float(value) for name, value in sorted(metrics.items())}
+
+
+def read_tensorboard(folder: Path) -> Any:
+    """The events a run wrote to ``folder`` (its ``tensorboard/``), read back with TensorBoard's own
+    reader: ``.Tags()``, ``.Scalars(tag)`` (step, value), ``.Images(tag)`` (step, width, height)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def scalars(events: Any, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def assert_tensorboard_matches_metrics(run_dir: Path, tags: tuple[str, ...]) -> None:
+    """The run's TensorBoard scalars of ``tags`` are its metrics.jsonl values, step for step (to float32),
+    and each of them was logged at least once."""
+    import pytest
+
+    from twm.training.logger import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    events = read_tensorboard(run_dir / "tensorboard")
+    for tag in tags:
+        expected = [(r["step"], r[tag]) for r in records if tag in r]
+        assert expected, tag
+        got = scalars(events, tag)
+        assert [s for s, _ in got] == [s for s, _ in expected], tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), tag

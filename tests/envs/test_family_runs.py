@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from builders import assert_tensorboard_matches_metrics
 from families import ENV, one_line_error, run_twm
 from twm.config import load_config
 from twm.envs.crafter import crafter_score, success_rates
@@ -71,7 +72,7 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def check_run_folder(run_dir: Path, game: str) -> dict[str, Any]:
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/final.pt", "eval/final.json"):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert_tensorboard_matches_metrics(run_dir, ("charts/interactions", "dyn/loss", "eval/mean_score"))
     assert list((run_dir / "images").glob("recon_*.png")) and list((run_dir / "images").glob("dream_*.png"))
     final = json.loads((run_dir / "eval" / "final.json").read_text())
     cfg = load_config("smoke", [f"env.game={game}"])

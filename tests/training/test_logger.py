@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from builders import read_tensorboard, scalars
 from twm.run_dir import RunDirExistsError, create_run_dir
 from twm.training.logger import MetricsLogger, read_metrics
 
@@ -30,7 +32,12 @@ def test_metrics_jsonl_and_tensorboard(tmp_path: Path) -> None:
     assert [r["step"] for r in records] == [10, 20]
     assert records[0]["dyn/loss"] == 1.5 and records[0]["charts/fps"] == 3.0
     assert records[0]["bad"] == "nan"
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = read_tensorboard(tmp_path / "tensorboard")
+    assert set(events.Tags()["scalars"]) == {"dyn/loss", "charts/fps", "bad"}
+    assert scalars(events, "dyn/loss") == [(10, 1.5), (20, 0.5)]
+    assert scalars(events, "charts/fps") == [(10, 3.0)]
+    [(step, bad)] = scalars(events, "bad")
+    assert step == 10 and math.isnan(bad)
 
 
 def test_torn_last_line_is_skipped(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ and that the hooks change nothing; what a trained model dreams is not tested her
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from builders import catch_replay
+from builders import catch_replay, read_tensorboard
 from twm import cli
 from twm.agent import Agent
 from twm.config import DynamicsConfig, load_config
@@ -625,8 +626,14 @@ def test_eval_images_reach_tensorboard(agent: Agent, tmp_path: Path) -> None:
         write_eval_images(
             agent, catch_replay(20), tmp_path, 5, logger, torch.Generator().manual_seed(0), horizon=2
         )
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / "images" / "dream_000005.png").is_file()
+    events = read_tensorboard(tmp_path / "tensorboard")
+    assert set(events.Tags()["images"]) == {"images/reconstruction", "images/dream"}
+    for tag, name in (("images/reconstruction", "recon_000005.png"), ("images/dream", "dream_000005.png")):
+        [image] = events.Images(tag)
+        png = np.asarray(Image.open(tmp_path / "images" / name).convert("RGB"))
+        assert image.step == 5 and (image.height, image.width) == png.shape[:2]
+        shown = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+        assert np.array_equal(shown, png)  # TensorBoard shows the picture written to images/
 
 
 def test_write_animation_rejects_unknown_suffix(tmp_path: Path) -> None:
