@@ -5,6 +5,7 @@ Fixtures built from these live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,34 @@ def assert_tensorboard_matches_metrics(run_dir: Path, tags: tuple[str, ...]) -> 
         got = scalars(events, tag)
         assert [s for s, _ in got] == [s for s, _ in expected], tag
         assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), tag
+
+
+def obs_policy(num_actions: int) -> Any:
+    """A policy that is a deterministic function of each observation alone (so its actions do not depend
+    on how observations are batched), yet plays differently in different games."""
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        flat = obs.reshape(len(obs), -1).astype(np.int64)
+        return (flat @ np.arange(1, flat.shape[1] + 1, dtype=np.int64)) % num_actions
+
+    return policy
+
+
+def sequential_eval_scores(env_cfg: Any, policy: Any, num_episodes: int, num_envs: int, seed: int) -> list[float]:
+    """The documented contract of vectorised evaluation (twm.envs.vector), played one env at a time and
+    written out independently of it: episode k belongs to slot k % N (N = min(num_envs, num_episodes)),
+    slot i's eval env is seeded with the i-th child of ``SeedSequence(seed)`` and plays its episodes one
+    after the other, each to its end."""
+    n = min(num_envs, num_episodes)
+    seeds = [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(seed).spawn(n)]
+    scores: list[float] = [math.nan] * num_episodes
+    for slot in range(n):
+        env = make_env(env_cfg, "eval", seeds[slot])
+        for k in range(slot, num_episodes, n):
+            obs, _ = env.reset()
+            while True:
+                obs, _, terminated, truncated, info = env.step(int(policy(obs[None])[0]))
+                if terminated or truncated:
+                    scores[k] = float(info["game_score"])
+                    break
+    return scores

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from builders import obs_policy, sequential_eval_scores
 from twm.config import EnvConfig
 from twm.envs.catch import CELL_WIDTH, FRAME_SIZE, PADDLE_TOP
 from twm.training.evaluation import EvalResult, evaluate_agent
@@ -63,10 +64,24 @@ def test_aggregates_match_the_scores_and_the_seed_fixes_them() -> None:
     assert result.mean < 0
 
 
-def test_num_envs_does_not_change_a_deterministic_policy_score() -> None:
-    one = evaluate_agent(OptimalCatchAgent(), CATCH, num_episodes=3, seed=0, num_envs=1)
-    many = evaluate_agent(OptimalCatchAgent(), CATCH, num_episodes=3, seed=0, num_envs=8)
-    assert one.scores == many.scores == [10.0] * 3
+class ObsAgent:
+    """Deterministic per observation (ignores the generator) but plays each game differently, so the
+    scores depend on which seeded env plays which episode."""
+
+    def __init__(self) -> None:
+        self.policy = obs_policy(3)
+
+    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+        return self.policy(obs)
+
+
+@pytest.mark.parametrize("num_envs", [1, 2, 3, 8])
+def test_scores_are_the_slot_seeded_games_played_one_after_another(num_envs: int) -> None:
+    num_episodes, seed = 5, 4
+    result = evaluate_agent(ObsAgent(), CATCH, num_episodes=num_episodes, seed=seed, num_envs=num_envs)
+    expected = sequential_eval_scores(CATCH, obs_policy(3), num_episodes, num_envs, seed)
+    assert result.scores == expected
+    assert len(set(expected)) > 1  # the games differ, so a wrong seed or order shows
 
 
 def test_human_normalized_score_of_the_mean() -> None:
