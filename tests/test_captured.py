@@ -11,10 +11,13 @@ episodes ending and the fresh-start pool running out and being reused.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import pytest
 import torch
@@ -60,12 +63,50 @@ def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Learner]:
     return out, learner
 
 
+# Regions of one captured update: 5 forward regions run by CapturedRegions.run (world-model losses,
+# imagination, actor-critic losses and the two clip-and-Adam steps) and 2 backward passes.
+REGIONS_PER_UPDATE, FORWARD_REGIONS_PER_UPDATE = 7, 5
+
+
+@contextlib.contextmanager
+def counting_compiled_graphs() -> Iterator[dict[str, int]]:
+    """``torch.compile`` with its backend wrapped: counts the graphs Dynamo compiled and how often their
+    compiled code ran. An update that fell back to eager (Dynamo off, a region skipped) runs none."""
+    real_compile = torch.compile
+    stats = {"graphs": 0, "runs": 0}
+
+    def spy_compile(function: Any, **options: Any) -> Any:
+        inner_backend = torch._dynamo.lookup_backend(options.pop("backend"))
+
+        def counting_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+            stats["graphs"] += 1
+            inner = inner_backend(gm, example_inputs)
+
+            def run(*args: Any) -> Any:
+                stats["runs"] += 1
+                return inner(*args)
+
+            run._boxed_call = getattr(inner, "_boxed_call", False)  # type: ignore[attr-defined]
+            return run
+
+        return real_compile(function, backend=counting_backend, **options)
+
+    with mock.patch.object(torch, "compile", spy_compile):
+        yield stats
+
+
 def assert_same_updates(
     cfg: Config, rtol: float, weight_atol: float, extra: tuple[str, ...] = ()
 ) -> list[dict[str, float]]:
     eager_cfg = load_config("smoke", [*CAPTURED, *extra, "train.capture=false"])
     eager, eager_learner = updates(eager_cfg)
-    captured, captured_learner = updates(cfg)
+    with counting_compiled_graphs() as compiled:
+        captured, captured_learner = updates(cfg)
+    # The captured path really ran its compiled regions, every one of them, in every update.
+    assert captured_learner.captured is not None
+    assert captured_learner.captured.region_calls == REGIONS_PER_UPDATE * len(captured)
+    assert compiled["graphs"] >= FORWARD_REGIONS_PER_UPDATE
+    assert compiled["runs"] == FORWARD_REGIONS_PER_UPDATE * len(captured)
     eager_agent, captured_agent = eager_learner.agent, captured_learner.agent
     for got, expected in zip(captured, eager, strict=True):
         assert got.keys() == expected.keys()
