@@ -5,9 +5,12 @@ Fixtures built from these live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -199,3 +202,30 @@ def sequential_eval_scores(env_cfg: Any, policy: Any, num_episodes: int, num_env
                     scores[k] = float(info["game_score"])
                     break
     return scores
+
+
+@contextlib.contextmanager
+def counting_compiled_graphs() -> Iterator[dict[str, int]]:
+    """``torch.compile`` with its backend wrapped: counts the graphs Dynamo compiled and how often their
+    compiled code ran. An update that fell back to eager (Dynamo off, a region skipped) runs none."""
+    real_compile = torch.compile
+    stats = {"graphs": 0, "runs": 0}
+
+    def spy_compile(function: Any, **options: Any) -> Any:
+        inner_backend = torch._dynamo.lookup_backend(options.pop("backend"))
+
+        def counting_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+            stats["graphs"] += 1
+            inner = inner_backend(gm, example_inputs)
+
+            def run(*args: Any) -> Any:
+                stats["runs"] += 1
+                return inner(*args)
+
+            run._boxed_call = getattr(inner, "_boxed_call", False)  # type: ignore[attr-defined]
+            return run
+
+        return real_compile(function, backend=counting_backend, **options)
+
+    with mock.patch.object(torch, "compile", spy_compile):
+        yield stats

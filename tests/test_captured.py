@@ -11,18 +11,15 @@ episodes ending and the fresh-start pool running out and being reused.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-from unittest import mock
 
 import pytest
 import torch
 
-from builders import PLUS_OVERRIDES
+from builders import PLUS_OVERRIDES, counting_compiled_graphs
 from twm.agent import Agent
 from twm.config import Config, ConfigError, load_config
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
@@ -66,33 +63,6 @@ def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Learner]:
 # Regions of one captured update: 5 forward regions run by CapturedRegions.run (world-model losses,
 # imagination, actor-critic losses and the two clip-and-Adam steps) and 2 backward passes.
 REGIONS_PER_UPDATE, FORWARD_REGIONS_PER_UPDATE = 7, 5
-
-
-@contextlib.contextmanager
-def counting_compiled_graphs() -> Iterator[dict[str, int]]:
-    """``torch.compile`` with its backend wrapped: counts the graphs Dynamo compiled and how often their
-    compiled code ran. An update that fell back to eager (Dynamo off, a region skipped) runs none."""
-    real_compile = torch.compile
-    stats = {"graphs": 0, "runs": 0}
-
-    def spy_compile(function: Any, **options: Any) -> Any:
-        inner_backend = torch._dynamo.lookup_backend(options.pop("backend"))
-
-        def counting_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
-            stats["graphs"] += 1
-            inner = inner_backend(gm, example_inputs)
-
-            def run(*args: Any) -> Any:
-                stats["runs"] += 1
-                return inner(*args)
-
-            run._boxed_call = getattr(inner, "_boxed_call", False)  # type: ignore[attr-defined]
-            return run
-
-        return real_compile(function, backend=counting_backend, **options)
-
-    with mock.patch.object(torch, "compile", spy_compile):
-        yield stats
 
 
 def assert_same_updates(

@@ -441,7 +441,12 @@ def test_get_state_set_state_round_trip() -> None:
 
 def test_assignment_is_fixed_up_front() -> None:
     assert assign_episodes(7, 3) == [[0, 3, 6], [1, 4], [2, 5]]
-    assert len(set(slot_seeds(0, 4))) == 4 and slot_seeds(0, 4) == slot_seeds(0, 4)
+    # Slot i's seed is the i-th child of SeedSequence(seed): distinct, fixed by the slot's position
+    # (a slot keeps its seed when more slots are added), and different for another run seed.
+    children = np.random.SeedSequence(0).spawn(4)
+    assert slot_seeds(0, 4) == [int(c.generate_state(1)[0]) for c in children]
+    assert len(set(slot_seeds(0, 4))) == 4 and slot_seeds(0, 6)[:4] == slot_seeds(0, 4)
+    assert not set(slot_seeds(1, 4)) & set(slot_seeds(0, 4))
 
 
 def test_vectorised_scores_equal_sequential_episodes_in_order() -> None:
