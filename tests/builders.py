@@ -229,3 +229,20 @@ def counting_compiled_graphs() -> Iterator[dict[str, int]]:
 
     with mock.patch.object(torch, "compile", spy_compile):
         yield stats
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    """The RGB pixels of a PNG file."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_drawn(pixels: np.ndarray) -> None:
+    """A figure with something drawn on it: not one flat colour, and more than a few colours (axes,
+    text and lines antialiased on a background)."""
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    background = np.all(pixels == pixels[0, 0], axis=-1).mean()
+    assert len(colours) > 20, f"{len(colours)} colours"
+    assert background < 0.98, f"{background:.3f} of the pixels are the corner's colour"

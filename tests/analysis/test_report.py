@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from builders import assert_drawn, png_pixels
 from twm.analysis.report import run_report
 from twm.cli import main
 
@@ -121,22 +123,30 @@ def test_catch_note(tmp_path: Path) -> None:
 
 def test_plot_and_curves_write_png(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    make_run(tmp_path / "runs" / "p0", "Pong", [10.0], [-21.0, -10.0, 0.0])
-    make_run(tmp_path / "runs" / "p1", "Pong", [12.0], [-20.0, -12.0])  # stopped early
-    make_run(tmp_path / "runs" / "b0", "Boxing", [50.0], [0.0, 20.0])
-    plot, curves = tmp_path / "agg.png", tmp_path / "curves.png"
-    with open(tmp_path / "stdout.md", "w") as stdout:
-        code = run_report(
-            [str(tmp_path / "runs")],
-            plot=str(plot),
-            curves=str(curves),
-            reps=100,
-            stdout=stdout,
-            stderr=stdout,
-        )
-    assert code == 0
-    for path in (plot, curves):
-        assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+
+    def report(root: Path, pong_best: float, boxing_curve: list[float]) -> tuple[np.ndarray, np.ndarray]:
+        make_run(root / "runs" / "p0", "Pong", [pong_best], [-21.0, -10.0, 0.0])
+        make_run(root / "runs" / "p1", "Pong", [12.0], [-20.0, -12.0])  # stopped early
+        make_run(root / "runs" / "b0", "Boxing", [50.0], boxing_curve)
+        plot, curves = root / "agg.png", root / "curves.png"
+        with open(root / "stdout.md", "w") as stdout:
+            code = run_report(
+                [str(root / "runs")], plot=str(plot), curves=str(curves), reps=100, stdout=stdout, stderr=stdout
+            )
+        assert code == 0
+        for path in (plot, curves):
+            assert path.read_bytes()[:8] == PNG_MAGIC
+        return png_pixels(plot), png_pixels(curves)
+
+    plot, curves = report(tmp_path / "a", 10.0, [0.0, 20.0])
+    for pixels in (plot, curves):
+        assert_drawn(pixels)
+    # The same data draws the same pictures; other data draws other ones.
+    same_plot, same_curves = report(tmp_path / "b", 10.0, [0.0, 20.0])
+    assert np.array_equal(same_plot, plot) and np.array_equal(same_curves, curves)
+    other_plot, other_curves = report(tmp_path / "c", 40.0, [0.0, 60.0])
+    assert other_plot.shape != plot.shape or not np.array_equal(other_plot, plot)
+    assert other_curves.shape != curves.shape or not np.array_equal(other_curves, curves)
 
 
 def test_curves_without_metrics_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from builders import assert_drawn, png_pixels
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_grid.py"
 spec = importlib.util.spec_from_file_location("ablation_grid", SCRIPT)
@@ -63,4 +66,18 @@ def test_a_stopped_grid_resumes_skips_finished_runs_and_reports(
     table = capsys.readouterr().out
     row = [line for line in table.splitlines() if "| breakout | tiny |" in line]
     assert len(row) == 1 and f"s0: {final['mean']:.2f}" in row[0]
-    assert png.stat().st_size > 10_000
+    pixels = png_pixels(png)
+    assert_drawn(pixels)
+    # Other scores draw another figure: the curves come from the results' metrics.jsonl.
+    metrics = results / "breakout" / "tiny-s0" / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert any("eval/mean_score" in r for r in records)
+    for r in records:
+        if "eval/mean_score" in r:
+            r["eval/mean_score"] = r["eval/mean_score"] + 5.0 * (1 + r["step"] / 100)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    other = tmp_path / "other.png"
+    assert grid.main(["report", "--results", str(results), "--out-png", str(other)]) == 0
+    capsys.readouterr()
+    other_pixels = png_pixels(other)
+    assert other_pixels.shape != pixels.shape or not np.array_equal(other_pixels, pixels)
