@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from builders import assert_tensorboard_matches_metrics
-from families import ENV, one_line_error, run_twm
+from families import ENV, GYM_ENVS, one_line_error, run_twm
 from twm.config import load_config
 from twm.envs.crafter import crafter_score, success_rates
 
@@ -160,6 +160,7 @@ def test_dream_eval_and_report_on_family_runs(smoke_runs: dict[str, Path], game:
 def test_gym_smoke_run_in_process(tmp_path: Path) -> None:
     from twm import cli
 
+    assert "TwmTestPixel-v0" in GYM_ENVS  # registered by importing families
     run_dir = tmp_path / "gym"
     code = cli.main(
         [
