@@ -19,7 +19,7 @@ help:
 	@echo "                skipped if already there), write $(DEMO_DIR)/dream.gif, print the final score"
 	@echo "make setup      only create $(VENV) and install torch (CPU build unless a GPU is present) and"
 	@echo "                twm with every extra; a no-op when nothing changed"
-	@echo "make gpu-check  benchmarks/gpu_check.sh: bench + a short Pong run on a CUDA GPU, gpu_check.md"
+	@echo "make gpu-check  benchmarks/speed/gpu_check.sh: bench + a short Pong run on a CUDA GPU, gpu_check.md"
 	@echo "variables: VENV=$(VENV) PYTHON=$(PYTHON) DEMO_DIR=$(DEMO_DIR) DEMO_ARGS=... PYTEST_ARGS=..."
 
 setup:
@@ -32,4 +32,4 @@ demo: setup
 	scripts/demo.sh $(VENV) $(DEMO_DIR) $(DEMO_ARGS)
 
 gpu-check: setup
-	PYTHON=$(VENV)/bin/python benchmarks/gpu_check.sh gpu_check.md $(GPU_CHECK_ARGS)
+	PYTHON=$(VENV)/bin/python benchmarks/speed/gpu_check.sh gpu_check.md $(GPU_CHECK_ARGS)

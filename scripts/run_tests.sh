@@ -16,7 +16,7 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 
-ruff check src tests benchmarks
+ruff check src tests benchmarks scripts
 mypy
 python -m pytest "$@"
 docs_site=$(mktemp -d)

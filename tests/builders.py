@@ -5,6 +5,13 @@ Fixtures built from these live in ``conftest.py``."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -137,3 +144,109 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
         batch, lambda n: torch.from_numpy(replay.sample_obs(n)), torch.Generator().manual_seed(0)
     )
     return {name: float(value) for name, value in sorted(metrics.items())}
+
+
+def read_tensorboard(folder: Path) -> Any:
+    """The events a run wrote to ``folder`` (its ``tensorboard/``), read back with TensorBoard's own
+    reader: ``.Tags()``, ``.Scalars(tag)`` (step, value), ``.Images(tag)`` (step, width, height)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def scalars(events: Any, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def assert_tensorboard_matches_metrics(run_dir: Path, tags: tuple[str, ...]) -> None:
+    """The run's TensorBoard scalars of ``tags`` are its metrics.jsonl values, step for step (to float32),
+    and each of them was logged at least once."""
+    import pytest
+
+    from twm.training.logger import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
+    events = read_tensorboard(run_dir / "tensorboard")
+    for tag in tags:
+        expected = [(r["step"], r[tag]) for r in records if tag in r]
+        assert expected, tag
+        got = scalars(events, tag)
+        assert [s for s, _ in got] == [s for s, _ in expected], tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), tag
+
+
+def obs_policy(num_actions: int) -> Any:
+    """A policy that is a deterministic function of each observation alone (so its actions do not depend
+    on how observations are batched), yet plays differently in different games."""
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        flat = obs.reshape(len(obs), -1).astype(np.int64)
+        return (flat @ np.arange(1, flat.shape[1] + 1, dtype=np.int64)) % num_actions
+
+    return policy
+
+
+def sequential_eval_scores(env_cfg: Any, policy: Any, num_episodes: int, num_envs: int, seed: int) -> list[float]:
+    """The documented contract of vectorised evaluation (twm.envs.vector), played one env at a time and
+    written out independently of it: episode k belongs to slot k % N (N = min(num_envs, num_episodes)),
+    slot i's eval env is seeded with the i-th child of ``SeedSequence(seed)`` and plays its episodes one
+    after the other, each to its end."""
+    n = min(num_envs, num_episodes)
+    seeds = [int(c.generate_state(1)[0]) for c in np.random.SeedSequence(seed).spawn(n)]
+    scores: list[float] = [math.nan] * num_episodes
+    for slot in range(n):
+        env = make_env(env_cfg, "eval", seeds[slot])
+        for k in range(slot, num_episodes, n):
+            obs, _ = env.reset()
+            while True:
+                obs, _, terminated, truncated, info = env.step(int(policy(obs[None])[0]))
+                if terminated or truncated:
+                    scores[k] = float(info["game_score"])
+                    break
+    return scores
+
+
+@contextlib.contextmanager
+def counting_compiled_graphs() -> Iterator[dict[str, int]]:
+    """``torch.compile`` with its backend wrapped: counts the graphs Dynamo compiled and how often their
+    compiled code ran. An update that fell back to eager (Dynamo off, a region skipped) runs none."""
+    real_compile = torch.compile
+    stats = {"graphs": 0, "runs": 0}
+
+    def spy_compile(function: Any, **options: Any) -> Any:
+        inner_backend = torch._dynamo.lookup_backend(options.pop("backend"))
+
+        def counting_backend(gm: torch.fx.GraphModule, example_inputs: Any) -> Any:
+            stats["graphs"] += 1
+            inner = inner_backend(gm, example_inputs)
+
+            def run(*args: Any) -> Any:
+                stats["runs"] += 1
+                return inner(*args)
+
+            run._boxed_call = getattr(inner, "_boxed_call", False)  # type: ignore[attr-defined]
+            return run
+
+        return real_compile(function, backend=counting_backend, **options)
+
+    with mock.patch.object(torch, "compile", spy_compile):
+        yield stats
+
+
+def png_pixels(path: Path) -> np.ndarray:
+    """The RGB pixels of a PNG file."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_drawn(pixels: np.ndarray) -> None:
+    """A figure with something drawn on it: not one flat colour, and more than a few colours (axes,
+    text and lines antialiased on a background)."""
+    colours = np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)
+    background = np.all(pixels == pixels[0, 0], axis=-1).mean()
+    assert len(colours) > 20, f"{len(colours)} colours"
+    assert background < 0.98, f"{background:.3f} of the pixels are the corner's colour"

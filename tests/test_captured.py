@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from builders import SWITCH_OVERRIDES
+from builders import SWITCH_OVERRIDES, counting_compiled_graphs
 from twm.agent import Agent
 from twm.config import Config, ConfigError, load_config
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
@@ -60,12 +60,23 @@ def updates(cfg: Config, n: int = 3) -> tuple[list[dict[str, float]], Learner]:
     return out, learner
 
 
+# Regions of one captured update: 5 forward regions run by CapturedRegions.run (world-model losses,
+# imagination, actor-critic losses and the two clip-and-Adam steps) and 2 backward passes.
+REGIONS_PER_UPDATE, FORWARD_REGIONS_PER_UPDATE = 7, 5
+
+
 def assert_same_updates(
     cfg: Config, rtol: float, weight_atol: float, extra: tuple[str, ...] = ()
 ) -> list[dict[str, float]]:
     eager_cfg = load_config("smoke", [*CAPTURED, *extra, "train.capture=false"])
     eager, eager_learner = updates(eager_cfg)
-    captured, captured_learner = updates(cfg)
+    with counting_compiled_graphs() as compiled:
+        captured, captured_learner = updates(cfg)
+    # The captured path really ran its compiled regions, every one of them, in every update.
+    assert captured_learner.captured is not None
+    assert captured_learner.captured.region_calls == REGIONS_PER_UPDATE * len(captured)
+    assert compiled["graphs"] >= FORWARD_REGIONS_PER_UPDATE
+    assert compiled["runs"] == FORWARD_REGIONS_PER_UPDATE * len(captured)
     eager_agent, captured_agent = eager_learner.agent, captured_learner.agent
     for got, expected in zip(captured, eager, strict=True):
         assert got.keys() == expected.keys()

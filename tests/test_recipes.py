@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from builders import assert_tensorboard_matches_metrics
+
 DOC = Path(__file__).parents[1] / "docs" / "environments-recipes.md"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 ENV.pop("WANDB_MODE", None)  # the default: offline
@@ -60,7 +62,7 @@ def run_twm(args: list[str], timeout: float = 400) -> subprocess.CompletedProces
 def check_run_folder(run_dir: Path) -> dict[str, Any]:
     for name in ("config.yaml", "metrics.jsonl", "checkpoints/final.pt", "eval/final.json"):
         assert (run_dir / name).is_file(), name
-    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert_tensorboard_matches_metrics(run_dir, ("charts/interactions", "dyn/loss", "eval/mean_score"))
     assert list((run_dir / "images").glob("recon_*.png")) and list((run_dir / "images").glob("dream_*.png"))
     final = json.loads((run_dir / "eval" / "final.json").read_text())
     assert final["interactions"] == 300 and len(final["scores"]) == final["episodes"] == 2

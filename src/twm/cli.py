@@ -85,7 +85,7 @@ def cmd_games(args: argparse.Namespace) -> int:
         print(f"{name:<24}{'-':>10}{'-' if rnd is None else f'{rnd:.2f}':>10}")
     print(
         f"\n{len(games)} Atari 100k games (standard human/random scores), '{BUILTIN_GAME}' (built in), "
-        f"{len(MINATAR_GAMES)} MinAtar games and Crafter (random: measured by benchmarks/random_scores.py), "
+        f"{len(MINATAR_GAMES)} MinAtar games and Crafter (random: measured by scripts/random_scores.py), "
         "and gym:<id> for any installed Gymnasium environment with image observations and discrete actions."
     )
     extra = [g for g in ale_games() if g not in ATARI100K_GAMES]

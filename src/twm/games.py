@@ -15,7 +15,7 @@ Families
       discrete action space (checked when the environment is built).
 
 MinAtar and Crafter have no human scores; their random-policy scores are measured by
-``benchmarks/random_scores.py`` and stored in ``random_scores.json`` beside this file.
+``scripts/random_scores.py`` and stored in ``random_scores.json`` beside this file.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def run_name(game: str) -> str:
 
 @cache
 def measured_random_scores() -> dict[str, dict[str, float]]:
-    """Random-policy scores we measured (benchmarks/random_scores.py): game -> {mean, std, episodes, ...}."""
+    """Random-policy scores we measured (scripts/random_scores.py): game -> {mean, std, episodes, ...}."""
     if not RANDOM_SCORES_FILE.exists():
         return {}
     return json.loads(RANDOM_SCORES_FILE.read_text())["games"]

@@ -55,7 +55,7 @@ FORMAT_VERSION = 1
 SAVE_CHUNK = 10_000  # steps per frames file (41 MB of 64x64 frames)
 # Steps per frames file of the run's resume checkpoints (twm.training.checkpoint). Only the partial
 # last chunk is rewritten by each checkpoint, so small chunks keep that rewrite small (4 MB here);
-# 100 files for 100k steps is still few (benchmarks/bench_checkpoint.py compares 1,000 with 10,000).
+# 100 files for 100k steps is still few (benchmarks/speed/bench_checkpoint.py compares 1,000 with 10,000).
 CHECKPOINT_CHUNK = 1_000
 
 

@@ -12,7 +12,7 @@ over the 26 Atari 100k games, computed from the per-run final scores each method
 - ``optimality_gap``: ``mean(max(0, 1 - hns))`` of all runs (rliable, Agarwal et al. 2021).
 
 Sources: mean, median and games above human are the figures of docs/method.md ("Published results") and
-of the reference-data README (shared anchors); recomputing them from the released per-run scores
+of the reference-data README (shared anchors; the per-run files: tests/data/anchors/); recomputing them from the released per-run scores
 gives the same values, and so does the IQM (see the note below). ``iqm_rliable`` and the optimality
 gap are rliable's estimators (rliable 1.2.0, ``metrics.aggregate_iqm`` and
 ``metrics.aggregate_optimality_gap``) applied to the same released per-run scores. The references name each method's paper; the per-run scores are those released

@@ -130,7 +130,7 @@ def render_markdown(report: Report) -> str:
         "",
         "Score: mean of a run's final evaluation episodes; std across runs (n - 1). HNS: human-normalized "
         "(Atari). x random: mean score / random-policy score, for games without human scores whose random "
-        "score (measured by benchmarks/random_scores.py) is positive; n/a elsewhere.",
+        "score (measured by scripts/random_scores.py) is positive; n/a elsewhere.",
     ]
     crafter_games = [g for g in report.games if g.crafter_scores]
     if crafter_games:

@@ -21,7 +21,7 @@ Returns (raw, unsquashed)
 -------------------------
 - ``optimal_return = num_balls``: from row 0 the ball needs 7 steps to land and the paddle is at most
   3 columns away from any landing column, so a policy that walks towards the landing column always
-  catches it (``tests/test_catch.py`` checks this with a scripted policy).
+  catches it (``tests/envs/test_catch.py`` checks this with a scripted policy).
 - ``expected_random_return = num_balls * (2 / 4 - 1) = -0.5 * num_balls`` for uniformly random
   actions: the paddle starts in a uniformly random column, and the uniform distribution is stationary
   for its clamped random walk (the transition matrix is symmetric, hence doubly stochastic), so at

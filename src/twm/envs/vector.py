@@ -22,7 +22,7 @@ Policy
     transformer's state) also gets the slot indices and, after each step, the slots' rewards and
     episode ends; it runs with the "sync" backend.
 
-Backends, and what we measured (benchmarks/bench_env.py, 2-core CPU shared with other jobs, Pong,
+Backends, and what we measured (benchmarks/speed/bench_env.py, 2-core CPU shared with other jobs, Pong,
 uniformly random policy, 8 slots, 16 episodes capped at 600 steps, median of 5, agent steps/s summed
 over envs, env creation included)
     ==================================================  ======

@@ -25,7 +25,7 @@ new step t, the group (r_{t-1}, z_t, a_t): the reward of the step before and the
 
 So a training batch is ``forward(z, a, r[:, :-1], d[:, :-1])`` and one imagination step is
 ``forward(z_t, a_t, r_{t-1}, d_{t-1}, memory)`` (each with a time axis of length 1). Feeding a
-sequence in any chunking gives the same outputs as one pass (tests/test_dynamics.py), because every
+sequence in any chunking gives the same outputs as one pass (tests/models/test_dynamics.py), because every
 token's attention window (``transformer_xl.window_start``) fits in the memory of
 n * memory_steps + 2 tokens, the size of the released code's memory (``mem_length`` in
 ``PredictionNet``: 16 * 3 + 2 = 50).

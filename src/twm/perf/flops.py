@@ -1,6 +1,6 @@
 """Floating-point operations of one update, counted analytically from the layer shapes.
 
-Conventions (those of ``torch.utils.flop_counter``, which ``tests/test_flops.py`` checks us against):
+Conventions (those of ``torch.utils.flop_counter``, which ``tests/perf/test_flops.py`` checks us against):
 
 - a matrix product (m x k) @ (k x n) is 2 m n k FLOPs, a linear layer on m rows likewise (the bias is
   not counted); a convolution is 2 x (output pixels) x c_in x c_out x k^2, a transposed convolution

@@ -34,7 +34,7 @@ Resume checkpoints (``CheckpointManager``), in ``RUN_DIR/checkpoints/``
       ``replay.CHECKPOINT_CHUNK`` steps. Frames never change once added, so each checkpoint only writes
       the chunks completed since the last one; the checkpoint lists the chunks it uses with their
       SHA-256 and carries the frames of the last, partial chunk itself. At 100k steps this makes a
-      checkpoint ~50x faster than rewriting the 410 MB of frames (``benchmarks/bench_checkpoint.py``).
+      checkpoint ~50x faster than rewriting the 410 MB of frames (``benchmarks/speed/bench_checkpoint.py``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ context steps (observation, action, reward, done) are fed to the dynamics model 
 Transformer-XL memory, and the latent of the next real observation is the dream's z_0. Then each
 step feeds (r_{t-1}, z_t, a_t) with the memory, samples z_{t+1} (temperature 1) and reads the
 predicted mean reward and discount -- the same computation as ``twm.imagination.imagine``
-(``tests/test_viz.py`` checks that they agree step for step). Real latents are the encoder's one-hot
+(``tests/viz/test_viz.py`` checks that they agree step for step). Real latents are the encoder's one-hot
 argmax, as when acting.
 
 Unlike training imagination, a dream never swaps in a fresh latent when the predicted discount falls:

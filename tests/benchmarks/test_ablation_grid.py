@@ -1,0 +1,83 @@
+"""benchmarks/ablation_grid.py: a grid runs, survives a stop by resuming, skips what is done, reports."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import assert_drawn, png_pixels
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_grid.py"
+spec = importlib.util.spec_from_file_location("ablation_grid", SCRIPT)
+assert spec is not None and spec.loader is not None
+grid = importlib.util.module_from_spec(spec)
+sys.modules["ablation_grid"] = grid  # dataclasses look their module up by name
+spec.loader.exec_module(grid)
+
+pytestmark = pytest.mark.slow
+
+TINY = ["train.total_steps=200", "train.budget=5000", "train.checkpoint_interval=50", "env.time_limit=200"]
+
+
+def test_settings_are_plus_with_one_mechanism_off_each() -> None:
+    from twm.config import load_config
+
+    plus = load_config("plus", ["env.game=minatar/breakout"]).to_dict()
+    for name, (preset, overrides) in grid.SETTINGS.items():
+        cfg = load_config(preset, ["env.game=minatar/breakout", *overrides]).to_dict()
+        if name.startswith("plus-"):
+            differing = {(s, k) for s in cfg for k in cfg[s] if cfg[s][k] != plus[s][k]}
+            assert differing and len({s for s, _ in differing}) <= 2, name
+
+
+def test_a_stopped_grid_resumes_skips_finished_runs_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("minatar")
+    monkeypatch.setitem(grid.SETTINGS, "tiny", ("smoke", TINY))
+    root, results = tmp_path / "runs", tmp_path / "results"
+    args = ["run", "--games", "breakout", "--seeds", "0", "--settings", "tiny", "--parallel", "1"]
+    args += ["--root", str(root), "--results", str(results)]
+
+    monkeypatch.setenv("TWM_TEST_SIGNAL_AT", "train:150")  # the machine stops mid-run
+    assert grid.main(args) == 0
+    assert "exit 130" in capsys.readouterr().out
+    assert not (results / "breakout" / "tiny-s0").exists()
+
+    monkeypatch.delenv("TWM_TEST_SIGNAL_AT")
+    assert grid.main(args) == 0
+    assert "tiny-s0: done" in capsys.readouterr().out
+    log = (root / "breakout" / "tiny-s0.log").read_text()
+    assert "--resume" in log  # continued from its checkpoint, not started again
+    final = json.loads((results / "breakout" / "tiny-s0" / "final.json").read_text())
+    assert final["interactions"] == 200
+    assert (results / "breakout" / "tiny-s0" / "metrics.jsonl").exists()
+
+    assert grid.main(args) == 0
+    assert capsys.readouterr().out.startswith("0 runs to do")
+
+    png = tmp_path / "curves.png"
+    assert grid.main(["report", "--results", str(results), "--out-png", str(png)]) == 0
+    table = capsys.readouterr().out
+    row = [line for line in table.splitlines() if "| breakout | tiny |" in line]
+    assert len(row) == 1 and f"s0: {final['mean']:.2f}" in row[0]
+    pixels = png_pixels(png)
+    assert_drawn(pixels)
+    # Other scores draw another figure: the curves come from the results' metrics.jsonl.
+    metrics = results / "breakout" / "tiny-s0" / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert any("eval/mean_score" in r for r in records)
+    for r in records:
+        if "eval/mean_score" in r:
+            r["eval/mean_score"] = r["eval/mean_score"] + 5.0 * (1 + r["step"] / 100)
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in records))
+    other = tmp_path / "other.png"
+    assert grid.main(["report", "--results", str(results), "--out-png", str(other)]) == 0
+    capsys.readouterr()
+    other_pixels = png_pixels(other)
+    assert other_pixels.shape != pixels.shape or not np.array_equal(other_pixels, pixels)
