@@ -124,9 +124,12 @@ def test_minatar_colour_observations() -> None:
     np.testing.assert_array_equal(newest_frame(obs, 3), expected)
 
 
-def play(env: Any, actions: list[int]) -> list[tuple[Any, ...]]:
-    obs, _ = env.reset()
-    out = [(obs,)]
+def play(env: Any, actions: list[int], reset: bool = True) -> list[tuple[Any, ...]]:
+    """Each step's outcome, and the observation after each reset; from a reset, or from where the env is."""
+    out: list[tuple[Any, ...]] = []
+    if reset:
+        obs, _ = env.reset()
+        out.append((obs,))
     for a in actions:
         obs, reward, terminated, truncated, info = env.step(a)
         out.append((obs, reward, terminated, truncated, info.get("game_score")))
@@ -159,14 +162,7 @@ def test_minatar_state_round_trip_and_pickle() -> None:
     actions = [int(a) for a in rng.integers(0, 3, 60)]
 
     def rest(e: Any) -> list[tuple[Any, ...]]:
-        out = []
-        for a in actions:
-            obs, reward, terminated, truncated, info = e.step(a)
-            out.append((obs, reward, terminated, truncated, info.get("game_score")))
-            if terminated or truncated:
-                obs, _ = e.reset()
-                out.append((obs,))
-        return out
+        return play(e, actions, reset=False)
 
     first = rest(env)
     assert pickle.dumps(state) == blob  # stepping did not touch the saved state (a snapshot)
