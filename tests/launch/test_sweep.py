@@ -234,17 +234,33 @@ def test_a_task_run_again_after_its_node_died_keeps_counting_attempts(
     fake_trainer["Pong"] = "early"
     spec = dataclasses.replace(spec_for(tmp_path, retries=2), sweep_id="sweep-1")
     spec.pid_path.parent.mkdir(parents=True, exist_ok=True)
-    # What a node that died during attempt 2 of this sweep leaves: its pid file (the process is gone).
+
+    def headers() -> int:
+        return spec.log_path.read_text().count("=== twm sweep: attempt") if spec.log_path.exists() else 0
+
+    # What a node that died during attempt 2 of this sweep leaves: the attempt record and its pid
+    # file (the process is gone).
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    spec.attempt_path.write_text(json.dumps({"sweep": "sweep-1", "attempt": 2}))
     info = {"pid": dead.pid, "host": socket.gethostname(), "attempt": 2, "started": 1.0, "sweep": "sweep-1"}
     spec.pid_path.write_text(json.dumps(info))
+    before = headers()
     result = execute_run(spec, lambda _: None)
     assert result.status is Status.FAILED and result.attempts == 3  # one attempt left, not three
+    assert headers() - before == 1
+    # A node that died after attempt 2 ended (its pid file removed) and before attempt 3 started:
+    # the record still counts (this re-run used to start again at attempt 1).
+    spec.attempt_path.write_text(json.dumps({"sweep": "sweep-1", "attempt": 2}))
+    assert not spec.pid_path.exists()
+    before = headers()
+    result = execute_run(spec, lambda _: None)
+    assert result.attempts == 3 and headers() - before == 1
     # Another sweep (a new `twm sweep`) starts with the full budget.
-    info["sweep"] = "sweep-0"
-    spec.pid_path.write_text(json.dumps(info))
+    spec.attempt_path.write_text(json.dumps({"sweep": "sweep-0", "attempt": 2}))
+    before = headers()
     assert execute_run(spec, lambda _: None).attempts == 3
+    assert headers() - before == 3
 
 
 def test_usage_error_is_not_retried(tmp_path: Path, fake_trainer: dict[str, str]) -> None:

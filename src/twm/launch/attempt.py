@@ -63,15 +63,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def attempts_so_far(spec: RunSpec) -> int:
-    """Attempts this sweep already made at the run (read from its pid file), 0 for a new sweep.
+    """Attempts this sweep already made at the run (read from its attempt file), 0 for a new sweep.
 
     A Ray task re-run after its node died starts ``execute_run`` afresh; without this its retry
-    budget (and the attempt count in sweep.json) would start again at every re-run.
+    budget (and the attempt count in sweep.json) would start again at every re-run. The count is
+    not kept in the pid file, which goes when an attempt ends: a task whose node died between
+    ending one attempt and starting the next left no pid file, and its re-run counted from 1 again.
     """
     if not spec.sweep_id:
         return 0
     try:
-        info = json.loads(spec.pid_path.read_text())
+        info = json.loads(spec.attempt_path.read_text())
     except (OSError, ValueError):
         return 0
     if not isinstance(info, dict) or info.get("sweep") != spec.sweep_id:
@@ -168,6 +170,8 @@ def run_attempt(spec: RunSpec, command: Sequence[str], attempt: int) -> int:
     trainer handles both alike once it runs; before that, SIGTERM simply ends it).
     """
     Path(spec.run_dir).parent.mkdir(parents=True, exist_ok=True)
+    # The attempt is counted before its log header is written, and the record stays after it ends.
+    atomic_write_text(spec.attempt_path, json.dumps({"sweep": spec.sweep_id, "attempt": attempt}) + "\n")
     with open(spec.log_path, "ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         header = f"=== twm sweep: attempt {attempt}/{spec.retries + 1} at {stamp} on {socket.gethostname()}"

@@ -149,8 +149,8 @@ class RunSpec:
     run_dir: str
     options: TrainOptions = field(default_factory=TrainOptions)
     retries: int = 2
-    # Which sweep this run belongs to: attempts recorded in the run's pid file by the same sweep count
-    # against its retries when the run is picked up again (a Ray task re-run after a node died).
+    # Which sweep this run belongs to: attempts recorded in the run's attempt file by the same sweep
+    # count against its retries when the run is picked up again (a Ray task re-run after a node died).
     sweep_id: str = ""
 
     @property
@@ -164,6 +164,10 @@ class RunSpec:
     @property
     def pid_path(self) -> Path:
         return Path(self.run_dir).with_name(f"{Path(self.run_dir).name}.pid")
+
+    @property
+    def attempt_path(self) -> Path:
+        return Path(self.run_dir).with_name(f"{Path(self.run_dir).name}.attempt")
 
 
 @dataclass

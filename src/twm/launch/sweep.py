@@ -6,6 +6,7 @@ Layout under the sweep root ``ROOT``::
     ROOT/<Game>/seed_<N>/             the run folder of ``twm train`` (config.yaml, checkpoints/, eval/...)
     ROOT/<Game>/seed_<N>.log          stdout and stderr of every attempt, appended, one header per attempt
     ROOT/<Game>/seed_<N>.pid          while an attempt runs: its process id and host (JSON)
+    ROOT/<Game>/seed_<N>.attempt      the sweep and attempt number of the latest attempt (JSON)
     ROOT/<Game>/seed_<N>.failed-<T>/  a folder moved aside: that attempt died before its first checkpoint
 
 The log and pid files sit beside the run folder, not in it, because ``twm train`` only starts in a
