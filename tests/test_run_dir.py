@@ -77,16 +77,18 @@ def test_heartbeat_keeps_the_lock_fresh_and_release_spares_a_taken_over_lock(tmp
 @pytest.mark.slow
 def test_second_trainer_on_a_live_run_is_refused_and_the_live_run_stays_in_order(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    # The first run pauses 8 s while writing its checkpoint at interaction 150: alive, with checkpoints.
+    # The first run pauses 20 s while writing its checkpoint at interaction 150: alive, with
+    # checkpoints (long enough for the second to start on a loaded machine).
+    mark = tmp_path / "sleeping"
     first = subprocess.Popen(
         [sys.executable, "-m", "twm.cli", "train", *TRAIN_ARGS, "--run-dir", str(run_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**ENV, "TWM_TEST_WRITE_DELAY": "8@step_000000150"},
+        env={**ENV, "TWM_TEST_WRITE_DELAY": "20@step_000000150", "TWM_TEST_WRITE_DELAY_MARK": str(mark)},
     )
     deadline = time.monotonic() + 120
-    while not list((run_dir / "checkpoints").glob(".step_000000150_*.tmp-*")):
+    while not mark.exists():
         assert first.poll() is None, first.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -4,6 +4,8 @@ Test hooks (environment variables, read at each ``atomic_write``)
     ``TWM_TEST_WRITE_DELAY=<seconds>[@<part of a file name>]``: sleep after the payload is in the
     temporary file, before it is completed and renamed (only for files whose name contains the given
     part), so a test can SIGKILL or interrupt a process in the middle of a checkpoint write.
+    ``TWM_TEST_WRITE_DELAY_MARK=<path>``: with the delay, create ``path`` when the sleep begins (the
+    temporary file grows before that, while ``torch.save`` writes, so its size is no sign).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def _test_write_delay(path: Path, f: IO[bytes]) -> None:
     seconds, _, name_part = hook.partition("@")
     if name_part in path.name:
         f.flush()  # the partial file is visible on disk while we sleep
+        mark = os.environ.get("TWM_TEST_WRITE_DELAY_MARK")
+        if mark:
+            Path(mark).touch()
         time.sleep(float(seconds))
 
 
@@ -96,6 +101,11 @@ def atomic_write(
         reason = exc.strerror or str(exc)
         raise CheckpointWriteError(f"cannot write {path}: {reason}", exc.errno) from None
     except RuntimeError as exc:  # torch's zip writer reports ENOSPC and EIO this way, without an errno
+        stop = exc.__context__
+        if isinstance(stop, BaseException) and not isinstance(stop, Exception):
+            # A signal handler raised (a second Ctrl-C) inside torch.save's Python write; the zip
+            # writer wrapped it in RuntimeError. It is a stop, not a failed write.
+            raise stop from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         errno_ = None
         if _nearly_full(path.parent):

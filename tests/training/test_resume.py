@@ -173,10 +173,11 @@ def wait_for(predicate: Any, proc: subprocess.Popen[str], timeout: float = 120) 
         time.sleep(0.05)
 
 
-def half_written(ckpt_dir: Path, step: str) -> bool:
-    """The checkpoint at ``step`` is being written: its temporary file holds the payload (the hook
-    flushes it before sleeping), not yet the checksum trailer."""
-    return any(p.stat().st_size > 0 for p in ckpt_dir.glob(f".step_{int(step):09d}_*.tmp-*"))
+def sleeping_half_written(mark: Path) -> dict[str, str]:
+    """The hook's environment: the checkpoint write sleeps 60 s after its payload (before the
+    checksum trailer) and creates ``mark`` when the sleep begins. The temporary file grows while
+    ``torch.save`` writes, so its size alone would let a signal land inside ``torch.save``."""
+    return {"TWM_TEST_WRITE_DELAY_MARK": str(mark)}
 
 
 def test_sigkill_while_writing_leaves_a_loadable_checkpoint(
@@ -184,11 +185,17 @@ def test_sigkill_while_writing_leaves_a_loadable_checkpoint(
 ) -> None:
     run_dir = tmp_path / "run"
     # The periodic checkpoint at interaction 150 sleeps half-written; kill the process right then.
+    mark = tmp_path / "sleeping"
     proc = twm_process(
-        "train", *TRAIN_ARGS, "--run-dir", str(run_dir), TWM_TEST_WRITE_DELAY="60@step_000000150"
+        "train",
+        *TRAIN_ARGS,
+        "--run-dir",
+        str(run_dir),
+        TWM_TEST_WRITE_DELAY="60@step_000000150",
+        **sleeping_half_written(mark),
     )
     ckpt_dir = run_dir / "checkpoints"
-    wait_for(lambda: half_written(ckpt_dir, "150"), proc)
+    wait_for(mark.exists, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL
@@ -218,9 +225,10 @@ def test_a_second_signal_exits_at_once_and_corrupts_nothing(
         str(run_dir),
         TWM_TEST_SIGNAL_AT="train:145",
         TWM_TEST_WRITE_DELAY="60@step_000000145",
+        **sleeping_half_written(tmp_path / "sleeping"),
     )
     ckpt_dir = run_dir / "checkpoints"
-    wait_for(lambda: half_written(ckpt_dir, "145"), proc)
+    wait_for((tmp_path / "sleeping").exists, proc)
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
