@@ -65,6 +65,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # interaction over half the interactions (same minutes; compare with plus's first 50k).
     "plus-hinge-entropy": ("plus", ["actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]),
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
+    # The policy's entropy falls to 0.1-0.25 of its maximum on Space Invaders with the 3e-4 bonus.
+    "plus-entropy-3e-3": ("plus", ["actor_critic.entropy_coef=3e-3"]),
     # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is today's plus but
     # for the latent sampler (another draw of the same distribution).
     "plus-v1": ("plus", _PLUS_V1),
