@@ -100,3 +100,54 @@ def test_pretrain_ac_step_fits_real_returns() -> None:
     with torch.no_grad():
         probs = torch.softmax(agent.actor(torch.zeros(1, cfg.latent_dim)), -1)
     assert float(probs.min()) > 0.2
+
+
+def test_replay_value_loss_regresses_the_real_lambda_returns() -> None:
+    # Known answer: λ-returns of the real steps by the textbook recursion, one sequence at a time,
+    # G_t = r_t + gamma (1 - d_t) ((1 - lam) v(z_{t+1}) + lam G_{t+1}), G_T = v(z_T), against the
+    # critic's values of z_0..z_{T-1}; a real episode end (d_t) stops the bootstrap.
+    import math
+
+    from twm.models.world_model import WorldModelOutput
+
+    cfg = load_config("smoke", ["env.game=catch", "actor_critic.replay_value_coef=0.3"])
+    torch.manual_seed(0)
+    agent = Agent(cfg, NUM_ACTIONS)
+    B, T = 3, 5
+    z = torch.randn(B, T + 1, cfg.latent_dim)
+    rewards = torch.tensor([[0, 1, 0, 0, -1, 0], [0, 0, 0, 1, 0, 0], [1, 0, 0, 0, 0, 1]]).float()
+    terminated = torch.zeros(B, T + 1, dtype=torch.bool)
+    terminated[0, 1] = True  # the first sequence's episode ends after step 1
+    truncated = torch.zeros(B, T + 1, dtype=torch.bool)
+    truncated[2, 3] = True  # the third's is cut by the time limit after step 3
+    real = WorldModelOutput(z, torch.zeros(B, T + 1).long(), rewards, terminated, truncated, {})
+
+    with torch.no_grad():
+        v = agent.critic(z).double()
+    gamma, lam = cfg.env.discount, cfg.actor_critic.lam
+    total = 0.0
+    for b in range(B):
+        g = float(v[b, T])
+        for t in range(T - 1, -1, -1):
+            cont = 0.0 if (terminated[b, t] or truncated[b, t]) else gamma
+            g = float(rewards[b, t]) + cont * ((1 - lam) * float(v[b, t + 1]) + lam * g)
+            total += 0.5 * (g - float(v[b, t])) ** 2 + 0.5 * math.log(2 * math.pi)
+    expected = total / (B * T)
+    assert abs(float(agent.replay_value_loss(real).detach()) - expected) < 1e-5
+
+    # The update adds it to the critic's loss with its weight, and logs it.
+    replay = filled_replay()
+    replay.rng = np.random.default_rng(1)
+    learner = Learner(agent)
+    batch = TorchSequenceBatch.from_numpy(replay.sample_sequences(cfg.replay.batch_size, cfg.replay.sequence_length), "cpu")
+    metrics = learner.update(batch, lambda n: torch.from_numpy(replay.sample_obs(n)))
+    assert float(metrics["ac/replay_value_loss"]) > 0
+
+
+def test_replay_value_loss_is_refused_with_zh_inputs() -> None:
+    import pytest
+
+    from twm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="replay_value_coef needs actor_critic.inputs=z"):
+        load_config("smoke", ["env.game=catch", "actor_critic.replay_value_coef=0.3", "actor_critic.inputs=zh"])

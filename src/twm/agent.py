@@ -194,11 +194,12 @@ class Agent(nn.Module):
             start_z=z[:, 1:].reshape(flat, -1)[pick],
         )
 
-    def actor_critic_losses(self, rollout: Rollout) -> ActorCriticLosses:
+    def actor_critic_losses(self, rollout: Rollout, real: WorldModelOutput | None = None) -> ActorCriticLosses:
         """The critic's and actor's losses of an imagined rollout (docs/method.md, "Policy learning in imagination").
 
         The actor's loss reads the advantages of the critic before its step, so both can be
-        computed before either optimiser steps.
+        computed before either optimiser steps. With ``actor_critic.replay_value_coef`` > 0 the
+        critic also regresses the λ-returns of ``real``, the world-model batch (``replay_value_loss``).
         """
         ac = self.cfg.actor_critic
         inputs = rollout.policy_inputs()  # (B, H+1, Z) or (B, H+1, Z+d)
@@ -217,6 +218,12 @@ class Agent(nn.Module):
             slow_reg = self.critic.loss(critic_out, slow_values, rollout.weights)
             c_loss = c_loss + ac.slow_critic_coef * slow_reg
             extra["ac/slow_critic_reg"] = slow_reg.detach()
+        if ac.replay_value_coef > 0:
+            if real is None:
+                raise ValueError("actor_critic.replay_value_coef > 0 needs the world-model batch (real)")
+            replay_loss = self.replay_value_loss(real)
+            c_loss = c_loss + ac.replay_value_coef * replay_loss
+            extra["ac/replay_value_loss"] = replay_loss.detach()
         if self.return_normalizer is not None:
             scale = self.return_normalizer.update(returns)
             advantages = advantages / scale
@@ -245,6 +252,22 @@ class Agent(nn.Module):
         if rollout.fresh_reused is not None:
             metrics["ac/fresh_reused"] = rollout.fresh_reused.float()
         return ActorCriticLosses(c_loss, a_loss, metrics)
+
+    def replay_value_loss(self, real: WorldModelOutput) -> Tensor:
+        """The critic's loss on the real steps of a world-model batch (``replay_value_coef``).
+
+        States z_0..z_{T-1} of each sequence, with the real rewards r_t and episode ends d_t of
+        their steps; the λ-returns discount by gamma * (1 - d_t), so they never bootstrap across a
+        real episode end, and bootstrap with the critic's values of z_1..z_T. Every step weighs 1,
+        as in the critic's pretraining (``pretrain_ac_losses``).
+        """
+        z = real.z  # (B, T+1, Z), detached
+        dones = (real.terminated | real.truncated)[:, :-1]  # (B, T)
+        discounts = self.cfg.env.discount * (~dones).float()
+        with torch.no_grad():
+            values = self.critic(z)  # (B, T+1)
+        returns, _ = lambda_returns(real.rewards[:, :-1], discounts, dones, values, self.cfg.actor_critic.lam)
+        return self.critic.loss(self.critic.outputs(z[:, :-1]), returns, torch.ones_like(returns))
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:

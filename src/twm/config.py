@@ -251,6 +251,14 @@ class ActorCriticConfig:
         lo=0,
         hi=1,
     )
+    replay_value_coef: float = param(
+        0.0,
+        "beyond the paper: weight of a second critic loss on the world-model batch's real steps (their "
+        "latents, real rewards and episode ends; lambda-returns bootstrapped by the critic), beside the "
+        "imagined ones, so the values also learn the rewards the world model misses (DreamerV3's replay "
+        "value loss: 0.3; 0 = off, the paper; needs inputs 'z')",
+        lo=0,
+    )
     actor_lr: float = param(1e-4, "actor Adam learning rate", lo=0, lo_open=True)
     critic_lr: float = param(1e-5, "critic Adam learning rate", lo=0, lo_open=True)
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
@@ -458,6 +466,8 @@ class Config:
                 f"the prefill; train.prefill_steps must be >= {self.replay.batch_size + self.replay.sequence_length + 1}"
             )
         ac = self.actor_critic
+        if ac.replay_value_coef > 0 and ac.inputs != "z":
+            raise ConfigError("actor_critic.replay_value_coef needs actor_critic.inputs=z (real steps carry no h)")
         pairs = self.replay.batch_size * self.replay.sequence_length
         if ac.num_starts > pairs:
             raise ConfigError(

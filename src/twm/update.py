@@ -153,9 +153,11 @@ class Learner:
             rollout = captured.run(self._imagine_from_pool, wm_out, pool)
         clock.done("imagination")
 
-        # Actor-critic: both losses (the actor's reads the critic before its step), one backward,
-        # the critic and actor steps, then the slow critic follows the critic.
-        ac = self._run(agent.actor_critic_losses, rollout)
+        # Actor-critic: both losses (the actor's reads the critic before its step; the critic's may
+        # also read the batch's real steps), one backward, the critic and actor steps, then the slow
+        # critic follows the critic.
+        real = wm_out if agent.cfg.actor_critic.replay_value_coef > 0 else None
+        ac = self._run(agent.actor_critic_losses, rollout, real)
         c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
         metrics = self._out({**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm})
         agent.update_slow_critic()
