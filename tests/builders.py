@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twm.config import Config, DynamicsConfig, load_config
+from twm.config import Config, DynamicsConfig
+from twm.config_files import load_config
 from twm.envs import make_env
 from twm.imagination import ImaginationStart
 from twm.models.dynamics import DynamicsModel
