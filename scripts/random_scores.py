@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs import make_env
 from twm.envs.crafter import crafter_score, success_rates
 from twm.games import CRAFTER_GAME, MINATAR_GAMES, MINATAR_PREFIX, RANDOM_SCORES_FILE

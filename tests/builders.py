@@ -1,5 +1,5 @@
 """Small inputs shared by several test files: a tiny float64 dynamics model with random token
-sequences, random imagination starts for the smoke agent, and catch replay buffers.
+sequences, random imagination starts and seeded rollouts for the smoke agent, and catch replay buffers.
 
 Fixtures built from these live in ``conftest.py``."""
 
@@ -9,19 +9,23 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from unittest import mock
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from twm.config import Config, DynamicsConfig, load_config
+from twm.config import Config, DynamicsConfig
+from twm.config_files import load_config
 from twm.envs import make_env
-from twm.imagination import ImaginationStart
+from twm.imagination import ImaginationStart, Rollout, imagine
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import mode_one_hot
 from twm.replay import ReplayBuffer
+
+if TYPE_CHECKING:
+    from twm.agent import Agent
 
 C, K, A = 3, 4, 5  # categoricals, classes, actions of the tiny dynamics model
 
@@ -102,6 +106,35 @@ def make_start(cfg: Config, batch: int, seed: int = 0) -> ImaginationStart:
         context_done=torch.rand(batch, generator=gen) < 0.3,
         start_z=random_latents(cfg, batch, gen),
     )
+
+
+ROLLOUT_SEED, FRESH_SEED = 1, 7  # the generators of seeded_rollout: actions and latents; fresh starts
+
+
+def seeded_rollout(
+    agent: Agent, start: ImaginationStart, threshold: float, horizon: int = 8, kv_cache: bool | None = None
+) -> tuple[Rollout, torch.Tensor, torch.Tensor]:
+    """An imagination rollout of ``agent`` with fixed random draws: actions and latent samples from a
+    generator seeded ``ROLLOUT_SEED``, fresh starts ``random_latents`` from one seeded ``FRESH_SEED`` (in
+    the dtype of ``start``). ``kv_cache`` None follows ``dynamics.kv_cache``. Returns the rollout and the
+    two generators' final states (the same draws leave them in the same states)."""
+    cfg = agent.cfg
+    fresh_gen = torch.Generator().manual_seed(FRESH_SEED)
+    gen = torch.Generator().manual_seed(ROLLOUT_SEED)
+    wm = agent.world_model
+    dtype = start.start_z.dtype
+    out = imagine(
+        wm.dynamics,
+        wm.obs_model,
+        agent.actor,
+        start,
+        horizon,
+        threshold,
+        lambda n: random_latents(cfg, n, fresh_gen).to(dtype),
+        gen,
+        kv_cache=kv_cache,
+    )
+    return out, gen.get_state(), fresh_gen.get_state()
 
 
 def catch_replay(steps: int, capacity: int | None = None, seed: int = 0, **replay_kwargs) -> ReplayBuffer:

@@ -7,7 +7,7 @@ import torch
 
 from builders import catch_replay
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.imagination import Rollout
 from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer

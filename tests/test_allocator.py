@@ -40,7 +40,7 @@ alloc_faults = sum(rounds[6:])  # once the heap has settled
 # 2. the same world-model update (smoke config, fixed seed): its losses
 from twm.agent import Agent
 from twm.perf.bench import synthetic_batch
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.update import Learner
 
 cfg = load_config("smoke", [])

@@ -156,7 +156,7 @@ def test_env_fn_callbacks_stop_resume_and_no_side_effects(tmp_path: Path) -> Non
 
 
 def test_an_env_fn_run_in_a_new_process_says_to_pass_env_fn() -> None:
-    from twm.config import load_config
+    from twm.config_files import load_config
     from twm.envs import EnvError, check_env
 
     with pytest.raises(EnvError, match="pass the same env_fn to twm.load"):

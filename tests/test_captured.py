@@ -21,7 +21,8 @@ import torch
 
 from builders import SWITCH_OVERRIDES, counting_compiled_graphs
 from twm.agent import Agent
-from twm.config import Config, ConfigError, load_config
+from twm.config import Config, ConfigError
+from twm.config_files import load_config
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.training.checkpoint import load_checkpoint
 from twm.training.trainer import Trainer, TrainingStopped

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from twm import games as games_mod
-from twm.config import ConfigError, load_config
+from twm.config import ConfigError
+from twm.config_files import load_config
 from twm.games import (
     MINATAR_GAMES,
     UnknownGameError,

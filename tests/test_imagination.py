@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from builders import NUM_ACTIONS, make_start, random_latents, smoke
+from builders import FRESH_SEED, NUM_ACTIONS, make_start, random_latents, seeded_rollout, smoke
 from twm.agent import Agent
 from twm.imagination import ImaginationStart, imagine, observe_latent
 from twm.losses import discount_weights
@@ -20,26 +20,10 @@ def agent() -> Agent:
     return Agent(cfg, NUM_ACTIONS)
 
 
-def rollout(agent: Agent, start: ImaginationStart, threshold: float, horizon: int = 8):
-    cfg = agent.cfg
-    fresh_gen = torch.Generator().manual_seed(7)
-    wm = agent.world_model
-    return imagine(
-        wm.dynamics,
-        wm.obs_model,
-        agent.actor,
-        start,
-        horizon,
-        threshold,
-        lambda n: random_latents(cfg, n, fresh_gen),
-        torch.Generator().manual_seed(1),
-    )
-
-
 def test_rollout_memory_path_equals_full_recompute(agent: Agent) -> None:
     """Each imagined h_t equals one pass of the dynamics model over the whole imagined stream."""
     start = make_start(agent.cfg, 6)
-    out = rollout(agent, start, threshold=0.5)  # some imagined episode ends inside
+    out, _, _ = seeded_rollout(agent, start, threshold=0.5)  # some imagined episode ends inside
     assert out.dones.any(), "the test needs imagined episode ends"
     z = torch.cat([start.context_z[:, None], out.z[:, :-1]], dim=1)  # (B, H+1, Z)
     actions = torch.cat([start.context_action[:, None], out.actions], dim=1)
@@ -56,7 +40,7 @@ def test_rollout_memory_path_equals_full_recompute(agent: Agent) -> None:
 def test_weights_dones_and_fresh_starts(agent: Agent) -> None:
     start = make_start(agent.cfg, 16, seed=3)
     threshold = 0.4
-    out = rollout(agent, start, threshold)
+    out, _, _ = seeded_rollout(agent, start, threshold)
     assert out.dones.any() and (~out.dones).any()
     # Weights are the discount products before each step, restarting after an imagined end.
     torch.testing.assert_close(out.weights, discount_weights(out.discounts, out.dones))
@@ -64,7 +48,7 @@ def test_weights_dones_and_fresh_starts(agent: Agent) -> None:
     product_after = out.weights * out.discounts
     assert torch.equal(out.dones, product_after < threshold)
     # After an end, the next latent is a fresh one from the replay sampler (here: a seeded stub).
-    fresh_gen = torch.Generator().manual_seed(7)
+    fresh_gen = torch.Generator().manual_seed(FRESH_SEED)
     expected = [
         random_latents(agent.cfg, int(out.dones[:, t].sum()), fresh_gen) for t in range(out.dones.shape[1])
     ]
@@ -74,14 +58,14 @@ def test_weights_dones_and_fresh_starts(agent: Agent) -> None:
 
 
 def test_no_threshold_means_no_ends(agent: Agent) -> None:
-    out = rollout(agent, make_start(agent.cfg, 4), threshold=0.0)
+    out, _, _ = seeded_rollout(agent, make_start(agent.cfg, 4), threshold=0.0)
     assert not out.dones.any()
     assert torch.all(out.discounts > 0) and torch.all(out.discounts < 1)
 
 
 def test_rollout_leaves_training_mode_alone(agent: Agent) -> None:
     agent.train()
-    rollout(agent, make_start(agent.cfg, 2), threshold=0.1)
+    seeded_rollout(agent, make_start(agent.cfg, 2), threshold=0.1)
     assert agent.world_model.dynamics.training and agent.actor.training
 
 

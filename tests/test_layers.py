@@ -27,6 +27,7 @@ LAYERS: dict[str, int] = {
     "twm.allocator": 0,
     "twm.files": 0,
     "twm.config": 1,
+    "twm.config_files": 1,
     "twm.envs": 2,
     "twm.replay": 2,
     "twm.models": 3,

@@ -15,7 +15,8 @@ import torch
 
 from builders import NUM_ACTIONS, PLUS_SWITCHES, SWITCHES, catch_replay, preset_smoke_update
 from twm.agent import Agent
-from twm.config import Config, load_config
+from twm.config import Config
+from twm.config_files import load_config
 from twm.models.batch import TorchSequenceBatch
 from twm.update import Learner
 

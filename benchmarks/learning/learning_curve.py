@@ -82,7 +82,7 @@ def main() -> int:
     }
     result["curve"] = curve
     if game == "catch":
-        from twm.config import load_config
+        from twm.config_files import load_config
         from twm.envs.catch import CatchEnv
 
         catch = CatchEnv(load_config(args.preset, ["env.game=catch"]).env, mode="eval", seed=0)

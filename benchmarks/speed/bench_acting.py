@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs import make_env
 
 

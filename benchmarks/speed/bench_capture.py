@@ -21,7 +21,7 @@ import time
 import torch
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.device import resolve_device
 from twm.perf.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.update import Learner

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.replay import CHECKPOINT_CHUNK, ReplayBuffer
 from twm.training.checkpoint import CheckpointManager, save_checkpoint
 from twm.update import Optimizers

@@ -28,7 +28,8 @@ import torch
 
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
-from twm.config import Config, load_config
+from twm.config import Config
+from twm.config_files import load_config
 from twm.device import resolve_device
 from twm.perf.bench import PARTS, synthetic_batch, synthetic_obs_sampler, time_update
 from twm.perf.flops import update_flops

@@ -19,7 +19,7 @@ import json
 import torch
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.device import resolve_device
 from twm.envs import make_env
 from twm.perf.bench import (

@@ -16,7 +16,8 @@ import time
 import torch
 
 from twm.agent import Agent
-from twm.config import Config, apply_overrides
+from twm.config import Config
+from twm.config_files import apply_overrides
 from twm.perf.bench import synthetic_batch
 from twm.update import Learner
 

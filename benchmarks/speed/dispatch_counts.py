@@ -23,7 +23,7 @@ import torch
 
 import twm
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 
 try:
     from twm.perf.info import num_actions_of

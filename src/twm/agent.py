@@ -104,7 +104,9 @@ class Agent(nn.Module):
         When the policy reads h (``actor_critic.inputs`` 'zh'), ``memory`` (from ``acting_memory``)
         holds each row's h_{t-1} and is advanced by this step; call its ``record`` after the env step.
         """
-        if self.policy_reads_h and (memory is None or memory.rows != obs.shape[0]):
+        if not self.policy_reads_h:
+            memory = None  # only a policy that reads h uses one
+        elif memory is None or memory.rows != obs.shape[0]:
             raise ValueError("a policy that reads h acts with an ActingMemory of one row per observation")
         # Only the networks acting runs are switched to eval mode and back (the memory switches the
         # transformer itself): switching the whole agent walks every module twice, a quarter of a real
@@ -115,11 +117,11 @@ class Agent(nn.Module):
             net.eval()
         try:
             z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
-            if memory is not None and self.policy_reads_h:
+            if memory is None:
+                actions = self.actor.sample(z, generator)
+            else:
                 actions = self.actor.sample(torch.cat([z, memory.h_prev], dim=-1), generator)
                 memory.advance(self.world_model.dynamics, z, actions)
-            else:
-                actions = self.actor.sample(z, generator)
         finally:
             for net, mode in zip(networks, modes, strict=True):
                 net.train(mode)

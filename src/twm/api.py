@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from twm.config import Config, ConfigError, load_config
+from twm.config import Config, ConfigError
+from twm.config_files import load_config
 from twm.games import run_name
 
 if TYPE_CHECKING:

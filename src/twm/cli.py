@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twm.cli_parser import ArgumentsError, build_parser
-from twm.config import Config, ConfigError, describe_keys, load_config
+from twm.config import Config, ConfigError
+from twm.config_files import describe_keys, load_config
 from twm.envs import EnvError, check_env
 from twm.games import (
     ATARI100K_GAMES,

@@ -11,8 +11,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
-from twm.config import PRESETS
-from twm.presets import PRESET_SUMMARIES
+from twm.presets import PRESET_SUMMARIES, PRESETS
 from twm.version import __version__
 
 # --------------------------------------------------------------------------------------- shared arguments

@@ -1,11 +1,14 @@
-"""Typed configuration: one dataclass per section, presets, validation and YAML round-trip.
+"""Typed configuration: one dataclass per section, validation and YAML round-trip.
 
 Every number of the paper configuration (docs/method.md) is a default here, so ``Config()`` *is* the
-``atari100k`` preset. Other presets are small sets of overrides on top of it.
+``atari100k`` preset. Other presets (twm.presets) are small sets of overrides on top of it.
 
 Each field carries a help text and, where it matters, an allowed range or a set of choices;
-``Config.from_dict`` and ``apply_overrides`` check them and raise ``ConfigError`` with a
-one-line message naming the key and what is allowed.
+``Config.from_dict`` checks them (and so does everything built on it) and raises ``ConfigError`` with
+a one-line message naming the key and what is allowed.
+
+Building the config a command runs with (preset < config file < ``--set`` overrides) is
+twm.config_files.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import dataclasses
 import difflib
 import math
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +26,6 @@ from typing import Any, Literal
 import yaml
 
 from twm.games import UnknownGameError, game_family, resolve_game
-from twm.presets import PRESETS
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many libraries take 32-bit seeds
 
@@ -550,64 +552,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return dict(data)
 
 
-def _layered(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Section-wise union of config mappings: later layers win key by key, a section is never replaced whole."""
-    out: dict[str, Any] = {}
-    for layer in layers:
-        for section, values in layer.items():
-            if isinstance(values, Mapping) and isinstance(out.get(section, {}), Mapping):
-                out[section] = {**out.get(section, {}), **values}
-            else:  # not a mapping: from_dict reports it
-                out[section] = values
-    return out
-
-
-def load_config(
-    preset: str = "atari100k",
-    overrides: Iterable[str] = (),
-    config_file: str | Path | None = None,
-    sections: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Config:
-    """The config a command runs with: the preset, a YAML file on top of it, ``--set`` overrides on top
-    of both (``--game`` is one of them), then ``sections`` (``twm.train``'s keyword overrides), validated
-    once, at the end."""
-    if preset not in PRESETS:
-        close = difflib.get_close_matches(preset, PRESETS, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown preset {preset!r}{hint}; valid presets: {', '.join(PRESETS)}")
-    layers: list[Mapping[str, Any]] = [PRESETS[preset]]
-    if config_file is not None:
-        layers.append(read_config_file(config_file))
-    layers.append(parse_overrides(overrides))
-    if sections:
-        layers.append(sections)
-    return Config.from_dict(_layered(*layers))
-
-
-def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
-    """Apply ``section.key=value`` strings; values are parsed as YAML scalars (1e-4, true, [1, 2])."""
-    nested = parse_overrides(overrides)
-    return Config.from_dict(nested, base=cfg) if nested else cfg
-
-
-def parse_overrides(overrides: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``section.key=value`` strings as a mapping of sections (values parsed as YAML scalars)."""
-    nested: dict[str, dict[str, Any]] = {}
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        if "." not in dotted:
-            raise ConfigError(f"override key {dotted!r} must be section.key; {_closest_keys(dotted)}")
-        section, key = dotted.split(".", 1)
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
-        nested.setdefault(section.strip(), {})[key.strip()] = value
-    return nested
-
-
 def all_keys() -> list[str]:
     """Every ``section.key`` of the config, for help and error messages."""
     return [
@@ -617,15 +561,14 @@ def all_keys() -> list[str]:
     ]
 
 
-def describe_keys() -> list[tuple[str, Any, str]]:
-    """(section.key, paper default, help) for every key."""
-    out = []
-    cfg = Config()
-    for s in dataclasses.fields(Config):
-        section = getattr(cfg, s.name)
-        for f in dataclasses.fields(section):
-            out.append((f"{s.name}.{f.name}", getattr(section, f.name), f.metadata.get("help", "")))
-    return out
+def closest_keys(key: str) -> str:
+    """The keys closest to a mistyped ``key``, as the end of an error message."""
+    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
+    if not close:
+        # Fall back to matching the last component, e.g. 'lr' -> every '*.lr'.
+        last = key.split(".")[-1]
+        close = [k for k in all_keys() if k.split(".")[-1] == last][:3]
+    return f"did you mean {', '.join(close)}?" if close else "run 'twm config --keys' to list valid keys"
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -638,15 +581,6 @@ def _deepcopy(cfg: Config) -> Config:
 def _section_type(name: str) -> type:
     hints = typing.get_type_hints(Config)
     return hints[name]
-
-
-def _closest_keys(key: str) -> str:
-    close = difflib.get_close_matches(key, all_keys(), n=3, cutoff=0.5)
-    if not close:
-        # Fall back to matching the last component, e.g. 'lr' -> every '*.lr'.
-        last = key.split(".")[-1]
-        close = [k for k in all_keys() if k.split(".")[-1] == last][:3]
-    return f"did you mean {', '.join(close)}?" if close else "run 'twm config --keys' to list valid keys"
 
 
 def _get_section(cfg: Config, name: Any) -> Any:
@@ -664,7 +598,7 @@ def _set_value(section: Any, section_name: str, key: str, value: Any) -> None:
     fields = {f.name: f for f in dataclasses.fields(section)}
     dotted = f"{section_name}.{key}"
     if key not in fields:
-        raise ConfigError(f"unknown config key {dotted!r}; {_closest_keys(dotted)}")
+        raise ConfigError(f"unknown config key {dotted!r}; {closest_keys(dotted)}")
     f = fields[key]
     hint = typing.get_type_hints(type(section))[key]
     setattr(section, key, _coerce(dotted, value, hint, f.metadata))

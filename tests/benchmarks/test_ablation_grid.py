@@ -25,7 +25,7 @@ TINY = ["train.total_steps=200", "train.budget=5000", "train.checkpoint_interval
 
 
 def test_settings_are_plus_with_one_mechanism_off_each() -> None:
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     plus = load_config("plus", ["env.game=minatar/breakout"]).to_dict()
     for name, (preset, overrides) in grid.SETTINGS.items():

@@ -7,7 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.training.trainer import Trainer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_profile.py"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.training.trainer import Trainer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "world_model_probe.py"

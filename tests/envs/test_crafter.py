@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from families import run_episode, same, through_checkpoint
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs import make_env
 from twm.envs.crafter import ACHIEVEMENTS, crafter_score, success_rates
 

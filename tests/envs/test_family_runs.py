@@ -16,7 +16,7 @@ import pytest
 
 from builders import assert_tensorboard_matches_metrics
 from families import ENV, GYM_ENVS, one_line_error, run_twm
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs.crafter import crafter_score, success_rates
 
 # ============================================================================ command line errors

@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
-from twm.config import ConfigError, load_config
+from twm.config import ConfigError
+from twm.config_files import load_config
 from twm.envs import EnvError, check_env, make_env
 from twm.envs.gym_env import image_layout
 from twm.games import game_family, resolve_game, run_name
@@ -206,7 +207,7 @@ def test_minigrid_and_ale_ids_are_found_without_importing_their_package() -> Non
     pytest.importorskip("minigrid")
     code = (
         "import sys\n"
-        "from twm.config import load_config\n"
+        "from twm.config_files import load_config\n"
         "from twm.envs import check_env\n"
         "assert 'minigrid' not in sys.modules\n"
         f"cfg = load_config('smoke', ['env.game={MINIGRID}', '{RGB_WRAPPERS}'])\n"

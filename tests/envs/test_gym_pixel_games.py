@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from families import reference_picture, run_episode, through_checkpoint
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs import EnvError, check_env, make_env
 
 

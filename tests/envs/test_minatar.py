@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from families import reference_picture, run_episode, same, through_checkpoint
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.envs import make_env, newest_frame
 from twm.envs.minatar import COLORS, GRAY_LEVELS, render_state
 from twm.games import (

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from families import run_episode
-from twm.config import EnvConfig, load_config
+from twm.config import EnvConfig
+from twm.config_files import load_config
 from twm.envs import EnvError, newest_frame
 from twm.envs.pixel import PixelEnv, to_frame
 from twm.replay import ReplayBuffer

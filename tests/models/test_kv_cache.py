@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from builders import NUM_ACTIONS, make_start, random_batch, random_latents, smoke, tiny_model
+from builders import NUM_ACTIONS, make_start, random_batch, seeded_rollout, smoke, tiny_model
 from twm.agent import Agent
 from twm.imagination import ImaginationStart, imagine
 from twm.models.dynamics import DynamicsModel
@@ -101,27 +101,6 @@ def test_cache_is_for_inference_only() -> None:
 # --------------------------------------------------------------------------------------- rollouts
 
 
-def rollouts(agent: Agent, start: ImaginationStart, threshold: float, horizon: int, kv_cache: bool):
-    """A rollout with fixed generators; returns it and the generators' final states."""
-    cfg = agent.cfg
-    fresh_gen = torch.Generator().manual_seed(7)
-    gen = torch.Generator().manual_seed(1)
-    wm = agent.world_model
-    dtype = start.start_z.dtype
-    out = imagine(
-        wm.dynamics,
-        wm.obs_model,
-        agent.actor,
-        start,
-        horizon,
-        threshold,
-        lambda n: random_latents(cfg, n, fresh_gen).to(dtype),
-        gen,
-        kv_cache=kv_cache,
-    )
-    return out, gen.get_state(), fresh_gen.get_state()
-
-
 def double_start(start: ImaginationStart) -> ImaginationStart:
     return ImaginationStart(
         context_z=start.context_z.double(),
@@ -137,8 +116,8 @@ def test_cached_rollout_equals_plain_rollout_float64(memory_steps: int) -> None:
     torch.manual_seed(0)
     agent = Agent(smoke(f"dynamics.memory_steps={memory_steps}"), NUM_ACTIONS).double()
     start = double_start(make_start(agent.cfg, 12, seed=5))
-    plain, plain_gen, plain_fresh = rollouts(agent, start, 0.5, 8, kv_cache=False)
-    cached, cached_gen, cached_fresh = rollouts(agent, start, 0.5, 8, kv_cache=True)
+    plain, plain_gen, plain_fresh = seeded_rollout(agent, start, 0.5, 8, kv_cache=False)
+    cached, cached_gen, cached_fresh = seeded_rollout(agent, start, 0.5, 8, kv_cache=True)
     assert plain.dones.any() and (~plain.dones).any(), "the test needs imagined episode ends and fresh starts"
     # The same random draws: actions, latent samples, fresh starts, and the generators end in the same state.
     assert torch.equal(cached.actions, plain.actions)
@@ -154,8 +133,8 @@ def test_cached_rollout_matches_in_float32() -> None:
     torch.manual_seed(0)
     agent = Agent(smoke("dynamics.memory_steps=16"), NUM_ACTIONS)
     start = make_start(agent.cfg, 12, seed=5)
-    plain, plain_gen, _ = rollouts(agent, start, 0.5, 8, kv_cache=False)
-    cached, cached_gen, _ = rollouts(agent, start, 0.5, 8, kv_cache=True)
+    plain, plain_gen, _ = seeded_rollout(agent, start, 0.5, 8, kv_cache=False)
+    cached, cached_gen, _ = seeded_rollout(agent, start, 0.5, 8, kv_cache=True)
     assert torch.equal(cached.actions, plain.actions) and torch.equal(cached.z, plain.z)
     assert torch.equal(cached_gen, plain_gen)
     torch.testing.assert_close(cached.h, plain.h, rtol=1e-5, atol=1e-5)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from twm.agent import Agent
-from twm.config import Config, load_config
+from twm.config import Config
+from twm.config_files import load_config
 from twm.models.batch import TorchSequenceBatch
 from twm.models.world_model import WorldModel, WorldModelOutput
 from twm.replay import ReplayBuffer

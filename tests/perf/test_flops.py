@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.perf.flops import update_flops
 from twm.update import Learner

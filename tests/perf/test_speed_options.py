@@ -21,7 +21,8 @@ import torch
 
 from builders import counting_compiled_graphs
 from twm.agent import Agent
-from twm.config import Config, ConfigError, load_config
+from twm.config import Config, ConfigError
+from twm.config_files import load_config
 from twm.models.observation import ObservationModel
 from twm.models.world_model import WorldModel
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from twm.agent import Agent
-from twm.config import load_config
+from twm.config_files import load_config
 from twm.files import CheckpointWriteError
 from twm.replay import ReplayBuffer
 from twm.training import checkpoint as ckpt

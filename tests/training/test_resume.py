@@ -263,7 +263,7 @@ def test_resume_from_every_phase_in_process(
     monkeypatch.setattr(ckpt, "CHECKPOINT_CHUNK", 64)
     monkeypatch.setenv("TWM_TEST_SIGNAL_AT", point)
     run_dir = tmp_path / "run"
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     cfg = load_config("smoke", ["env.game=catch", *SETTINGS])
     handler = signal.getsignal(signal.SIGINT)
@@ -289,7 +289,7 @@ def test_pixel_game_runs_resume_exactly(
     # them as bytes (twm.envs.saved_state). Before that a resume of them failed, and moved every
     # checkpoint of the run aside as corrupt.
     pytest.importorskip(package)
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     cfg = load_config("smoke", [f"env.game={game}", *SETTINGS])
     Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
@@ -322,7 +322,7 @@ PLUS_SWITCHES = [*SWITCH_OVERRIDES, "actor_critic.entropy_coef=3e-4"]
 def test_runs_with_switches_beyond_the_paper_resume_exactly(
     tmp_path: Path, switches: list[str], point: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     cfg = load_config("smoke", ["env.game=catch", *SETTINGS, *switches])
     Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
@@ -362,7 +362,7 @@ def test_a_damaged_replay_chunk_never_costs_the_resume_point(
 ) -> None:
     # Chunks of 64 frames; stopped at 145 with checkpoints at 120 (chunk 0) and 145 (chunks 0 and 64).
     monkeypatch.setattr(ckpt, "CHECKPOINT_CHUNK", 64)
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     cfg = load_config("smoke", ["env.game=catch", *SETTINGS])
     monkeypatch.setenv("TWM_TEST_SIGNAL_AT", "train:145")

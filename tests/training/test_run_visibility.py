@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from twm.config import ConfigError, load_config
+from twm.config import ConfigError
+from twm.config_files import load_config
 from twm.training import output
 from twm.training.logger import MetricsLogger, flat_config, pretrain_axes, read_metrics
 

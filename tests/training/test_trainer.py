@@ -22,7 +22,8 @@ import yaml
 
 from builders import assert_tensorboard_matches_metrics
 from twm import cli
-from twm.config import Config, load_config
+from twm.config import Config
+from twm.config_files import load_config
 from twm.games import human_normalized_score
 from twm.training.checkpoint import agent_from_checkpoint, load_checkpoint
 from twm.training.logger import read_metrics

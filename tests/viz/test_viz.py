@@ -22,7 +22,8 @@ from PIL import Image
 from builders import catch_replay, read_tensorboard
 from twm import cli
 from twm.agent import Agent
-from twm.config import DynamicsConfig, load_config
+from twm.config import DynamicsConfig
+from twm.config_files import load_config
 from twm.imagination import ImaginationStart, imagine
 from twm.models.dynamics import DynamicsModel
 from twm.models.transformer_xl import build_attention_mask

@@ -201,7 +201,8 @@ def conclude(result: RunResult, status: Status, t0: float | None, message: str) 
 
 def config_differences(spec: RunSpec) -> list[str]:
     """Where the run folder's config.yaml differs from what this sweep asks for (``key: run vs asked``)."""
-    from twm.config import Config, load_config
+    from twm.config import Config
+    from twm.config_files import load_config
 
     try:
         saved = Config.from_yaml(RunDir(spec.run_dir).config).to_dict()
@@ -243,7 +244,7 @@ class SweepOptions:
 
 def validate(opts: SweepOptions) -> None:
     """Fail before anything starts (one line, ``SweepError`` / ``ConfigError``) on a bad option or config."""
-    from twm.config import load_config
+    from twm.config_files import load_config
 
     if opts.parallel is not None and opts.parallel < 1:
         raise SweepError(f"--parallel must be at least 1; got {opts.parallel}")
