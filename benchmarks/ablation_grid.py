@@ -67,6 +67,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
     # The policy's entropy falls to 0.1-0.25 of its maximum on Space Invaders with the 3e-4 bonus.
     "plus-entropy-3e-3": ("plus", ["actor_critic.entropy_coef=3e-3"]),
+    # The critic also learns the real returns of the world-model batch (DreamerV3's weight).
+    "plus-replay-value": ("plus", ["actor_critic.replay_value_coef=0.3"]),
     # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is today's plus but
     # for the latent sampler (another draw of the same distribution): the Breakout run. The Space
     # Invaders run of that name had been started with today's plus, so its results are plus-s0.
