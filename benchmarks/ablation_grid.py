@@ -69,6 +69,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-entropy-3e-3": ("plus", ["actor_critic.entropy_coef=3e-3"]),
     # The critic also learns the real returns of the world-model batch (DreamerV3's weight).
     "plus-replay-value": ("plus", ["actor_critic.replay_value_coef=0.3"]),
+    # The dynamics losses (reward, episode end, next latent) also shape the encoder's latents.
+    "plus-encoder-grad": ("plus", ["dynamics.encoder_grad=1"]),
     # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is today's plus but
     # for the latent sampler (another draw of the same distribution): the Breakout run. The Space
     # Invaders run of that name had been started with today's plus, so its results are plus-s0.

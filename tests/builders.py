@@ -41,12 +41,15 @@ SWITCHES = {
     "actor_critic.entropy": "bonus",
     "actor_critic.unimix": 0.01,
     "actor_critic.replay_value_coef": 0.3,
+    "dynamics.encoder_grad": 0.5,
 }
 # The ones the `plus` preset turns on: all but uniform mixing in the latents, which hid Breakout's
-# ball from the world model (docs/results.md, "The plus agent"), and the replay value loss (not yet
-# measured).
+# ball from the world model (docs/results.md, "The plus agent"), the replay value loss and the
+# dynamics gradient into the encoder (being measured).
 PLUS_SWITCHES = {
-    key: value for key, value in SWITCHES.items() if key not in ("obs_model.unimix", "actor_critic.replay_value_coef")
+    key: value
+    for key, value in SWITCHES.items()
+    if key not in ("obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad")
 }
 # Every switch as --set overrides (the resume and captured tests turn them all on at once).
 SWITCH_OVERRIDES = [f"{key}={value}" for key, value in SWITCHES.items()]

@@ -179,6 +179,14 @@ class DynamicsConfig:
         "classifies symlog(r_t) over 255 bins with a zero-initialised output layer (beyond the paper, "
         "DreamerV3)",
     )
+    encoder_grad: float = param(
+        0.0,
+        "beyond the paper: share of the dynamics losses' gradient that reaches the encoder through the "
+        "latents z_1..z_T the dynamics model reads, so the latents keep what predicts rewards and episode "
+        "ends (0 = the paper: they are detached; DreamerV3 trains its world model end to end, 1)",
+        lo=0,
+        hi=1,
+    )
     reward_coef: float = param(10.0, "weight of the reward NLL (beta_1)", lo=0)
     discount_coef: float = param(50.0, "weight of the discount NLL (beta_2)", lo=0)
     lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)

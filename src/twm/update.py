@@ -3,7 +3,9 @@
 Every step, of training or pretraining, is: losses -> one backward pass -> clip each network's
 gradient norm and step its optimiser. The losses a step takes come from the models (the world
 model's ``compute_loss``, the agent's ``actor_critic_losses``); the parameters of the losses of one
-step are disjoint, so one backward pass gives each network the gradient its own loss would.
+step are disjoint, so one backward pass gives each network the gradient its own loss would (with
+``dynamics.encoder_grad`` > 0, beyond the paper, the encoder gets that share of the dynamics loss's
+gradient too).
 
 ``Learner.update`` is one training update: the world-model step, imagination from its latents, the
 actor-critic step. Eagerly by default; with ``train.capture`` its parts run as compiled regions

@@ -123,6 +123,36 @@ def test_gradients_flow_where_the_spec_says(replay: ReplayBuffer) -> None:
     assert obs_step == {"encoder": True, "decoder": True, "dynamics": False}
 
 
+def _dyn_loss_gradients(share: float, batch: TorchSequenceBatch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Gradients of the dynamics loss alone, with ``dynamics.encoder_grad=share``, and the loss."""
+    cfg = smoke_config(dropout=0.0, encoder_grad=share)
+    torch.manual_seed(0)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    losses = model.compute_loss(batch, generator=torch.Generator().manual_seed(3))
+    losses.dyn_loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return grads, losses.dyn_loss.detach()
+
+
+def test_encoder_grad_lets_that_share_of_the_dynamics_gradient_into_the_encoder(replay: ReplayBuffer) -> None:
+    batch = make_batch(replay, smoke_config())
+    g0, loss0 = _dyn_loss_gradients(0.0, batch)
+    half, loss_half = _dyn_loss_gradients(0.5, batch)
+    full, loss_full = _dyn_loss_gradients(1.0, batch)
+    # The same forward pass: the losses are equal bit for bit, and so are the dynamics' gradients.
+    assert torch.equal(loss0, loss_half) and torch.equal(loss0, loss_full)
+    for name in g0:
+        assert name.startswith("dynamics.")
+        assert torch.equal(g0[name], half[name]) and torch.equal(g0[name], full[name])
+    # The encoder: nothing with share 0 (the paper), the gradient with 1, half of it with 0.5.
+    encoder = [n for n in full if n.startswith("obs_model.encoder.")]
+    assert encoder and not any(n.startswith("obs_model.") for n in g0)
+    assert all(full[n].abs().sum() > 0 for n in encoder if n.endswith("weight"))
+    for name in encoder:
+        torch.testing.assert_close(half[name], 0.5 * full[name], rtol=1e-5, atol=1e-7)
+    assert not any(n.startswith("obs_model.decoder.") for n in full)  # the decoder is not on the path
+
+
 def _obs_gradients(cfg: Config, batch: TorchSequenceBatch) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = WorldModel.from_config(cfg, NUM_ACTIONS)

@@ -9,7 +9,8 @@ observation after the last step (``SequenceBatch`` of the replay buffer, step ax
 2. the observation model encodes o_1..o_T (with gradient), samples z_1..z_T straight-through and
    decodes them;
 3. the dynamics model reads [z_0, z_1..z_T] (detached: the dynamics loss never reaches the
-   encoder) with actions a_0..a_T and rewards/dones r_0..r_{T-1}; its predictions from steps 1..T
+   encoder; with ``dynamics.encoder_grad`` > 0, beyond the paper, that share of its gradient
+   does, through z_1..z_T) with actions a_0..a_T and rewards/dones r_0..r_{T-1}; its predictions from steps 1..T
    are trained against z_2..z_{T+1}, r_1..r_T and gamma_1..gamma_T;
 4. the observation model's loss gets the consistency term, the cross-entropy from the dynamics
    model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T.
@@ -140,10 +141,21 @@ class WorldModel(nn.Module):
         )
         return loss, out.z_logits[:, :-1], metrics
 
+    def _dynamics_input(self, z: Tensor) -> Tensor:
+        """z_1..z_T as the dynamics model reads them: the same values, with ``encoder_grad`` of the
+        gradient flowing back into the encoder (none in the paper)."""
+        share = self.dyn_cfg.encoder_grad
+        if share == 0:
+            return z.detach()
+        if share == 1:
+            return z
+        return z.detach() + share * (z - z.detach())  # values exactly z; gradient scaled by share
+
     # ------------------------------------------------------------------ losses
 
     def compute_loss(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelLosses:
-        """The losses of an update (see the module docstring): both, on disjoint parameters."""
+        """The losses of an update (see the module docstring): both, on disjoint parameters (unless
+        ``dynamics.encoder_grad`` > 0: then the dynamics loss also reaches the encoder)."""
         self.train()
         with self.autocast():
             context_z, _ = self._encode_no_grad(batch.obs[:, :1], generator)  # (B, 1, C*K)
@@ -154,7 +166,7 @@ class WorldModel(nn.Module):
             logits = self.obs_model.encode(frames)  # (B, T, C, K)
             z = self.obs_model.sample(logits, generator)  # (B, T, C*K), straight-through
 
-            z_in = torch.cat([context_z, z.detach()], dim=1)  # (B, T+1, C*K)
+            z_in = torch.cat([context_z, self._dynamics_input(z)], dim=1)  # (B, T+1, C*K)
             # (B, T, C, K): z_2..z_{T+1}
             target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)
             dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
