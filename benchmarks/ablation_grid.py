@@ -48,12 +48,17 @@ GAMES = ["asterix", "breakout", "freeway", "seaquest", "space_invaders"]
 _PAPER_ACTOR = ["actor_critic.return_norm=none", "actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]
 
 # name -> (preset, overrides). "dqn" is handled apart.
-# The first `plus` (2026-12-06, first session): with 1% uniform mixing in the latents and
-# torch.multinomial drawing them. Its runs are kept under these names.
-_PLUS_V1 = ["obs_model.unimix=0.01", "obs_model.sampler=multinomial"]
+# The second `plus` (2026-12-06, second session): today's without the dynamics gradient into the
+# encoder. Its runs and the experiments made on it are kept under these names.
+_PLUS_V2 = ["dynamics.encoder_grad=0"]
+# The first `plus` (2026-12-06, first session): the second with 1% uniform mixing in the latents
+# and torch.multinomial drawing them.
+_PLUS_V1 = [*_PLUS_V2, "obs_model.unimix=0.01", "obs_model.sampler=multinomial"]
 
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus": ("plus", []),
+    # The ablation: plus with each mechanism off in turn.
+    "plus-no-encoder-grad": ("plus", _PLUS_V2),
     "plus-no-twohot-reward": ("plus", ["dynamics.reward_head=gaussian"]),
     "plus-no-twohot-critic": ("plus", ["actor_critic.critic=gaussian"]),
     "plus-no-slow-critic": ("plus", ["actor_critic.slow_critic_rate=0"]),
@@ -65,18 +70,16 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # interaction over half the interactions (same minutes; compare with plus's first 50k).
     "plus-hinge-entropy": ("plus", ["actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]),
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
-    # The policy's entropy falls to 0.1-0.25 of its maximum on Space Invaders with the 3e-4 bonus.
-    "plus-entropy-3e-3": ("plus", ["actor_critic.entropy_coef=3e-3"]),
-    # The critic also learns the real returns of the world-model batch (DreamerV3's weight).
-    "plus-replay-value": ("plus", ["actor_critic.replay_value_coef=0.3"]),
-    # The dynamics losses (reward, episode end, next latent) also shape the encoder's latents.
-    "plus-encoder-grad": ("plus", ["dynamics.encoder_grad=1"]),
-    # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is today's plus but
-    # for the latent sampler (another draw of the same distribution): the Breakout run. The Space
-    # Invaders run of that name had been started with today's plus, so its results are plus-s0.
+    # Experiments on the second plus (Space Invaders, where its policy plateaued at 10-12): ten
+    # times the entropy bonus; the critic also learning the real returns of the world-model batch
+    # (DreamerV3's replay value loss, its weight).
+    "plus-v2-entropy-3e-3": ("plus", [*_PLUS_V2, "actor_critic.entropy_coef=3e-3"]),
+    "plus-v2-replay-value": ("plus", [*_PLUS_V2, "actor_critic.replay_value_coef=0.3"]),
+    # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is the second plus
+    # but for the latent sampler (another draw of the same distribution): the Breakout run.
     "plus-v1": ("plus", _PLUS_V1),
     "plus-v1-no-return-norm": ("plus", [*_PLUS_V1, *_PAPER_ACTOR]),
-    "plus-v1-no-latent-unimix": ("plus", ["obs_model.sampler=multinomial"]),
+    "plus-v1-no-latent-unimix": ("plus", [*_PLUS_V2, "obs_model.sampler=multinomial"]),
     "plus-v1-2x-ratio-50k": ("plus", [*_PLUS_V1, "train.total_steps=50000"]),
     "minatar": ("minatar", []),
     "cpu": ("cpu", []),
