@@ -256,20 +256,26 @@ class Agent(nn.Module):
         return ActorCriticLosses(c_loss, a_loss, metrics)
 
     def replay_value_loss(self, real: WorldModelOutput) -> Tensor:
-        """The critic's loss on the real steps of a world-model batch (``replay_value_coef``).
+        """The critic's loss on the real steps of a world-model batch (``replay_value_coef``): the
+        states z_0..z_{T-1} of each sequence with the rewards and episode ends of their steps."""
+        dones = real.terminated | real.truncated
+        loss, _ = self.real_return_loss(real.z, real.rewards[:, :-1], dones[:, :-1])
+        return loss
 
-        States z_0..z_{T-1} of each sequence, with the real rewards r_t and episode ends d_t of
-        their steps; the λ-returns discount by gamma * (1 - d_t), so they never bootstrap across a
-        real episode end, and bootstrap with the critic's values of z_1..z_T. Every step weighs 1,
-        as in the critic's pretraining (``pretrain_ac_losses``).
+    def real_return_loss(self, z: Tensor, rewards: Tensor, dones: Tensor) -> tuple[Tensor, Tensor]:
+        """(critic loss, λ-returns) on a real sequence: latents z (B, T+1, Z), the rewards and episode
+        ends (B, T) of steps 0..T-1.
+
+        The λ-returns discount by gamma * (1 - d_t), so they never bootstrap across a real episode
+        end, and bootstrap with the critic's values of z_1..z_T; every step weighs 1. Used by the
+        critic's pretraining and by the replay value loss.
         """
-        z = real.z  # (B, T+1, Z), detached
-        dones = (real.terminated | real.truncated)[:, :-1]  # (B, T)
-        discounts = self.cfg.env.discount * (~dones).float()
         with torch.no_grad():
+            discounts = self.cfg.env.discount * (~dones).float()
             values = self.critic(z)  # (B, T+1)
-        returns, _ = lambda_returns(real.rewards[:, :-1], discounts, dones, values, self.cfg.actor_critic.lam)
-        return self.critic.loss(self.critic.outputs(z[:, :-1]), returns, torch.ones_like(returns))
+        returns, _ = lambda_returns(rewards, discounts, dones, values, self.cfg.actor_critic.lam)
+        loss = self.critic.loss(self.critic.outputs(z[:, :-1]), returns, torch.ones_like(returns))
+        return loss, returns
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
@@ -303,14 +309,9 @@ class Agent(nn.Module):
             else:
                 z = obs_model.sample(obs_model.encode(batch.obs[:, 1:]), generator)  # (B, H+1, Z)
             obs_model.train(was_training)
-            dones = batch.dones[:, 1:]  # (B, H)
-            discounts = self.cfg.env.discount * (~dones).float()
-            values = self.critic(z)
-        returns, _ = lambda_returns(batch.rewards[:, 1:], discounts, dones, values, ac.lam)
-        states = z[:, :-1]
-        c_loss = self.critic.loss(self.critic.outputs(states), returns, torch.ones_like(returns))
+        c_loss, returns = self.real_return_loss(z, batch.rewards[:, 1:], batch.dones[:, 1:])
         # The actor reads no critic parameter: its loss is the same before or after the critic steps.
-        a_loss = pretrain_actor_loss(self.actor(states), ac.entropy_coef)
+        a_loss = pretrain_actor_loss(self.actor(z[:, :-1]), ac.entropy_coef)
         metrics = {"ac/critic_loss": c_loss.detach(), "ac/actor_loss": a_loss.detach(), "ac/return": returns.mean()}
         return ActorCriticLosses(c_loss, a_loss, metrics)
 
