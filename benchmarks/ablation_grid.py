@@ -55,6 +55,8 @@ _PLUS_V2 = ["dynamics.encoder_grad=0"]
 # and torch.multinomial drawing them.
 _PLUS_V1 = [*_PLUS_V2, "obs_model.unimix=0.01", "obs_model.sampler=multinomial"]
 
+_CAPTURED = ["train.capture=true", "actor_critic.fresh_pool=64", "train.optimizer_impl=foreach"]
+
 SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus": ("plus", []),
     # The ablation: plus with each mechanism off in turn.
@@ -73,6 +75,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # Experiments on the second plus (Space Invaders, where its policy plateaued at 10-12): ten
     # times the entropy bonus; the critic also learning the real returns of the world-model batch
     # (DreamerV3's replay value loss, its weight).
+    # Speed (issue 28): plus with the captured update (inductor on a CPU), its fresh-start pool
+    # (one per imagination start) and the foreach Adam it needs. The same method, another random
+    # draw; its score against plus's is a learning check of capture, its minutes the saving.
+    "plus-captured": ("plus", _CAPTURED),
     "plus-v2-entropy-3e-3": ("plus", [*_PLUS_V2, "actor_critic.entropy_coef=3e-3"]),
     "plus-v2-replay-value": ("plus", [*_PLUS_V2, "actor_critic.replay_value_coef=0.3"]),
     # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is the second plus

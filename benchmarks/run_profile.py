@@ -6,7 +6,8 @@ Reads ``eval/final.json`` (``phase_seconds`` and ``wall_time_s``; a copy in benc
 too: a folder holding ``final.json``) or, for an unfinished run, the ``time/<phase>`` fields of the
 last line of ``metrics.jsonl``. Phases (``twm.training.state.PhaseTimes``): prefill (random steps),
 pretrain, act (the agent choosing real actions), env (game steps and the replay buffer), sample (replay
-batches), world_model, imagination and actor_critic (the three parts of an update), eval (periodic
+batches), compile (the first two updates of a captured run in each process, which compile its
+regions), world_model, imagination and actor_critic (the three parts of an update), eval (periodic
 evaluations and their images), final_eval, checkpoint, log; "other" is the wall time none of
 them covers (start-up, progress output).
 """
@@ -18,8 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["prefill", "pretrain", "act", "env", "sample", "world_model", "imagination", "actor_critic",
-         "eval", "final_eval", "checkpoint", "log"]  # fmt: skip
+ORDER = ["prefill", "pretrain", "act", "env", "sample", "compile", "world_model", "imagination",
+         "actor_critic", "eval", "final_eval", "checkpoint", "log"]  # fmt: skip
 
 
 def profile(run: Path) -> tuple[dict[str, float], float, int]:

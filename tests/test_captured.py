@@ -130,6 +130,22 @@ def test_a_captured_update_takes_no_generator() -> None:
         learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 0), sampler, torch.Generator())
 
 
+@pytest.mark.parametrize("capture", [True, False])
+def test_the_compiling_updates_are_timed_as_compile(capture: bool) -> None:
+    """A run's profile counts what capture cost: the first two captured updates of a learner (they
+    compile its regions) report all their parts as "compile"; eager updates never do."""
+    cfg = load_config("smoke", [*CAPTURED, f"train.capture={str(capture).lower()}"])
+    torch.manual_seed(0)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    parts: list[list[str]] = []
+    for i in range(3):
+        parts.append([])
+        learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", i), sampler, None, lambda name, _: parts[-1].append(name))
+    timed = ["world_model", "imagination", "actor_critic"]
+    assert parts == ([["compile"] * 3] * 2 + [timed] if capture else [timed] * 3)
+
+
 def test_bench_times_the_captured_update_by_parts() -> None:
     from twm.perf.bench import format_report, run_bench
 
@@ -156,6 +172,30 @@ def test_capture_names_what_it_needs(override: str, needs: str) -> None:
     with pytest.raises(ConfigError, match="train.capture needs") as err:
         load_config("smoke", [*CAPTURED, override])
     assert needs in str(err.value)
+
+
+def test_capture_without_a_compiler_is_one_line_before_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Inductor on a CPU needs a C++ compiler: without one, `twm train` says so in one line with
+    exit 2 and leaves no run folder, instead of failing at the first update after the prefill."""
+    from torch._inductor import cpp_builder, exc
+
+    from twm import cli
+
+    def no_compiler() -> str:
+        raise exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    run_dir = tmp_path / "run"
+    args = ["train", "--game", "catch", "--preset", "smoke", "--no-progress", "--run-dir", str(run_dir)]
+    overrides = ["train.capture=true", "actor_critic.fresh_pool=4", "train.optimizer_impl=foreach"]
+    assert cli.main([*args, *(a for o in overrides for a in ("--set", o))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("twm: error: ") and "needs a C++ compiler" in err
+    assert not run_dir.exists()
+    # The aot_eager backend generates no code: no compiler needed.
+    Learner(Agent(load_config("smoke", CAPTURED), NUM_ACTIONS))
 
 
 # --------------------------------------------------------------------------------------- resume

@@ -39,6 +39,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from twm.config import ConfigError
+
+
+def check_compiler(device: torch.device, backend: str) -> None:
+    """Inductor on a CPU writes C++ and needs a compiler; without one, say so before the run starts
+    (a ConfigError: one line, exit 2) instead of failing at the first update after the prefill."""
+    if backend != "inductor" or device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except Exception as exc:  # torch raises InvalidCxxCompiler (or an OS error) when none runs
+        raise ConfigError(
+            "train.capture with inductor on a CPU needs a C++ compiler and none was found "
+            f"({type(exc).__name__}): install g++ (or set CXX), or set train.capture=false"
+        ) from None
+
 
 def clip_and_step(optimizers: Sequence[torch.optim.Optimizer], clips: Sequence[float]) -> list[Tensor]:
     """Clip each optimiser's gradients to its global norm, then step it; the norms before clipping.

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from twm.captured import check_compiler
 from twm.config import Config
 from twm.device import resolve_device
 from twm.envs import Env, make_env, newest_frame
@@ -81,6 +82,8 @@ class Trainer:
         self.cfg, self.preset, self.eval_envs, self.on_eval, self.warn = cfg, preset, eval_envs, on_eval, warn
         self.on_log = on_log
         self.device = resolve_device(device if device is not None else cfg.train.device)
+        if cfg.train.capture:  # before the run folder exists
+            check_compiler(self.device, cfg.train.compile_backend)
         self.progress = progress
         self.last_eval: EvalResult | None = None
         self.state = TrainingState(cfg.train.seed, self.device)
@@ -325,6 +328,13 @@ class Trainer:
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
         # A captured update draws from torch's global generator (saved in checkpoints too).
         generator = None if self.cfg.train.capture else s.update_generator
+        if self.cfg.train.capture and self.learner.updates == 0:
+            print(
+                "twm: compiling the captured update (train.capture): its first two updates, minutes on a "
+                "CPU the first time, less once torch's compile cache holds them",
+                file=sys.stderr,
+                flush=True,
+            )
         metrics = self.learner.update(batch, sample_start_obs, generator, on_part=s.times.add)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
