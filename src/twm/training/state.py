@@ -65,8 +65,8 @@ class PhaseTimes:
     Written into every training metric line as ``time/<phase>`` (cumulative seconds), so a run's
     last line says where its minutes went: prefill, pretrain, act (the agent choosing real actions),
     env (the game and the replay buffer), sample (drawing a replay batch), world_model, imagination,
-    actor_critic (the three parts of an update; compile instead for a captured run's compiling ones), eval (evaluations and their images), checkpoint
-    and log. ``benchmarks/run_profile.py`` prints them as a table.
+    actor_critic (the three parts of an update; compile instead for a captured run's compiling
+    ones), eval (evaluations and their images), checkpoint and log. ``benchmarks/run_profile.py`` prints them as a table.
     """
 
     def __init__(self) -> None:
