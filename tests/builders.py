@@ -163,8 +163,10 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
     batches, on catch.
 
     Every switch and rate of the preset is kept; only the sizes (the smoke preset's obs_model,
-    dynamics, actor_critic and replay values) are replaced, so the update runs in well under a
-    second. Deterministic on a CPU: the same code gives the same numbers bit for bit.
+    dynamics, actor_critic and replay values) are replaced, and the update runs eagerly (the CPU
+    presets' captured update would compile for minutes; tests/test_captured.py compares the two),
+    so it takes well under a second. Deterministic on a CPU: the same code gives the same numbers
+    bit for bit.
     """
     from twm.agent import Agent
     from twm.models.batch import TorchSequenceBatch
@@ -176,7 +178,7 @@ def preset_smoke_update(preset: str, *overrides: str) -> dict[str, float]:
         for section in ("obs_model", "dynamics", "actor_critic", "replay")
         for key, value in PRESETS["smoke"][section].items()
     ]
-    cfg = load_config(preset, ["env.game=catch", *sizes, *overrides])
+    cfg = load_config(preset, ["env.game=catch", *sizes, "train.capture=false", *overrides])
     torch.manual_seed(0)
     agent = Agent(cfg, NUM_ACTIONS)
     replay = catch_replay(200)

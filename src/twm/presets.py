@@ -61,8 +61,20 @@ def _merged(*parts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# The 100k-interaction presets run the captured update (twm.captured): the same losses and update
+# rule as eager, compiled whole by inductor on a CPU, 1.26-1.38x faster per update at these widths;
+# compiling costs 1.5-10 minutes per process (1.5 once torch's cache holds the regions), repaid
+# within a few thousand of the 9,000 updates (docs/speed.md, "The captured update"). It draws its
+# random numbers from torch's global generator, and imagined episode ends take fresh starts from a
+# pool of one per imagination start; `--set train.capture=false` runs the update eagerly.
+_CAPTURED: dict[str, dict[str, Any]] = {
+    "train": {"capture": True, "optimizer_impl": "foreach"},
+    "actor_critic": {"fresh_pool": 64},
+}
+SPEED_KEYS = ("train.capture", "train.optimizer_impl", "actor_critic.fresh_pool")
+
 # MinAtar and Crafter on a CPU: quick's networks and learning rates, a 100k-interaction run.
-_CPU = _merged(_SMALL_NETWORKS, _HUNDRED_K_IN_AN_HOUR)
+_CPU = _merged(_SMALL_NETWORKS, _HUNDRED_K_IN_AN_HOUR, _CAPTURED)
 
 # MinAtar on a CPU, chosen by measurement on Space Invaders (docs/results.md, "Space Invaders: getting
 # to 3x random"): `cpu` with three of the paper's numbers back, whose reductions cost
@@ -175,7 +187,8 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRESET_SUMMARIES: dict[str, str] = {
     "atari100k": "the paper's method and every one of its numbers (the default)",
     "quick": "a short job on a laptop CPU: smaller networks, 20k interactions",
-    "cpu": "MinAtar and Crafter on a CPU: quick's networks, 100k interactions, 9,000 updates",
+    "cpu": "MinAtar and Crafter on a CPU: quick's networks, 100k interactions, 9,000 updates, the "
+    "captured update (compiled; train.capture=false for eager)",
     "minatar": "cpu with the paper's 32x32 latent, 16-step sequences and 256x4 reward/discount heads",
     "plus": "beyond the paper: minatar with DreamerV3's symlog two-hot reward head and critic, a slow "
     "critic, percentile return normalisation with an entropy bonus, 1% uniform mixing in the policy, "

@@ -32,22 +32,24 @@ def test_settings_are_plus_with_one_mechanism_off_each() -> None:
         return load_config(preset, ["env.game=minatar/breakout", *overrides]).to_dict()
 
     # Earlier versions of plus are kept with the experiments made on them: each of those is
-    # compared with its own version (plus-v1-x with plus-v1, plus-v2-x with plus-v2 = plus without
-    # the encoder gradient), the others with today's plus.
-    bases = {"plus-v1-": "plus-v1", "plus-v2-": "plus-no-encoder-grad", "plus-": "plus"}
+    # compared with its own version (plus-v1-x with plus-v1, plus-v2-x with plus-v2), the others
+    # with today's plus.
+    bases = {"plus-v1-": "plus-v1", "plus-v2-": "plus-v2", "plus-": "plus"}
     for name in grid.SETTINGS:
-        if not name.startswith("plus-") or name in ("plus-v1",):
+        if not name.startswith("plus-") or name in ("plus-v1", "plus-v2"):
             continue
         base = next(b for prefix, b in bases.items() if name.startswith(prefix))
         cfg, reference = resolved(name), resolved(base)
         differing = {(s, k) for s in cfg for k in cfg[s] if cfg[s][k] != reference[s][k]}
         assert differing and len({s for s, _ in differing}) <= 2, (name, sorted(differing))
-    plus_v1, plus = resolved("plus-v1"), resolved("plus")
-    assert {(s, k) for s in plus for k in plus[s] if plus[s][k] != plus_v1[s][k]} == {
-        ("obs_model", "unimix"),
-        ("obs_model", "sampler"),
-        ("dynamics", "encoder_grad"),
-    }
+    def differing(a: dict, b: dict) -> set[tuple[str, str]]:
+        return {(s, k) for s in a for k in a[s] if a[s][k] != b[s][k]}
+
+    plus_v1, plus_v2, plus = resolved("plus-v1"), resolved("plus-v2"), resolved("plus")
+    speed = {("train", "capture"), ("train", "optimizer_impl"), ("actor_critic", "fresh_pool")}
+    assert differing(plus_v2, plus) == {("dynamics", "encoder_grad"), *speed}
+    assert differing(plus_v1, plus_v2) == {("obs_model", "unimix"), ("obs_model", "sampler")}
+    assert differing(resolved("plus-eager"), plus) == speed
 
 
 def test_a_stopped_grid_resumes_skips_finished_runs_and_reports(
