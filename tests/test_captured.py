@@ -203,11 +203,21 @@ def test_capture_without_a_compiler_is_one_line_before_the_run(
 SETTINGS = ["train.total_steps=160", "train.budget=4000", "train.checkpoint_interval=30"]
 
 
+INDUCTOR = pytest.param(
+    "inductor",
+    marks=pytest.mark.skipif(
+        os.environ.get("TWM_TEST_INDUCTOR") != "1", reason="inductor compiles for minutes on a CPU; TWM_TEST_INDUCTOR=1"
+    ),
+)
+
+
 @pytest.mark.slow
-def test_captured_run_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["aot_eager", INDUCTOR])
+def test_captured_run_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
     """A captured run stopped by SIGINT mid-training and resumed ends bit for bit as the run
-    that was never stopped: the global generator's state travels in the checkpoint."""
-    cfg = load_config("smoke", [*CAPTURED, *SETTINGS])
+    that was never stopped: the global generator's state travels in the checkpoint. With inductor
+    (what the CPU presets run) too, whose own random operators take their seeds from that generator."""
+    cfg = load_config("smoke", [*CAPTURED, *SETTINGS, f"train.compile_backend={backend}"])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
