@@ -73,13 +73,13 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # interaction over half the interactions (same minutes; compare with plus's first 50k).
     "plus-hinge-entropy": ("plus", ["actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]),
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
-    # Experiments on the second plus (Space Invaders, where its policy plateaued at 10-12): ten
-    # times the entropy bonus; the critic also learning the real returns of the world-model batch
-    # (DreamerV3's replay value loss, its weight).
     # plus as it ran before its update was captured (issue 28): the same method, another draw; the
     # runs of the first three games' seed 0 (the learning check of capture against today's plus).
     "plus-eager": ("plus", _EAGER),
     "plus-v2": ("plus", _PLUS_V2),
+    # Experiments on the second plus (Space Invaders, where its policy plateaued at 10-12): ten
+    # times the entropy bonus; the critic also learning the real returns of the world-model batch
+    # (DreamerV3's replay value loss, its weight).
     "plus-v2-entropy-3e-3": ("plus", [*_PLUS_V2, "actor_critic.entropy_coef=3e-3"]),
     "plus-v2-replay-value": ("plus", [*_PLUS_V2, "actor_critic.replay_value_coef=0.3"]),
     # The first plus and its ablations (see _PLUS_V1). plus-v1-no-latent-unimix is plus-v2 but for
