@@ -21,6 +21,7 @@ import time
 import torch
 
 from twm.agent import Agent
+from twm.captured import COMPILING_UPDATES
 from twm.config_files import load_config
 from twm.device import resolve_device
 from twm.perf.bench import PARTS, interleaved_medians, synthetic_batch, synthetic_obs_sampler, time_update
@@ -55,7 +56,7 @@ def main() -> int:
 
     compile_seconds = []
     for name in runs:  # two warm-up updates each; the captured ones compile
-        for _ in range(2):
+        for _ in range(COMPILING_UPDATES):
             start = time.perf_counter()
             time_update(*runs[name])
             if name == "captured":

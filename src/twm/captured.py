@@ -97,6 +97,11 @@ def copied(metrics: dict[str, Tensor]) -> dict[str, Tensor]:
     return dict(zip(metrics, stacked.unbind(), strict=True))
 
 
+# A captured update compiles its regions in the first update and, once the optimisers hold state,
+# the step regions again in the second (docs/speed.md, "The captured update").
+COMPILING_UPDATES = 2
+
+
 class CapturedRegions:
     """The compiled regions of captured updates (``train.capture``); see the module docstring.
 
@@ -110,9 +115,16 @@ class CapturedRegions:
         self._options: dict[str, Any] | None = None
         self._compiled: dict[Callable[..., Any], Callable[..., Any]] = {}
         self.region_calls = 0  # compiled regions run so far, backward passes included
+        self.updates = 0  # updates begun (in this process: a resumed run compiles again)
+
+    @property
+    def compiling(self) -> bool:
+        """Whether the update begun last is one of the first ``COMPILING_UPDATES``, which compile."""
+        return self.updates <= COMPILING_UPDATES
 
     def begin(self, device: torch.device, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         """Start an update; the first one, once the networks are on their device, sets the options."""
+        self.updates += 1
         mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
         if mark_step is not None:  # a new update: the previous one's graph outputs are not read again
             mark_step()

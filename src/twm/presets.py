@@ -71,7 +71,7 @@ _CAPTURED: dict[str, dict[str, Any]] = {
     "train": {"capture": True, "optimizer_impl": "foreach"},
     "actor_critic": {"fresh_pool": 64},
 }
-SPEED_KEYS = ("train.capture", "train.optimizer_impl", "actor_critic.fresh_pool")
+SPEED_KEYS = tuple(f"{section}.{key}" for section, values in _CAPTURED.items() for key in values)
 
 # MinAtar and Crafter on a CPU: quick's networks and learning rates, a 100k-interaction run.
 _CPU = _merged(_SMALL_NETWORKS, _HUNDRED_K_IN_AN_HOUR, _CAPTURED)

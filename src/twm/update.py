@@ -92,11 +92,6 @@ class Optimizers:
                 group["capturable"] = False
 
 
-# A captured learner compiles its regions in its first update and, once the optimisers hold
-# state, the step regions again in its second (docs/speed.md, "The captured update").
-COMPILING_UPDATES = 2
-
-
 class PartClock:
     """Hands ``on_part(name, seconds)`` the wall time of each part of an update as it ends; the
     clock restarts after the call, so a caller that synchronises a device there is not timed."""
@@ -124,7 +119,6 @@ class Learner:
                 raise ValueError("a captured update needs actor_critic.fresh_pool > 0 (static shapes)")
             check_compiler(agent.device, agent.cfg.train.compile_backend)
             self.captured = CapturedRegions(agent.cfg.train.compile_backend)
-        self.updates = 0  # updates run by this learner (this process: a resumed run compiles again)
 
     def update(
         self,
@@ -138,17 +132,16 @@ class Learner:
         ``sample_start_obs(n)`` draws n replay observations for fresh imagination starts. A captured
         update draws from torch's global generator: ``generator`` must then be None. ``on_part(name,
         seconds)`` gets the wall time of each part (world_model, imagination, actor_critic) as it
-        ends; on a GPU that is the time to queue the work, not to run it. The first
-        ``COMPILING_UPDATES`` captured updates of a learner compile its regions: their parts are
-        all reported as ``compile``, so a run's profile shows what capture cost.
+        ends; on a GPU that is the time to queue the work, not to run it. The parts of the captured
+        updates that compile the regions (``CapturedRegions.compiling``) are all reported as
+        ``compile``, so a run's profile shows what capture cost.
         """
         agent, captured = self.agent, self.captured
         if captured is not None:
             if generator is not None:
                 raise ValueError("a captured update draws from torch's global generator; pass generator=None")
             captured.begin(agent.device, list(self.optimizers))
-        clock = PartClock(on_part, compiling=captured is not None and self.updates < COMPILING_UPDATES)
-        self.updates += 1
+        clock = PartClock(on_part, compiling=captured is not None and captured.compiling)
 
         # World model: both losses, one backward, the observation and dynamics steps.
         wm = self._run(agent.world_model.compute_loss, batch, generator)

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from twm.agent import Agent
 from twm.allocator import keep_freed_memory
+from twm.captured import COMPILING_UPDATES
 from twm.config import Config
 from twm.models.batch import TorchSequenceBatch
 from twm.perf.flops import update_flops
@@ -339,7 +340,7 @@ def run_bench(
 
         num_actions = num_actions_of(cfg)
     if cfg.train.capture:
-        warmup = max(warmup, 2)  # the first two updates compile (the second, with optimiser state)
+        warmup = max(warmup, COMPILING_UPDATES)  # the untimed updates compile
     if cfg.train.keep_freed_memory:
         keep_freed_memory()
     with peak_memory(device) as memory:

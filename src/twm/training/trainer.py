@@ -328,7 +328,7 @@ class Trainer:
         sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
         # A captured update draws from torch's global generator (saved in checkpoints too).
         generator = None if self.cfg.train.capture else s.update_generator
-        if self.cfg.train.capture and self.learner.updates == 0:
+        if self.learner.captured is not None and self.learner.captured.updates == 0:
             print(
                 "twm: compiling the captured update (train.capture): its first two updates, minutes on a "
                 "CPU the first time, less once torch's compile cache holds them",
