@@ -73,6 +73,9 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # interaction over half the interactions (same minutes; compare with plus's first 50k).
     "plus-hinge-entropy": ("plus", ["actor_critic.entropy=hinge", "actor_critic.entropy_coef=0.01"]),
     "plus-2x-ratio-50k": ("plus", ["train.total_steps=50000"]),
+    # Actor and critic reading the transformer's h_{t-1} beside z_t (STORM's inputs): acting in the
+    # game then runs the transformer too (7.6 against 2.1 ms per real step, docs/speed.md).
+    "plus-zh": ("plus", ["actor_critic.inputs=zh"]),
     # plus as it ran before its update was captured (issue 28): the same method, another draw; the
     # runs of the first three games' seed 0 (the learning check of capture against today's plus).
     "plus-eager": ("plus", _EAGER),

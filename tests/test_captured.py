@@ -109,6 +109,14 @@ def test_captured_update_with_every_plus_switch_matches_eager() -> None:
     assert all("ac/return_scale" in m and "ac/slow_critic_reg" in m for m in captured)
 
 
+def test_captured_update_of_a_policy_reading_h_matches_eager() -> None:
+    # actor_critic.inputs=zh: imagination carries the transformer's state into the policy's inputs.
+    zh = ("actor_critic.inputs=zh", *(o for o in PLUS_SWITCHES if "replay_value" not in o))
+    cfg = load_config("smoke", [*CAPTURED, *zh])
+    assert cfg.policy_input_dim > cfg.latent_dim
+    assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=zh)
+
+
 @pytest.mark.skipif(
     os.environ.get("TWM_TEST_INDUCTOR") != "1",
     reason="inductor compiles for minutes on a CPU; TWM_TEST_INDUCTOR=1",
