@@ -10,12 +10,19 @@ batches), compile (the first two updates of a captured run in each process, whic
 regions), world_model, imagination and actor_critic (the three parts of an update), eval (periodic
 evaluations and their images), final_eval, checkpoint, log; "other" is the wall time none of
 them covers (start-up, progress output).
+
+The "per update" column is the phase's seconds over the run's updates; "median per update" is the
+median over the intervals between metric lines (each ``log_interval`` steps) of the phase's seconds
+per update in that interval, which a stretch of heavy load from other processes on the machine
+moves less than it moves the mean.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -40,17 +47,39 @@ def profile(run: Path) -> tuple[dict[str, float], float, int]:
     return phases, float(r["time"]), int(r.get("charts/updates", 0))
 
 
+UPDATE_PARTS = ("sample", "world_model", "imagination", "actor_critic")
+
+
+def window_medians(run: Path) -> dict[str, float]:
+    """Median seconds per update of each update part over the intervals between metric lines."""
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return {}
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in lines if "charts/updates" in r and "time/world_model" in r]
+    per: dict[str, list[float]] = {part: [] for part in UPDATE_PARTS}
+    for a, b in itertools.pairwise(rows):
+        updates = b["charts/updates"] - a["charts/updates"]
+        if updates <= 0:
+            continue
+        for part in UPDATE_PARTS:
+            if f"time/{part}" in a and f"time/{part}" in b:
+                per[part].append((b[f"time/{part}"] - a[f"time/{part}"]) / updates)
+    return {part: statistics.median(values) for part, values in per.items() if values}
+
+
 def table(run: Path) -> str:
     phases, wall, updates = profile(run)
     rows = [(name, phases[name]) for name in ORDER if name in phases]
     rows += [(name, s) for name, s in phases.items() if name not in ORDER]
     rows.append(("other", max(0.0, wall - sum(phases.values()))))
-    out = [f"{run}: {wall / 60:.1f} min, {updates} updates", "", "| phase | minutes | share | per update |",
-           "|---|---:|---:|---:|"]  # fmt: skip
+    medians = window_medians(run)
+    out = [f"{run}: {wall / 60:.1f} min, {updates} updates", "",
+           "| phase | minutes | share | per update | median per update |", "|---|---:|---:|---:|---:|"]  # fmt: skip
     for name, seconds in rows:
-        per = f"{1e3 * seconds / updates:.0f} ms" if updates and name in ("world_model", "imagination",
-                                                                          "actor_critic", "sample") else ""  # fmt: skip
-        out.append(f"| {name} | {seconds / 60:.1f} | {100 * seconds / wall:.0f}% | {per} |")
+        per = f"{1e3 * seconds / updates:.0f} ms" if updates and name in UPDATE_PARTS else ""
+        median = f"{1e3 * medians[name]:.0f} ms" if name in medians else ""
+        out.append(f"| {name} | {seconds / 60:.1f} | {100 * seconds / wall:.0f}% | {per} | {median} |")
     return "\n".join(out) + "\n"
 
 

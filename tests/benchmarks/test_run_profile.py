@@ -35,3 +35,20 @@ def test_a_run_splits_its_wall_time_by_phase(tmp_path: Path, capsys) -> None:  #
     assert run_profile.main([str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "| world_model |" in out and "| other |" in out and f"{final['updates']} updates" in out
+
+
+def test_median_per_update_over_log_intervals(tmp_path: Path) -> None:
+    # Four intervals of 10 updates; the world model took 1, 2, 9 and 3 s in them (a load spike in the
+    # third): mean 375 ms per update, median of 100, 200, 900, 300 ms = 250 ms.
+    world_model = [0.0, 1.0, 3.0, 12.0, 15.0]
+    lines = [{"step": 1000 * i, "charts/updates": 10 * i, "time/world_model": t, "time/sample": 0.01 * i}
+             for i, t in enumerate(world_model)]  # fmt: skip
+    lines.insert(2, {"step": 2000, "eval/mean_score": 1.0})  # evaluation lines carry no times
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    medians = run_profile.window_medians(tmp_path)
+    assert medians["world_model"] == 0.25
+    assert abs(medians["sample"] - 0.001) < 1e-12
+    assert "imagination" not in medians
+    final = {"phase_seconds": {"world_model": 15.0}, "wall_time_s": 20.0, "updates": 40}
+    (tmp_path / "final.json").write_text(json.dumps(final))
+    assert "| world_model | 0.2 | 75% | 375 ms | 250 ms |" in run_profile.table(tmp_path)
