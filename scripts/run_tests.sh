@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command of CI and `make test`: ruff, mypy, then the whole pytest suite, in VENV_DIR; then
+# The test command of CI and `make test`: ruff, mypy, then the whole pytest suite in two pytest-xdist
+# workers (one per core of the CI machine; tests/conftest.py gives each one torch thread), in VENV_DIR; then
 # the documentation site (mkdocs.yml, docs/) built with --strict, so a broken link or a page missing
 # from the nav fails like a test.
 #
@@ -18,7 +19,7 @@ fi
 
 ruff check src tests benchmarks scripts
 mypy
-python -m pytest "$@"
+python -m pytest -n 2 "$@"
 docs_site=$(mktemp -d)
 trap 'rm -rf "$docs_site"' EXIT
 mkdocs build --strict --site-dir "$docs_site"

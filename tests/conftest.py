@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 from builders import catch_replay, smoke
 from twm.config import Config
 from twm.replay import ReplayBuffer
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist (`-n 2` in CI, one worker per core) each worker computes on one thread: two
+    # workers of torch's default (one thread per core) would oversubscribe the cores.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
