@@ -23,6 +23,7 @@ from builders import SWITCH_OVERRIDES, counting_compiled_graphs
 from twm.agent import Agent
 from twm.config import Config, ConfigError
 from twm.config_files import load_config
+from twm.models.dynamics import MAX_KEPT_POSITIONS
 from twm.perf.bench import synthetic_batch, synthetic_obs_sampler
 from twm.training.checkpoint import load_checkpoint
 from twm.training.trainer import Trainer, TrainingStopped
@@ -247,6 +248,27 @@ def test_captured_run_resumed_equals_uninterrupted(tmp_path: Path, monkeypatch: 
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     lines = [(tmp_path / run / "metrics.jsonl").read_text().count("\n") for run in ("whole", "cut")]
     assert lines[0] == lines[1]
+
+
+def test_a_captured_run_of_a_policy_reading_h_acts_between_updates_without_recompiling() -> None:
+    """With actor_critic.inputs=zh acting runs the transformer, whose positions cache gains a key at
+    every real step; the compiled world-model region must not guard on that cache (it did: a
+    recompile per update, then dynamo's recompile limit stopped the run with a traceback)."""
+    cfg = load_config("smoke", [*CAPTURED, "actor_critic.inputs=zh", "train.total_steps=200", "train.budget=6000"])
+    torch.manual_seed(0)
+    learner = Learner(Agent(cfg, NUM_ACTIONS))
+    sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+    dynamics = learner.agent.world_model.dynamics
+    with counting_compiled_graphs() as compiled:
+        for i in range(12):  # more than dynamo's recompile limit (8)
+            learner.update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", i), sampler, None)
+            if i == 1:
+                graphs = compiled["graphs"]  # the compiling updates are over
+            # Each real step of acting asks for the positions of its tokens after a memory that
+            # grows along the episode: a new key each step, until the cache is full and starts over.
+            for step in range(MAX_KEPT_POSITIONS // 4):
+                dynamics.stream_positions(0, 3 * (200 * i + step) + 2, 2, torch.device("cpu"))
+        assert compiled["graphs"] == graphs
 
 
 def test_optimiser_state_of_a_captured_cuda_run_steps_on_a_cpu() -> None:

@@ -418,18 +418,28 @@ class DynamicsModel(nn.Module):
 
     def stream_positions(self, first_key: int, first_query: int, count: int, device: torch.device) -> StreamPositions:
         """The ``StreamPositions`` of ``count`` new tokens from ``first_query`` over keys from ``first_key``."""
+        if torch.compiler.is_compiling():
+            # Inside a captured region the positions are built in the graph (constants to inductor).
+            # Reading the cache would make the region guard on it, and eager acting, which fills and
+            # clears the cache (a policy reading h steps the transformer at every real step), would
+            # then recompile the region again and again.
+            return self._build_positions(first_key, first_query, count, device)
         key = (first_key, first_query, count, str(device))
         found = self._positions.get(key)
         if found is None:
             if len(self._positions) >= MAX_KEPT_POSITIONS:  # long streams (dreams) never repeat one
                 self._positions.clear()
-            with torch.inference_mode(False), torch.no_grad():  # usable in training too
-                query = torch.arange(first_query, first_query + count, device=device)  # (N,)
-                keys = torch.arange(first_key, first_query + count, device=device)  # (K,)
-                mask = position_mask(query, keys, self.tokens_per_step, self.cfg.memory_steps)
-                found = StreamPositions(query, keys, mask, self.transformer.distance(keys, count))
+            with torch.inference_mode(False):  # usable in training too
+                found = self._build_positions(first_key, first_query, count, device)
             self._positions[key] = found
         return found
+
+    @torch.no_grad()
+    def _build_positions(self, first_key: int, first_query: int, count: int, device: torch.device) -> StreamPositions:
+        query = torch.arange(first_query, first_query + count, device=device)  # (N,)
+        keys = torch.arange(first_key, first_query + count, device=device)  # (K,)
+        mask = position_mask(query, keys, self.tokens_per_step, self.cfg.memory_steps)
+        return StreamPositions(query, keys, mask, self.transformer.distance(keys, count))
 
     def cache_memory(self, memory: DynamicsMemory, capacity: int) -> DynamicsMemory:
         """The same memory with each layer's keys and values in a ``KVCache`` of ``capacity`` tokens.
