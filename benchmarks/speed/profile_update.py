@@ -5,7 +5,7 @@
 
 Runs the preset's update (captured or eager, as the preset says; ``--set train.capture=false`` for
 eager) on synthetic data, warms it up (a captured update compiles in its first two updates), then
-profiles ``--updates`` updates and prints the operators' self time in four groups:
+profiles ``--updates`` updates and prints the operators' self time in five groups:
 
 - ``convolution``: ATen convolutions and their backward (oneDNN on a CPU);
 - ``matmul``: addmm, mm, bmm, baddbmm (linear layers, attention);
