@@ -26,6 +26,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from twm.training.logger import read_metrics
+
 ORDER = ["prefill", "pretrain", "act", "env", "sample", "compile", "world_model", "imagination",
          "actor_critic", "eval", "final_eval", "checkpoint", "log"]  # fmt: skip
 
@@ -38,8 +40,7 @@ def profile(run: Path) -> tuple[dict[str, float], float, int]:
         if "phase_seconds" not in data:
             raise SystemExit(f"{final} has no phase_seconds (written before runs recorded them)")
         return dict(data["phase_seconds"]), float(data["wall_time_s"]), int(data["updates"])
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in lines if any(k.startswith("time/") for k in r)]
+    last = [r for r in read_metrics(run / "metrics.jsonl") if any(k.startswith("time/") for k in r)]
     if not last:
         raise SystemExit(f"{run}: no time/<phase> fields in metrics.jsonl")
     r = last[-1]
@@ -55,8 +56,7 @@ def window_medians(run: Path) -> dict[str, float]:
     path = run / "metrics.jsonl"
     if not path.exists():
         return {}
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in lines if "charts/updates" in r and "time/world_model" in r]
+    rows = [r for r in read_metrics(path) if "charts/updates" in r and "time/world_model" in r]
     per: dict[str, list[float]] = {part: [] for part in UPDATE_PARTS}
     for a, b in itertools.pairwise(rows):
         updates = b["charts/updates"] - a["charts/updates"]
