@@ -91,8 +91,12 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-v1-no-return-norm": ("plus", [*_PLUS_V1, *_PAPER_ACTOR]),
     "plus-v1-no-latent-unimix": ("plus", [*_PLUS_V2, "obs_model.sampler=multinomial"]),
     "plus-v1-2x-ratio-50k": ("plus", [*_PLUS_V1, "train.total_steps=50000"]),
+    # The smaller presets, captured (their default) and as they ran before capture (issue 28's
+    # before and after, and its learning check).
     "minatar": ("minatar", []),
     "cpu": ("cpu", []),
+    "minatar-eager": ("minatar", _EAGER),
+    "cpu-eager": ("cpu", _EAGER),
 }
 DQN = "dqn"
 

@@ -50,6 +50,9 @@ def test_settings_are_plus_with_one_mechanism_off_each() -> None:
     assert differing(plus_v2, plus) == {("dynamics", "encoder_grad"), *speed}
     assert differing(plus_v1, plus_v2) == {("obs_model", "unimix"), ("obs_model", "sampler")}
     assert differing(resolved("plus-eager"), plus) == speed
+    # The smaller presets as they ran before capture: the speed keys only.
+    assert differing(resolved("minatar-eager"), resolved("minatar")) == speed
+    assert differing(resolved("cpu-eager"), resolved("cpu")) == speed
 
 
 def test_a_stopped_grid_resumes_skips_finished_runs_and_reports(
