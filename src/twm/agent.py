@@ -127,6 +127,29 @@ class Agent(nn.Module):
                 net.train(mode)
         return actions.cpu().numpy().astype(np.int64)
 
+    @torch.no_grad()
+    def policy_view(self, obs: np.ndarray, memory: ActingMemory | None = None) -> tuple[Tensor, Tensor]:
+        """What ``act`` would see: action probabilities (N, A) and the critic's values (N,) for real
+        observations (N, S, 64, 64) uint8, in eval mode. Draws nothing and leaves ``memory`` as it is,
+        so calling it before ``act`` does not change the action ``act`` samples."""
+        if not self.policy_reads_h:
+            memory = None
+        elif memory is None or memory.rows != obs.shape[0]:
+            raise ValueError("a policy that reads h is viewed with an ActingMemory of one row per observation")
+        networks: list[nn.Module] = [self.world_model.obs_model, self.actor, self.critic]
+        modes = [net.training for net in networks]
+        for net in networks:
+            net.eval()
+        try:
+            z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
+            inputs = z if memory is None else torch.cat([z, memory.h_prev], dim=-1)
+            probs = self.actor(inputs).float().softmax(dim=-1)  # (N, A), as act samples them
+            values = self.critic(inputs).float()  # (N,)
+        finally:
+            for net, mode in zip(networks, modes, strict=True):
+                net.train(mode)
+        return probs, values
+
     def acting_memory(self, rows: int) -> ActingMemory | None:
         """A fresh ``ActingMemory`` for ``rows`` games when the policy reads h, else None (not needed)."""
         if not self.policy_reads_h:

@@ -384,6 +384,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             check_animation_path(args.video)  # a bad suffix or MP4 without ffmpeg: before any work
         except VizError as exc:
             raise UsageError(str(exc)) from None
+    if args.trace is not None:
+        trace_path = Path(args.trace)
+        if trace_path.suffix.lower() != ".csv" or not trace_path.parent.is_dir():
+            raise UsageError(f"--trace {args.trace}: give a .csv file in an existing folder")
     cfg = Config.from_yaml(config_path)
     device = resolve_device(_checked_device(args.device))
     try:
@@ -400,6 +404,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from twm.viz.video import record_episode
 
         video = record_episode(agent, cfg.env, args.video, seed)
+    trace = None
+    if args.trace is not None:
+        from twm.analysis.trace import trace_episode, write_trace
+
+        rows = trace_episode(agent, cfg.env, seed)
+        trace = {"out": str(write_trace(rows, args.trace)), "steps": len(rows), "score": rows[-1]["score"]}
     if args.json:
         out = {"run_dir": str(run_dir), "game": cfg.env.game, "episodes": episodes, "seed": seed}
         if args.checkpoint is not None:
@@ -407,6 +417,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             out["interactions"] = int(state.get("interactions", -1))
         if video is not None:
             out["video"] = video
+        if trace is not None:
+            out["trace"] = trace
         print(json.dumps({**out, **result.to_dict()}, indent=1))
         return 0
     hns = "" if result.hns is None else f"  hns {result.hns:.3f}"
@@ -421,6 +433,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     if video is not None:
         print(f"wrote {video['out']}: one eval episode of {video['steps']} steps, score {video['score']:g}")
+    if trace is not None:
+        print(f"wrote {trace['out']}: the same episode step by step ({trace['steps']} steps, score {trace['score']:g})")
     return 0
 
 

@@ -319,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="also write one more eval episode (seeded with --seed) as FILE.mp4 (needs twm[viz]) or FILE.gif",
     )
+    p.add_argument(
+        "--trace",
+        metavar="FILE.csv",
+        help="also write one more eval episode (the --video one) step by step as CSV: the action, the "
+        "policy's probability of every action, the critic's value, rewards, the running score",
+    )
     add_device(p)
     add_json(p)
 

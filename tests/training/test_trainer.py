@@ -140,6 +140,20 @@ def test_eval_reproduces_the_final_evaluation(runs: dict[str, Any]) -> None:
     assert out.stdout.startswith("catch: mean ") and "(3 episodes, seed 5)" in out.stdout
 
 
+def test_eval_traces_one_more_episode(runs: dict[str, Any], tmp_path: Path) -> None:
+    run_dir, _ = runs["catch"]
+    trace = tmp_path / "trace.csv"
+    out = run_twm("eval", str(run_dir), "--episodes", "1", "--trace", str(trace), "--json")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    lines = trace.read_text().splitlines()
+    assert lines[0].startswith("step,action,action_name,value,p_") and len(lines) == result["trace"]["steps"] + 1
+    for bad in (tmp_path / "trace.txt", tmp_path / "missing" / "trace.csv"):
+        out = run_twm("eval", str(run_dir), "--trace", str(bad))
+        assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--trace" in out.stderr
+        assert not bad.exists()
+
+
 def test_existing_run_dir_is_refused_and_left_alone(runs: dict[str, Any]) -> None:
     run_dir, _ = runs["catch"]
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
