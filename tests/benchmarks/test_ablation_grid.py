@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.benchmarks.scripts import load_script
 
 from builders import assert_drawn, png_pixels
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ablation_grid.py"
-spec = importlib.util.spec_from_file_location("ablation_grid", SCRIPT)
-assert spec is not None and spec.loader is not None
-grid = importlib.util.module_from_spec(spec)
-sys.modules["ablation_grid"] = grid  # dataclasses look their module up by name
-spec.loader.exec_module(grid)
+SCRIPT, grid = load_script("ablation_grid.py")
 
 pytestmark = pytest.mark.slow
 

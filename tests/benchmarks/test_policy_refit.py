@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tests.benchmarks.scripts import load_script
 
 from twm.config import ConfigError
 from twm.config_files import load_config
 from twm.training.checkpoint import CheckpointManager, agent_from_checkpoint
 from twm.training.trainer import Trainer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "policy_refit.py"
-spec = importlib.util.spec_from_file_location("policy_refit", SCRIPT)
-assert spec is not None and spec.loader is not None
-refit_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(refit_mod)
+SCRIPT, refit_mod = load_script("policy_refit.py")
 
 
 def test_only_update_settings_of_the_policy_can_change() -> None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
+from tests.benchmarks.scripts import load_script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "speed" / "profile_update.py"
-spec = importlib.util.spec_from_file_location("profile_update", SCRIPT)
-assert spec is not None and spec.loader is not None
-profile_update = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(profile_update)
+SCRIPT, profile_update = load_script("speed/profile_update.py")
 
 
 @pytest.mark.parametrize(

@@ -3,18 +3,15 @@ benchmarks/run_profile.py turns that into a table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from tests.benchmarks.scripts import load_script
 
 from twm.config_files import load_config
 from twm.training.trainer import Trainer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "run_profile.py"
-spec = importlib.util.spec_from_file_location("run_profile", SCRIPT)
-assert spec is not None and spec.loader is not None
-run_profile = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(run_profile)
+SCRIPT, run_profile = load_script("run_profile.py")
 
 
 def test_a_run_splits_its_wall_time_by_phase(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -11,15 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tests.benchmarks.scripts import load_script
 
 from twm.config_files import load_config
 from twm.training.trainer import Trainer
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "world_model_probe.py"
-spec = importlib.util.spec_from_file_location("world_model_probe", SCRIPT)
-assert spec is not None and spec.loader is not None
-probe_mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(probe_mod)
+SCRIPT, probe_mod = load_script("world_model_probe.py")
 
 
 def test_reward_stats_by_hand() -> None:
