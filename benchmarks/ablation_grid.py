@@ -76,6 +76,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # Actor and critic reading the transformer's h_{t-1} beside z_t (STORM's inputs): acting in the
     # game then runs the transformer too (7.6 against 2.1 ms per real step, docs/speed.md).
     "plus-zh": ("plus", ["actor_critic.inputs=zh"]),
+    # Actor and critic start again from new weights every 25k interactions, then 500 policy-only
+    # updates (a policy refitted from scratch in Breakout's final world model passed the 3 bricks
+    # its run's collapsed policy stopped at; docs/results.md).
+    "plus-ac-reset": ("plus", ["actor_critic.reset_every=25000", "actor_critic.reset_updates=500"]),
     # plus as it ran before its update was captured (issue 28): the same method, another draw; the
     # runs of the first three games' seed 0 (the learning check of capture against today's plus).
     "plus-eager": ("plus", _EAGER),

@@ -5,9 +5,9 @@
         --set actor_critic.entropy_coef=3e-3 --json out.json
 
 Loads the newest resume checkpoint of a run folder (weights, optimiser states, replay buffer) and
-repeats only the policy half of an update: a replay batch as the run draws it, its latents from the
-world model (no world-model step), imagination from them, the critic's and the actor's steps, the slow
-critic. The world model never changes, so what the policy reaches here is what the run's world model
+repeats only the policy half of an update (``Learner.policy_update``): a replay batch as the run
+draws it, its latents from the world model (no world-model step), imagination from them, the
+critic's and the actor's steps, the slow critic. The world model never changes, so what the policy reaches here is what the run's world model
 allows: if a setting lifts the score above the run's own final one in a few thousand of these cheap
 updates (imagination and actor-critic are about a quarter of an update on a CPU), the run was held
 back by how its policy learned, not by its world model.
@@ -15,7 +15,7 @@ back by how its policy learned, not by its world model.
 ``--set`` changes settings of the policy's learning (``actor_critic.*`` keys that are read at update
 time: the entropy term, uniform mixing, starts, horizon, λ, return normalisation, slow critic,
 learning rates); keys that change the networks' shapes are refused. ``--fresh`` starts actor and
-critic from new weights. Every ``--eval-every`` updates, ``--episodes`` eval-mode games (sampled
+critic from new weights and fresh Adam states, as ``actor_critic.reset_every`` does in a run. Every ``--eval-every`` updates, ``--episodes`` eval-mode games (sampled
 actions, the evaluation seed fixed) give the mean score, printed with the policy's normalised entropy.
 The update is eager (``train.capture`` off): the same losses, another random draw.
 """
@@ -36,9 +36,7 @@ import torch
 
 from twm.config import Config, ConfigError
 from twm.config_files import apply_overrides
-from twm.models.actor_critic import Actor, Critic
 from twm.models.batch import TorchSequenceBatch
-from twm.models.world_model import WorldModel
 from twm.seeding import final_eval_seed
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 from twm.training.evaluation import evaluate_agent
@@ -81,15 +79,11 @@ def refit(
     agent.cfg = cfg
     torch.manual_seed(seed)
     ac = cfg.actor_critic
-    if fresh:
-        agent.actor = Actor(ac, cfg.policy_input_dim, agent.num_actions)
-        agent.critic = Critic(ac, cfg.policy_input_dim)
-        if agent.slow_critic is not None:
-            agent.slow_critic.load_state_dict(agent.critic.state_dict())
     agent.actor.unimix = ac.unimix
     learner = Learner(agent)
-    if not fresh:
-        learner.optimizers.load_state_dict(state["optimizers"])
+    learner.optimizers.load_state_dict(state["optimizers"])
+    if fresh:  # as actor_critic.reset_every resets a run's policy
+        learner.reset_policy(seed)
     for name, lr in (("actor", ac.actor_lr), ("critic", ac.critic_lr)):
         for group in learner.optimizers[name].param_groups:
             group["lr"] = lr
@@ -117,19 +111,13 @@ def refit(
 
     curve = [evaluate(0, [], 0.0)]
     start, window = time.perf_counter(), []
-    wm = agent.world_model
+    sample_start_obs = lambda n: torch.from_numpy(replay.sample_obs(n)).to(agent.device)  # noqa: E731
     for done in range(1, updates + 1):
-        batch = TorchSequenceBatch.from_numpy(
-            replay.sample_sequences(r.batch_size, r.sequence_length), agent.device
+        sequences = replay.sample_sequences(r.batch_size, r.sequence_length)
+        metrics = learner.policy_update(
+            TorchSequenceBatch.from_numpy(sequences, agent.device), sample_start_obs
         )
-        with torch.no_grad():  # the world model's latents of the batch, as an update's step computes them
-            wm_loss = wm.compute_loss(batch)
-        wm_out = WorldModel.output(batch, wm_loss.z, {})
-        rollout = agent.imagine(wm_out, lambda n: torch.from_numpy(replay.sample_obs(n)).to(agent.device))
-        losses = agent.actor_critic_losses(rollout)
-        learner.step([losses.critic_loss, losses.actor_loss], ("critic", "actor"))
-        agent.update_slow_critic()
-        window.append({k: float(v) for k, v in losses.metrics.items()})
+        window.append({k: float(v) for k, v in metrics.items()})
         if done % eval_every == 0 or done == updates:
             curve.append(evaluate(done, window, time.perf_counter() - start))
             window = []

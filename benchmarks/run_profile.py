@@ -29,7 +29,7 @@ from pathlib import Path
 from twm.training.logger import read_metrics
 
 ORDER = ["prefill", "pretrain", "act", "env", "sample", "compile", "world_model", "imagination",
-         "actor_critic", "eval", "final_eval", "checkpoint", "log"]  # fmt: skip
+         "actor_critic", "policy_reset", "eval", "final_eval", "checkpoint", "log"]  # fmt: skip
 
 
 def profile(run: Path) -> tuple[dict[str, float], float, int]:

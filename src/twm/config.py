@@ -269,6 +269,20 @@ class ActorCriticConfig:
         "value loss: 0.3; 0 = off, the paper; needs inputs 'z')",
         lo=0,
     )
+    reset_every: int = param(
+        0,
+        "beyond the paper: every this many interactions, actor, critic and slow critic start again from "
+        "new weights and fresh Adam states, then take reset_updates policy-only updates in the world "
+        "model before acting goes on (a policy whose entropy collapsed early can learn again what the "
+        "world model has learned since; resets as in Nikishin et al. 2022; 0 = never, the paper)",
+        lo=0,
+    )
+    reset_updates: int = param(
+        500,
+        "policy-only updates (a replay batch's latents, imagination, the actor-critic step; no world-model "
+        "step) right after each reset of reset_every",
+        lo=0,
+    )
     actor_lr: float = param(1e-4, "actor Adam learning rate", lo=0, lo_open=True)
     critic_lr: float = param(1e-5, "critic Adam learning rate", lo=0, lo_open=True)
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)

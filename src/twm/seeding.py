@@ -17,6 +17,7 @@ class Stream(IntEnum):
     AGENT = 3
     EVAL = 4
     FINAL_EVAL = 5
+    POLICY_RESET = 6  # new actor-critic weights of actor_critic.reset_every (index: the interaction)
 
 
 def derive_seed(seed: int, stream: Stream, index: int = 0) -> int:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from twm.agent import Agent
 from twm.captured import CapturedRegions, check_compiler, clip_and_step, copied
 from twm.imagination import Rollout
+from twm.models.actor_critic import Actor, Critic
 from twm.models.batch import TorchSequenceBatch
 from twm.models.world_model import WorldModel, WorldModelOutput
 
@@ -178,11 +179,65 @@ class Learner:
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(list(losses))
-        return [eager_clip_and_step(opt, self.optimizers.clips[n]) for opt, n in zip(optimizers, names, strict=True)]
+        return [
+            eager_clip_and_step(opt, self.optimizers.clips[n])
+            for opt, n in zip(optimizers, names, strict=True)
+        ]
+
+    # ------------------------------------------------------------------ policy resets (eager)
+
+    def reset_policy(self, seed: int) -> None:
+        """New weights for actor, critic and slow critic, drawn from ``seed`` (not from the run's
+        streams), and fresh Adam states for their optimisers (``actor_critic.reset_every``).
+
+        Everything is overwritten in place, so a captured update's compiled regions keep reading
+        the same parameter and state tensors.
+        """
+        agent, cfg = self.agent, self.agent.cfg
+        with torch.random.fork_rng(devices=[]):  # new weights as the constructors draw them
+            torch.manual_seed(seed)
+            fresh: dict[str, nn.Module] = {
+                "actor": Actor(cfg.actor_critic, cfg.policy_input_dim, agent.num_actions),
+                "critic": Critic(cfg.actor_critic, cfg.policy_input_dim),
+            }
+        targets = {"actor": agent.actor, "critic": agent.critic, "slow_critic": agent.slow_critic}
+        with torch.no_grad():
+            for name, module in targets.items():
+                if module is None:
+                    continue
+                source = fresh["actor" if name == "actor" else "critic"]
+                for p, q in zip(module.parameters(), source.parameters(), strict=True):
+                    p.copy_(q)
+            for name in ("actor", "critic"):
+                for state in self.optimizers[name].state.values():
+                    for value in state.values():
+                        if isinstance(value, Tensor):
+                            value.zero_()  # moments and step count back to a fresh Adam's
+
+    def policy_update(
+        self,
+        batch: TorchSequenceBatch,
+        sample_start_obs: Callable[[int], Tensor],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """The policy half of an update, eagerly: the batch's latents from the world model (its
+        losses' forward pass, no step), imagination from them, the actor-critic step, the slow critic."""
+        agent = self.agent
+        with torch.no_grad():
+            wm = agent.world_model.compute_loss(batch, generator)
+        wm_out = WorldModel.output(batch, wm.z, {})
+        rollout = agent.imagine(wm_out, sample_start_obs, generator)
+        real = wm_out if agent.cfg.actor_critic.replay_value_coef > 0 else None
+        ac = agent.actor_critic_losses(rollout, real)
+        c_norm, a_norm = self.step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
+        agent.update_slow_critic()
+        return {**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm}
 
     # ------------------------------------------------------------------ pretraining (eager)
 
-    def pretrain_obs_step(self, frames: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def pretrain_obs_step(
+        self, frames: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
         """The observation model alone on a batch of frames (``WorldModel.pretrain_obs_loss``)."""
         loss, metrics = self.agent.world_model.pretrain_obs_loss(frames, generator)
         (metrics["obs/grad_norm"],) = self.step([loss], ("obs",))
@@ -218,7 +273,9 @@ class Learner:
         optimizers = [self.optimizers[name] for name in names]
         self.captured.backward(losses, optimizers)
         with torch.no_grad():
-            norms: list[Tensor] = self.captured.run(clip_and_step, optimizers, [self.optimizers.clips[n] for n in names])
+            norms: list[Tensor] = self.captured.run(
+                clip_and_step, optimizers, [self.optimizers.clips[n] for n in names]
+            )
         return norms
 
     def _out(self, metrics: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -307,7 +307,13 @@ def test_pixel_game_runs_resume_exactly(
 
 # Every switch beyond the paper at once (the `plus` preset's values): the slow critic's weights and
 # the return normaliser's EMAs must come back from a checkpoint for the run to continue exactly.
-PLUS_SWITCHES = [*SWITCH_OVERRIDES, "actor_critic.entropy_coef=3e-4"]
+# Policy resets every 40 interactions: one at 120 before the stop at 145, the others after the resume.
+PLUS_SWITCHES = [
+    *SWITCH_OVERRIDES,
+    "actor_critic.entropy_coef=3e-4",
+    "actor_critic.reset_every=40",
+    "actor_critic.reset_updates=2",
+]
 
 
 @pytest.mark.parametrize(

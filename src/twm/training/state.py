@@ -66,7 +66,8 @@ class PhaseTimes:
     last line says where its minutes went: prefill, pretrain, act (the agent choosing real actions),
     env (the game and the replay buffer), sample (drawing a replay batch), world_model, imagination,
     actor_critic (the three parts of an update; compile instead for a captured run's compiling
-    ones), eval (evaluations and their images), checkpoint and log. ``benchmarks/run_profile.py``
+    ones), policy_reset (``actor_critic.reset_every``'s resets and their policy-only updates), eval
+    (evaluations and their images), checkpoint and log. ``benchmarks/run_profile.py``
     prints them as a table.
     """
 

@@ -297,6 +297,9 @@ class Trainer:
             start = time.perf_counter()
             self._update()
             clock.add_updates(time.perf_counter() - start)
+        every = self.cfg.actor_critic.reset_every
+        if every > 0 and self.interactions % every == 0 and self.interactions < self.cfg.train.total_steps:
+            self._reset_policy()
         self._finite.check()
         self._after_step()
 
@@ -339,6 +342,25 @@ class Trainer:
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)
+
+    def _reset_policy(self) -> None:
+        """``actor_critic.reset_every``: new actor-critic weights, then ``reset_updates`` policy-only updates."""
+        s, ac, r = self.state, self.cfg.actor_critic, self.cfg.replay
+        print(
+            f"twm: actor and critic start again from new weights at {self.interactions} interactions "
+            f"(actor_critic.reset_every), then {ac.reset_updates} policy-only updates",
+            file=sys.stderr,
+            flush=True,
+        )
+        with s.times.measure("policy_reset"):
+            self.learner.reset_policy(derive_seed(self.cfg.train.seed, Stream.POLICY_RESET, self.interactions))
+            generator = None if self.cfg.train.capture else s.update_generator
+            sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
+            for i in range(ac.reset_updates):
+                sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
+                batch = TorchSequenceBatch.from_numpy(sequences, self.device)
+                metrics = self.learner.policy_update(batch, sample_start_obs, generator)
+                self._finite.add(f"at policy update {i + 1} after the reset at {self.interactions}", metrics)
 
     # ------------------------------------------------------------------ checkpoints and stops
 
