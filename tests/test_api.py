@@ -44,7 +44,11 @@ def test_notebook_style_script_end_to_end(tmp_path: Path) -> None:
     final = json.loads((run_dir / "eval" / "final.json").read_text())
     assert lines[0].startswith(f"final mean score {final['mean']} evaluations [(100, ")
     # The callback saw each evaluation as it was logged (the periodic ones and the final one).
-    evals = [(r["step"], r["eval/mean_score"]) for r in read_metrics(run_dir / "metrics.jsonl") if "eval/mean_score" in r]
+    evals = [
+        (r["step"], r["eval/mean_score"])
+        for r in read_metrics(run_dir / "metrics.jsonl")
+        if "eval/mean_score" in r
+    ]
     assert lines[0].endswith(f"evaluations {evals}")
     assert lines[1].startswith("one episode: ") and lines[2].startswith("evaluation: ")
     assert lines[3] == f"dream: {tmp_path / 'dream.gif'}" and (tmp_path / "dream.gif").is_file()
@@ -56,7 +60,9 @@ def test_notebook_style_script_end_to_end(tmp_path: Path) -> None:
 
 
 def test_overrides_as_keywords_dotted_keys_and_settings(tmp_path: Path) -> None:
-    cfg = _config("catch", "smoke", None, ["train.seed=4"], {"dynamics": {"layers": 2}, "replay.batch_size": 3})
+    cfg = _config(
+        "catch", "smoke", None, ["train.seed=4"], {"dynamics": {"layers": 2}, "replay.batch_size": 3}
+    )
     assert cfg.dynamics.layers == 2 and cfg.replay.batch_size == 3 and cfg.train.seed == 4
     assert cfg.dynamics.heads == 2  # the rest of the section stays the preset's
     file = tmp_path / "c.yaml"
@@ -142,7 +148,9 @@ def test_env_fn_callbacks_stop_resume_and_no_side_effects(tmp_path: Path) -> Non
     assert agent.act(np.stack([obs, obs])).shape == (2,)
     from twm.cli import main
 
-    assert main(["eval", str(run_dir), "--episodes", "1"]) == 2  # no final.pt: says to use --checkpoint latest
+    assert (
+        main(["eval", str(run_dir), "--episodes", "1"]) == 2
+    )  # no final.pt: says to use --checkpoint latest
     assert main(["eval", str(run_dir), "--episodes", "1", "--checkpoint", "latest"]) == 0
 
     # Resumed to the end; a second callback list sees the rest.
@@ -152,7 +160,16 @@ def test_env_fn_callbacks_stop_resume_and_no_side_effects(tmp_path: Path) -> Non
     # The evaluation due at 200 was not run before the stop: the resumed run does it first.
     assert later[0].kind == "eval" and later[0].step == 200 and later[-1].kind == "eval"
     assert all(e.step > 200 for e in later[1:])
-    assert done.load().evaluate(episodes=2).mean == pytest.approx(done.summary["mean"])
+    loaded = done.load()
+    assert loaded.evaluate(episodes=2).mean == pytest.approx(done.summary["mean"])
+    # An episode step by step: the same rows in memory and in the CSV, the score summed step by step.
+    rows = loaded.trace(seed=3, out=tmp_path / "trace.csv")
+    assert (
+        rows
+        and rows[-1]["done"] == 1
+        and rows[-1]["score"] == pytest.approx(sum(r["raw_reward"] for r in rows))
+    )
+    assert (tmp_path / "trace.csv").read_text().count("\n") == len(rows) + 1
 
 
 def test_an_env_fn_run_in_a_new_process_says_to_pass_env_fn() -> None:

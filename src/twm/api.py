@@ -246,7 +246,9 @@ class TrainedAgent:
         if self.memory is not None:
             self.memory.record([float(reward)], [bool(done)])
 
-    def evaluate(self, episodes: int = 10, seed: int | None = None, video: str | Path | None = None) -> EvalResult:
+    def evaluate(
+        self, episodes: int = 10, seed: int | None = None, video: str | Path | None = None
+    ) -> EvalResult:
         """Scores of ``episodes`` eval-mode games (the run's final-evaluation seed by default);
         ``video`` also writes one more episode as an .mp4 or .gif."""
         from twm.seeding import final_eval_seed
@@ -259,6 +261,19 @@ class TrainedAgent:
 
             record_episode(self.agent, self.cfg.env, video, seed)
         return result
+
+    def trace(self, seed: int | None = None, out: str | Path | None = None) -> list[dict[str, Any]]:
+        """One eval episode step by step (``twm eval --trace``): per step the action, the policy's
+        probability of every action, the critic's value, rewards and the running score; also
+        written as CSV to ``out`` if given. The run's final-evaluation seed by default."""
+        from twm.analysis.trace import trace_episode, write_trace
+        from twm.seeding import final_eval_seed
+
+        seed = final_eval_seed(self.cfg.train.seed) if seed is None else seed
+        rows = trace_episode(self.agent, self.cfg.env, seed)
+        if out is not None:
+            write_trace(rows, out)
+        return rows
 
     def dream(self, out: str | Path, **options: Any) -> dict[str, Any]:
         """``twm dream`` of this run into ``out`` (.gif or .mp4); options as ``twm.viz.run_dream``."""
