@@ -323,14 +323,24 @@ class Trainer:
         if self.interactions % self.cfg.train.log_interval == 0:
             self._log_train()
 
-    def _update(self) -> None:
-        r, s = self.cfg.replay, self.state
-        with s.times.measure("sample"):
-            sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
-            batch = TorchSequenceBatch.from_numpy(sequences, self.device)
-        sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
+    def _sample_batch(self) -> TorchSequenceBatch:
+        """A replay batch of sequences for an update, on the device."""
+        r = self.cfg.replay
+        return TorchSequenceBatch.from_numpy(self.replay.sample_sequences(r.batch_size, r.sequence_length), self.device)
+
+    def _sample_start_obs(self, n: int) -> torch.Tensor:
+        """n replay observations for fresh imagination starts, on the device."""
+        return torch.from_numpy(self.replay.sample_obs(n)).to(self.device)
+
+    def _update_generator(self) -> torch.Generator | None:
         # A captured update draws from torch's global generator (saved in checkpoints too).
-        generator = None if self.cfg.train.capture else s.update_generator
+        return None if self.cfg.train.capture else self.state.update_generator
+
+    def _update(self) -> None:
+        s = self.state
+        with s.times.measure("sample"):
+            batch = self._sample_batch()
+        generator = self._update_generator()
         if self.learner.captured is not None and self.learner.captured.updates == 0:
             print(
                 "twm: compiling the captured update (train.capture): its first two updates, minutes on a "
@@ -338,14 +348,14 @@ class Trainer:
                 file=sys.stderr,
                 flush=True,
             )
-        metrics = self.learner.update(batch, sample_start_obs, generator, on_part=s.times.add)
+        metrics = self.learner.update(batch, self._sample_start_obs, generator, on_part=s.times.add)
         s.updates += 1
         self._finite.add(f"at update {self.updates} (interaction {self.interactions})", metrics)
         s.train_metrics.add(metrics)
 
     def _reset_policy(self) -> None:
         """``actor_critic.reset_every``: new actor-critic weights, then ``reset_updates`` policy-only updates."""
-        s, ac, r = self.state, self.cfg.actor_critic, self.cfg.replay
+        s, ac = self.state, self.cfg.actor_critic
         print(
             f"twm: actor and critic start again from new weights at {self.interactions} interactions "
             f"(actor_critic.reset_every), then {ac.reset_updates} policy-only updates",
@@ -354,12 +364,9 @@ class Trainer:
         )
         with s.times.measure("policy_reset"):
             self.learner.reset_policy(derive_seed(self.cfg.train.seed, Stream.POLICY_RESET, self.interactions))
-            generator = None if self.cfg.train.capture else s.update_generator
-            sample_start_obs = lambda n: torch.from_numpy(self.replay.sample_obs(n)).to(self.device)  # noqa: E731
+            generator = self._update_generator()
             for i in range(ac.reset_updates):
-                sequences = self.replay.sample_sequences(r.batch_size, r.sequence_length)
-                batch = TorchSequenceBatch.from_numpy(sequences, self.device)
-                metrics = self.learner.policy_update(batch, sample_start_obs, generator)
+                metrics = self.learner.policy_update(self._sample_batch(), self._sample_start_obs, generator)
                 self._finite.add(f"at policy update {i + 1} after the reset at {self.interactions}", metrics)
 
     # ------------------------------------------------------------------ checkpoints and stops
