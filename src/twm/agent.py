@@ -11,8 +11,9 @@ It computes forward passes and losses; ``twm.update`` owns the optimisers and ru
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -104,27 +105,12 @@ class Agent(nn.Module):
         When the policy reads h (``actor_critic.inputs`` 'zh'), ``memory`` (from ``acting_memory``)
         holds each row's h_{t-1} and is advanced by this step; call its ``record`` after the env step.
         """
-        if not self.policy_reads_h:
-            memory = None  # only a policy that reads h uses one
-        elif memory is None or memory.rows != obs.shape[0]:
-            raise ValueError("a policy that reads h acts with an ActingMemory of one row per observation")
-        # Only the networks acting runs are switched to eval mode and back (the memory switches the
-        # transformer itself): switching the whole agent walks every module twice, a quarter of a real
-        # step's acting time.
-        networks: list[nn.Module] = [self.world_model.obs_model, self.actor]
-        modes = [net.training for net in networks]
-        for net in networks:
-            net.eval()
-        try:
-            z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
-            if memory is None:
-                actions = self.actor.sample(z, generator)
-            else:
-                actions = self.actor.sample(torch.cat([z, memory.h_prev], dim=-1), generator)
+        memory = self._checked_memory(obs, memory)
+        with self._eval_mode(self.world_model.obs_model, self.actor):
+            z, inputs = self._policy_inputs(obs, memory)
+            actions = self.actor.sample(inputs, generator)
+            if memory is not None:
                 memory.advance(self.world_model.dynamics, z, actions)
-        finally:
-            for net, mode in zip(networks, modes, strict=True):
-                net.train(mode)
         return actions.cpu().numpy().astype(np.int64)
 
     @torch.no_grad()
@@ -132,23 +118,39 @@ class Agent(nn.Module):
         """What ``act`` would see: action probabilities (N, A) and the critic's values (N,) for real
         observations (N, S, 64, 64) uint8, in eval mode. Draws nothing and leaves ``memory`` as it is,
         so calling it before ``act`` does not change the action ``act`` samples."""
+        memory = self._checked_memory(obs, memory)
+        with self._eval_mode(self.world_model.obs_model, self.actor, self.critic):
+            _, inputs = self._policy_inputs(obs, memory)
+            probs = self.actor(inputs).float().softmax(dim=-1)  # (N, A), as act samples them
+            values = self.critic(inputs).float()  # (N,)
+        return probs, values
+
+    def _checked_memory(self, obs: np.ndarray, memory: ActingMemory | None) -> ActingMemory | None:
+        """``memory`` where the policy reads h (one row per observation, or ValueError), else None."""
         if not self.policy_reads_h:
-            memory = None
-        elif memory is None or memory.rows != obs.shape[0]:
-            raise ValueError("a policy that reads h is viewed with an ActingMemory of one row per observation")
-        networks: list[nn.Module] = [self.world_model.obs_model, self.actor, self.critic]
+            return None  # only a policy that reads h uses one
+        if memory is None or memory.rows != obs.shape[0]:
+            raise ValueError("a policy that reads h acts with an ActingMemory of one row per observation")
+        return memory
+
+    @contextlib.contextmanager
+    def _eval_mode(self, *networks: nn.Module) -> Iterator[None]:
+        """Only the networks acting runs are switched to eval mode and back (the memory switches the
+        transformer itself): switching the whole agent walks every module twice, a quarter of a real
+        step's acting time."""
         modes = [net.training for net in networks]
         for net in networks:
             net.eval()
         try:
-            z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
-            inputs = z if memory is None else torch.cat([z, memory.h_prev], dim=-1)
-            probs = self.actor(inputs).float().softmax(dim=-1)  # (N, A), as act samples them
-            values = self.critic(inputs).float()  # (N,)
+            yield
         finally:
             for net, mode in zip(networks, modes, strict=True):
                 net.train(mode)
-        return probs, values
+
+    def _policy_inputs(self, obs: np.ndarray, memory: ActingMemory | None) -> tuple[Tensor, Tensor]:
+        """The argmax latents z (N, Z) of real observations and the policy's inputs: z, or [z, h_{t-1}]."""
+        z = observe_latent(self.world_model.obs_model, torch.as_tensor(obs, device=self.device))
+        return z, z if memory is None else torch.cat([z, memory.h_prev], dim=-1)
 
     def acting_memory(self, rows: int) -> ActingMemory | None:
         """A fresh ``ActingMemory`` for ``rows`` games when the policy reads h, else None (not needed)."""
