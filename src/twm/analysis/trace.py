@@ -17,54 +17,31 @@ import csv
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from twm.envs import make_env
-from twm.seeding import torch_generator
+from twm.envs import action_meanings_of
+from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
 
 if TYPE_CHECKING:
     from twm.agent import Agent
     from twm.config import EnvConfig
 
-MAX_TRACE_STEPS = 27_000  # the Atari time limit: an episode that never ends stops here
-
 
 def trace_episode(
-    agent: Agent, env_cfg: EnvConfig, seed: int, max_steps: int = MAX_TRACE_STEPS
+    agent: Agent, env_cfg: EnvConfig, seed: int, max_steps: int = MAX_EPISODE_STEPS
 ) -> list[dict[str, Any]]:
     """Play one eval-mode episode of ``env_cfg`` seeded with ``seed``; one row per step (see module)."""
-    generator = torch_generator(seed, agent.device)
-    memory = agent.acting_memory(1)
-    env = make_env(env_cfg, "eval", seed)
-    names = list(env.action_meanings)
+    names = action_meanings_of(env_cfg)
     rows: list[dict[str, Any]] = []
-    score = 0.0
-    was_training = agent.training
-    agent.eval()  # as twm eval --video plays its episode
-    try:
-        obs, _ = env.reset()
-        done = False
-        while not done and len(rows) < max_steps:
-            probs, values = agent.policy_view(obs[None], memory)
-            action = int(np.asarray(agent.act(obs[None], generator, memory))[0])
-            obs, reward, terminated, truncated, info = env.step(action)
-            raw = float(info.get("raw_reward", reward))
-            score += raw
-            done = bool(terminated or truncated)
-            if memory is not None:
-                memory.record([float(reward)], [done])
-            row: dict[str, Any] = {
-                "step": len(rows) + 1,
-                "action": action,
-                "action_name": names[action],
-                "value": float(values[0]),
-            }
-            row.update({f"p_{name}": float(p) for name, p in zip(names, probs[0].tolist(), strict=True)})
-            row.update({"reward": float(reward), "raw_reward": raw, "score": score, "done": int(done)})
-            rows.append(row)
-    finally:
-        env.close()
-        agent.train(was_training)
+    for step in play_episode(agent, env_cfg, seed, max_steps, look=agent.policy_view):
+        probs, values = step.seen
+        row: dict[str, Any] = {
+            "step": len(rows) + 1,
+            "action": step.action,
+            "action_name": names[step.action],
+            "value": float(values[0]),
+        }
+        row.update({f"p_{name}": float(p) for name, p in zip(names, probs[0].tolist(), strict=True)})
+        row.update({"reward": step.reward, "raw_reward": step.raw_reward, "score": step.score, "done": int(step.done)})
+        rows.append(row)
     return rows
 
 

@@ -71,6 +71,20 @@ def make_env(env_cfg: EnvConfig, mode: Literal["train", "eval"], seed: int) -> E
     return PixelEnv(source, env_cfg, mode)
 
 
+_MEANINGS: dict[str, list[str]] = {}
+
+
+def action_meanings_of(env_cfg: EnvConfig) -> list[str]:
+    """The game's action names (e.g. NOOP, FIRE, UPRIGHT), cached per game: an Atari env loads a ROM."""
+    if env_cfg.game not in _MEANINGS:
+        env = make_env(env_cfg, "eval", 0)
+        try:
+            _MEANINGS[env_cfg.game] = list(env.action_meanings)
+        finally:
+            env.close()
+    return list(_MEANINGS[env_cfg.game])
+
+
 def check_env(env_cfg: EnvConfig) -> int:
     """Build the environment once (EnvError if it cannot be built) and return its number of actions."""
     env = make_env(env_cfg, "eval", 0)

@@ -9,6 +9,7 @@ and episode count give the same scores on the CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from twm.acting import ActingMemory
+from twm.envs import make_env
 from twm.envs.crafter import crafter_score, success_rates
 from twm.envs.vector import Policy, RecurrentPolicy, evaluate_episodes
 from twm.games import CRAFTER_GAME, human_normalized_score, random_normalized_score, resolve_game
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from twm.config import EnvConfig
     from twm.replay import ReplayBuffer
     from twm.training.logger import MetricsLogger
+
+MAX_EPISODE_STEPS = 27_000  # the Atari time limit: a played episode that never ends stops here
 
 # Ten slots: a periodic evaluation (10 episodes in the paper) is one lockstep round, and 100 final
 # episodes split evenly over the slots, so no slot plays a longer tail alone.
@@ -148,3 +152,53 @@ def evaluate_agent(
     unlocked: dict[int, list[str]] = {}
     scores = evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed, "sync", achievements=unlocked)
     return EvalResult.from_scores(env_cfg.game, scores, [unlocked[k] for k in range(num_episodes)])
+
+
+@dataclass(frozen=True)
+class PlayedStep:
+    """One real step of ``play_episode``."""
+
+    obs: np.ndarray  # the observation the action was chosen on
+    action: int
+    reward: float  # the reward the agent learns from
+    raw_reward: float  # the game's
+    score: float  # raw rewards so far, this step's included
+    done: bool
+    next_obs: np.ndarray
+    seen: Any = None  # what ``look`` returned for ``obs``, before the action
+
+
+def play_episode(
+    agent: Agent,
+    env_cfg: EnvConfig,
+    seed: int,
+    max_steps: int = MAX_EPISODE_STEPS,
+    look: Callable[[np.ndarray, ActingMemory | None], Any] | None = None,
+) -> Iterator[PlayedStep]:
+    """One eval-mode game, step by step, as ``twm eval --video`` and ``--trace`` show it: the
+    environment and the agent's action sampling both seeded with ``seed``, the agent in eval mode.
+    ``look(obs[None], memory)`` is called before each action (it must draw nothing and leave the
+    memory alone, as ``Agent.policy_view``); its result comes back as ``PlayedStep.seen``."""
+    generator = torch_generator(seed, agent.device)
+    memory = agent.acting_memory(1)
+    env = make_env(env_cfg, "eval", seed)
+    was_training = agent.training
+    agent.eval()
+    try:
+        obs, _ = env.reset()
+        score, steps, done = 0.0, 0, False
+        while not done and steps < max_steps:
+            seen = None if look is None else look(obs[None], memory)
+            action = int(np.asarray(agent.act(obs[None], generator, memory))[0])
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            raw = float(info.get("raw_reward", reward))
+            score += raw
+            steps += 1
+            done = bool(terminated or truncated)
+            if memory is not None:
+                memory.record([float(reward)], [done])
+            yield PlayedStep(obs, action, float(reward), raw, score, done, next_obs, seen)
+            obs = next_obs
+    finally:
+        env.close()
+        agent.train(was_training)

@@ -8,13 +8,13 @@
 pygame (the play window) and imageio-ffmpeg (MP4) are optional: ``pip install 'twm[viz]'``.
 """
 
+from twm.envs import action_meanings_of
 from twm.viz.attention import AttentionView, attention_heatmap, attention_image, attention_view
 from twm.viz.commands import run_dream, run_play
 from twm.viz.dream import (
     Dream,
     DreamSession,
     RealContext,
-    action_meanings_of,
     context_from_env,
     context_from_replay,
     dream,

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from twm.envs import action_meanings_of
 from twm.viz.attention import attention_heatmap
 from twm.viz.dream import (
     RealContext,
-    action_meanings_of,
     context_from_env,
     context_from_replay,
     dream,

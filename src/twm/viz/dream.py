@@ -65,20 +65,6 @@ def device_generator(
     return torch.Generator(device=device).manual_seed(seed)
 
 
-_MEANINGS: dict[str, list[str]] = {}
-
-
-def action_meanings_of(env_cfg: EnvConfig) -> list[str]:
-    """The game's action names (e.g. NOOP, FIRE, UPRIGHT), cached per game: an Atari env loads a ROM."""
-    from twm.envs import make_env
-
-    if env_cfg.game not in _MEANINGS:
-        env = make_env(env_cfg, "eval", 0)
-        try:
-            _MEANINGS[env_cfg.game] = list(env.action_meanings)
-        finally:
-            env.close()
-    return list(_MEANINGS[env_cfg.game])
 
 
 # --------------------------------------------------------------------------------------- real starts

@@ -9,11 +9,12 @@ import numpy as np
 import torch
 
 from twm.agent import Agent
+from twm.envs import action_meanings_of
 from twm.imagination import observe_latent
 from twm.replay import ReplayBuffer
 from twm.training.evaluation import EvalEvent
 from twm.training.logger import MetricsLogger
-from twm.viz.dream import action_meanings_of, context_from_replay, device_generator, dream, eval_mode
+from twm.viz.dream import context_from_replay, device_generator, dream, eval_mode
 from twm.viz.render import grid, newest_image, panel, to_uint8, write_png
 
 IMAGES_DIR = "images"

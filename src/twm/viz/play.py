@@ -28,7 +28,8 @@ import torch
 
 from twm.agent import Agent
 from twm.config import Config
-from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext, action_meanings_of, context_from_env
+from twm.envs import action_meanings_of
+from twm.viz.dream import END_DISCOUNT, DreamSession, RealContext, context_from_env
 from twm.viz.loading import LoadedRun, load_run
 from twm.viz.render import VizError, check_animation_path, panel, write_animation
 
