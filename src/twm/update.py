@@ -160,14 +160,7 @@ class Learner:
             rollout = captured.run(self._imagine_from_pool, wm_out, pool)
         clock.done("imagination")
 
-        # Actor-critic: both losses (the actor's reads the critic before its step; the critic's may
-        # also read the batch's real steps), one backward, the critic and actor steps, then the slow
-        # critic follows the critic.
-        real = wm_out if agent.cfg.actor_critic.replay_value_coef > 0 else None
-        ac = self._run(agent.actor_critic_losses, rollout, real)
-        c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
-        metrics = self._out({**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm})
-        agent.update_slow_critic()
+        metrics = self._actor_critic_step(rollout, wm_out)
         clock.done("actor_critic")
         metrics.update(wm_out.metrics)
         return metrics
@@ -196,18 +189,15 @@ class Learner:
         agent, cfg = self.agent, self.agent.cfg
         with torch.random.fork_rng(devices=[]):  # new weights as the constructors draw them
             torch.manual_seed(seed)
-            fresh: dict[str, nn.Module] = {
-                "actor": Actor(cfg.actor_critic, cfg.policy_input_dim, agent.num_actions),
-                "critic": Critic(cfg.actor_critic, cfg.policy_input_dim),
-            }
-        targets = {"actor": agent.actor, "critic": agent.critic, "slow_critic": agent.slow_critic}
+            actor = Actor(cfg.actor_critic, cfg.policy_input_dim, agent.num_actions)
+            critic = Critic(cfg.actor_critic, cfg.policy_input_dim)
+        # (network, its new weights): the slow critic starts as the new critic, as at construction.
+        pairs = [(agent.actor, actor), (agent.critic, critic), (agent.slow_critic, critic)]
         with torch.no_grad():
-            for name, module in targets.items():
-                if module is None:
-                    continue
-                source = fresh["actor" if name == "actor" else "critic"]
-                for p, q in zip(module.parameters(), source.parameters(), strict=True):
-                    p.copy_(q)
+            for module, source in pairs:
+                if module is not None:
+                    for p, q in zip(module.parameters(), source.parameters(), strict=True):
+                        p.copy_(q)
             for name in ("actor", "critic"):
                 for state in self.optimizers[name].state.values():
                     for value in state.values():
@@ -227,11 +217,25 @@ class Learner:
             wm = agent.world_model.compute_loss(batch, generator)
         wm_out = WorldModel.output(batch, wm.z, {})
         rollout = agent.imagine(wm_out, sample_start_obs, generator)
+        return self._actor_critic_step(rollout, wm_out, eager=True)
+
+    def _actor_critic_step(self, rollout: Rollout, wm_out: WorldModelOutput, eager: bool = False) -> dict[str, Tensor]:
+        """Both losses (the actor's reads the critic before its step; the critic's may also read the
+        batch's real steps), one backward, the critic and actor steps, then the slow critic follows
+        the critic. As compiled regions in a captured update, unless ``eager``."""
+        agent = self.agent
         real = wm_out if agent.cfg.actor_critic.replay_value_coef > 0 else None
-        ac = agent.actor_critic_losses(rollout, real)
-        c_norm, a_norm = self.step([ac.critic_loss, ac.actor_loss], ("critic", "actor"))
+        names = ("critic", "actor")
+        if eager:
+            ac = agent.actor_critic_losses(rollout, real)
+            c_norm, a_norm = self.step([ac.critic_loss, ac.actor_loss], names)
+        else:
+            ac = self._run(agent.actor_critic_losses, rollout, real)
+            c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], names)
+        metrics = {**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm}
+        metrics = metrics if eager else self._out(metrics)
         agent.update_slow_critic()
-        return {**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm}
+        return metrics
 
     # ------------------------------------------------------------------ pretraining (eager)
 
