@@ -118,6 +118,41 @@ def test_captured_update_of_a_policy_reading_h_matches_eager() -> None:
     assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=zh)
 
 
+# Regions of one captured policy-only update (actor_critic.reset_every): imagination, the
+# actor-critic losses, their backward and their clip-and-Adam step; the world model runs eagerly.
+REGIONS_PER_POLICY_UPDATE = 4
+
+
+def test_captured_policy_updates_after_a_reset_match_eager_and_replay_the_update_regions() -> None:
+    def reset_and_policy_updates(cfg: Config) -> tuple[list[dict[str, float]], Learner]:
+        _, learner = updates(cfg)
+        learner.reset_policy(seed=5)
+        sampler = synthetic_obs_sampler(cfg, torch.device("cpu"))
+        out = []
+        for i in range(3):
+            metrics = learner.policy_update(synthetic_batch(cfg, NUM_ACTIONS, "cpu", 10 + i), sampler, None)
+            out.append({k: float(v) for k, v in metrics.items()})
+        return out, learner
+
+    eager, eager_learner = reset_and_policy_updates(
+        load_config("smoke", [*CAPTURED, *PLUS_SWITCHES, "train.capture=false"])
+    )
+    cfg = load_config("smoke", [*CAPTURED, *PLUS_SWITCHES])
+    with counting_compiled_graphs() as compiled:
+        captured, learner = reset_and_policy_updates(cfg)
+    regions = learner.captured
+    assert regions is not None and regions.updates == 3  # policy-only updates are not counted as updates
+    assert regions.region_calls == 3 * REGIONS_PER_UPDATE + 3 * REGIONS_PER_POLICY_UPDATE
+    assert compiled["runs"] == 3 * FORWARD_REGIONS_PER_UPDATE + 3 * (REGIONS_PER_POLICY_UPDATE - 1)
+    for got, expected in zip(captured, eager, strict=True):
+        assert got.keys() == expected.keys() and "ac/slow_critic_reg" in got
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+    pairs = zip(eager_learner.agent.state_dict().items(), learner.agent.state_dict().values(), strict=True)
+    for (name, p), q in pairs:
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-6, msg=name)
+
+
 @pytest.mark.skipif(
     os.environ.get("TWM_TEST_INDUCTOR") != "1",
     reason="inductor compiles for minutes on a CPU; TWM_TEST_INDUCTOR=1",

@@ -122,9 +122,12 @@ class CapturedRegions:
         """Whether the update begun last is one of the first ``COMPILING_UPDATES``, which compile."""
         return self.updates <= COMPILING_UPDATES
 
-    def begin(self, device: torch.device, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Start an update; the first one, once the networks are on their device, sets the options."""
-        self.updates += 1
+    def begin(
+        self, device: torch.device, optimizers: Sequence[torch.optim.Optimizer], update: bool = True
+    ) -> None:
+        """Start an update (``update=False``: a part of one, such as a policy-only update, not
+        counted in ``updates``); the first, once the networks are on their device, sets the options."""
+        self.updates += int(update)
         mark_step = getattr(torch.compiler, "cudagraph_mark_step_begin", None)
         if mark_step is not None:  # a new update: the previous one's graph outputs are not read again
             mark_step()

@@ -138,10 +138,7 @@ class Learner:
         ``compile``, so a run's profile shows what capture cost.
         """
         agent, captured = self.agent, self.captured
-        if captured is not None:
-            if generator is not None:
-                raise ValueError("a captured update draws from torch's global generator; pass generator=None")
-            captured.begin(agent.device, list(self.optimizers))
+        self._begin(generator)
         clock = PartClock(on_part, compiling=captured is not None and captured.compiling)
 
         # World model: both losses, one backward, the observation and dynamics steps.
@@ -151,13 +148,7 @@ class Learner:
         wm_out = WorldModel.output(batch, wm.z, wm_metrics)
         clock.done("world_model")
 
-        # Imagination from the batch's latents. Captured: the fresh starts' observations are drawn
-        # (on the host) before the region, as one pool; eager: when imagined episodes end.
-        if captured is None:
-            rollout = agent.imagine(wm_out, sample_start_obs, generator)
-        else:
-            pool = sample_start_obs(agent.cfg.actor_critic.fresh_pool)
-            rollout = captured.run(self._imagine_from_pool, wm_out, pool)
+        rollout = self._imagine(wm_out, sample_start_obs, generator)
         clock.done("imagination")
 
         metrics = self._actor_critic_step(rollout, wm_out)
@@ -177,7 +168,7 @@ class Learner:
             for opt, n in zip(optimizers, names, strict=True)
         ]
 
-    # ------------------------------------------------------------------ policy resets (eager)
+    # ------------------------------------------------------------------ policy resets
 
     def reset_policy(self, seed: int) -> None:
         """New weights for actor, critic and slow critic, drawn from ``seed`` (not from the run's
@@ -210,30 +201,27 @@ class Learner:
         sample_start_obs: Callable[[int], Tensor],
         generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
-        """The policy half of an update, eagerly: the batch's latents from the world model (its
-        losses' forward pass, no step), imagination from them, the actor-critic step, the slow critic."""
-        agent = self.agent
+        """The policy half of an update: the batch's latents from the world model (its losses'
+        forward pass, eager and without gradients, no step), imagination from them, the actor-critic
+        step, the slow critic. In a captured learner the imagination and the actor-critic step replay
+        the update's compiled regions (nothing new is compiled); ``generator`` must then be None."""
+        self._begin(generator, update=False)
         with torch.no_grad():
-            wm = agent.world_model.compute_loss(batch, generator)
+            wm = self.agent.world_model.compute_loss(batch, generator)
         wm_out = WorldModel.output(batch, wm.z, {})
-        rollout = agent.imagine(wm_out, sample_start_obs, generator)
-        return self._actor_critic_step(rollout, wm_out, eager=True)
+        rollout = self._imagine(wm_out, sample_start_obs, generator)
+        return self._actor_critic_step(rollout, wm_out)
 
-    def _actor_critic_step(self, rollout: Rollout, wm_out: WorldModelOutput, eager: bool = False) -> dict[str, Tensor]:
+    def _actor_critic_step(self, rollout: Rollout, wm_out: WorldModelOutput) -> dict[str, Tensor]:
         """Both losses (the actor's reads the critic before its step; the critic's may also read the
         batch's real steps), one backward, the critic and actor steps, then the slow critic follows
-        the critic. As compiled regions in a captured update, unless ``eager``."""
+        the critic. As compiled regions in a captured update."""
         agent = self.agent
         real = wm_out if agent.cfg.actor_critic.replay_value_coef > 0 else None
         names = ("critic", "actor")
-        if eager:
-            ac = agent.actor_critic_losses(rollout, real)
-            c_norm, a_norm = self.step([ac.critic_loss, ac.actor_loss], names)
-        else:
-            ac = self._run(agent.actor_critic_losses, rollout, real)
-            c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], names)
-        metrics = {**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm}
-        metrics = metrics if eager else self._out(metrics)
+        ac = self._run(agent.actor_critic_losses, rollout, real)
+        c_norm, a_norm = self._step([ac.critic_loss, ac.actor_loss], names)
+        metrics = self._out({**ac.metrics, "ac/critic_grad_norm": c_norm, "ac/actor_grad_norm": a_norm})
         agent.update_slow_critic()
         return metrics
 
@@ -265,6 +253,27 @@ class Learner:
         return ac.metrics
 
     # ------------------------------------------------------------------ eager or captured
+
+    def _begin(self, generator: torch.Generator | None, update: bool = True) -> None:
+        """Start a captured update (or, ``update=False``, a policy-only one); eager: nothing."""
+        if self.captured is not None:
+            if generator is not None:
+                raise ValueError("a captured update draws from torch's global generator; pass generator=None")
+            self.captured.begin(self.agent.device, list(self.optimizers), update=update)
+
+    def _imagine(
+        self,
+        wm_out: WorldModelOutput,
+        sample_start_obs: Callable[[int], Tensor],
+        generator: torch.Generator | None,
+    ) -> Rollout:
+        """Imagination from the batch's latents. Captured: the fresh starts' observations are drawn
+        (on the host) before the region, as one pool; eager: when imagined episodes end."""
+        if self.captured is None:
+            return self.agent.imagine(wm_out, sample_start_obs, generator)
+        pool = sample_start_obs(self.agent.cfg.actor_critic.fresh_pool)
+        rollout: Rollout = self.captured.run(self._imagine_from_pool, wm_out, pool)
+        return rollout
 
     def _run(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)``; in a captured update, as one compiled region."""
