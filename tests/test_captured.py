@@ -244,7 +244,14 @@ def test_capture_without_a_compiler_is_one_line_before_the_run(
 
 # --------------------------------------------------------------------------------------- resume
 
-SETTINGS = ["train.total_steps=160", "train.budget=4000", "train.checkpoint_interval=30"]
+# With policy resets (at 120 and 140 interactions) before and after the stop at 125.
+SETTINGS = [
+    "train.total_steps=160",
+    "train.budget=4000",
+    "train.checkpoint_interval=30",
+    "actor_critic.reset_every=20",
+    "actor_critic.reset_updates=2",
+]
 
 
 INDUCTOR = pytest.param(
