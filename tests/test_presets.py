@@ -43,9 +43,14 @@ def test_the_papers_presets_are_unchanged(preset: str) -> None:
     assert set(SWITCHES) <= new_keys
     defaults = flat(Config())
     assert {k: now[k] for k in new_keys} == {k: defaults[k] for k in new_keys}  # all off
-    # One eager update at smoke size with the preset's switches and rates: the same numbers, bit for bit.
+    # One eager update at smoke size with the preset's switches and rates: the same numbers, up to
+    # the rounding of this CPU's kernels. The file was written on another CPU; a 2-core AMD EPYC
+    # (Zen 5, AVX-512) computes a few of the actor-critic metrics one float32 ulp apart (relative
+    # differences of at most 1.5e-7), where any change of the function moves them by far more.
     eager = [f"{k}={before[k]}" for k in speed]
-    assert preset_smoke_update(preset, *eager) == BEFORE[preset]["smoke_update"]
+    got, expected = preset_smoke_update(preset, *eager), BEFORE[preset]["smoke_update"]
+    assert got.keys() == expected.keys()
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
 
 
 def test_plus_is_minatar_with_the_switches_and_a_faster_critic() -> None:
