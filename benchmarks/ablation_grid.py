@@ -236,7 +236,7 @@ def markdown(table: dict[str, dict[str, dict[int, dict]]]) -> str:
     from twm.games import random_score
 
     lines = [
-        "| game | setting | seeds | final score per seed (30 ep.) | seed mean | x random | minutes per run |",
+        "| game | setting | seeds | final score per seed (30 ep.) | seed mean | x random | minutes per run (fastest-slowest) |",
         "|---|---|---|---|---:|---:|---:|",
     ]
     for game, settings in table.items():
@@ -246,10 +246,12 @@ def markdown(table: dict[str, dict[str, dict[int, dict]]]) -> str:
             mean = sum(finals) / len(finals)
             per_seed = ", ".join(f"s{s}: {seeds[s]['final']:.2f}" for s in sorted(seeds))
             minutes = sorted(seeds[s]["minutes"] for s in seeds)
+            # The fewest and the most (the limit is per run; the machines differ).
+            span = f"{minutes[0]:.1f}" if len(minutes) == 1 else f"{minutes[0]:.1f}-{minutes[-1]:.1f}"
             ratio = f"{mean / rand:.2f}" if rand and rand > 0 else "-"
             lines.append(
                 f"| {game} | {setting} | {len(finals)} | {per_seed} | {mean:.2f} | {ratio} | "
-                f"{minutes[len(minutes) // 2]:.1f} |"
+                f"{span} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ import pytest
 from tests.benchmarks.scripts import load_script
 
 from builders import assert_drawn, png_pixels
+from twm.games import random_score
 
 SCRIPT, grid = load_script("ablation_grid.py")
 
@@ -95,3 +96,15 @@ def test_a_stopped_grid_resumes_skips_finished_runs_and_reports(
     capsys.readouterr()
     other_pixels = png_pixels(other)
     assert other_pixels.shape != pixels.shape or not np.array_equal(other_pixels, pixels)
+
+
+def test_the_table_gives_each_seed_the_seed_mean_and_the_span_of_minutes() -> None:
+    row = {"curve": [(100000, 0.0)]}
+    seeds = {0: {**row, "final": 3.0, "minutes": 50.0}, 1: {**row, "final": 6.0, "minutes": 30.0}}
+    table = {"breakout": {"plus": seeds}}
+    lines = grid.markdown(table).splitlines()
+    assert len(lines) == 3
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    ratio = f"{4.5 / random_score('minatar/breakout'):.2f}"
+    assert cells[:6] == ["breakout", "plus", "2", "s0: 3.00, s1: 6.00", "4.50", ratio]
+    assert cells[6] == "30.0-50.0"  # the fastest and the slowest run
