@@ -76,6 +76,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # Actor and critic reading the transformer's h_{t-1} beside z_t (STORM's inputs): acting in the
     # game then runs the transformer too (7.6 against 2.1 ms per real step, docs/speed.md).
     "plus-zh": ("plus", ["actor_critic.inputs=zh"]),
+    # The game's 10x10 state instead of its 64x64 picture: grid nets and a Bernoulli decoder.
+    "plus-grid": ("plus", ["env.observation=grid"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only
     # updates (a policy refitted from scratch in Breakout's final world model passed the 3 bricks
     # its run's collapsed policy stopped at; docs/results.md).

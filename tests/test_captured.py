@@ -118,6 +118,13 @@ def test_captured_update_of_a_policy_reading_h_matches_eager() -> None:
     assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=zh)
 
 
+def test_captured_update_of_grid_observations_matches_eager() -> None:
+    grid = ("env.game=minatar/breakout", "env.observation=grid", *PLUS_SWITCHES)
+    cfg = load_config("smoke", [*CAPTURED, *grid])
+    assert cfg.frame_size == 10
+    assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=grid)
+
+
 # Regions of one captured policy-only update (actor_critic.reset_every): imagination, the
 # actor-critic losses, their backward and their clip-and-Adam step; the world model runs eagerly.
 REGIONS_PER_POLICY_UPDATE = 4

@@ -73,6 +73,8 @@ def test_yaml_round_trip(preset: str, tmp_path: Path) -> None:
         ("env.game=pongg", "unknown game 'pongg' (did you mean Pong?); valid games: Alien"),
         ("train.prefill_steps=200000", "must be smaller than train.total_steps"),
         ("novalue", "must look like section.key=value"),
+        ("env.observation=grid", "env.observation=grid is for minatar/<game> only; Pong is seen as pictures"),
+        ("env.observation=grids", "env.observation must be one of picture, grid; got 'grids'"),
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
@@ -81,6 +83,17 @@ def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_grid_observations_have_the_games_channels_on_a_10x10_grid() -> None:
+    cfg = apply_overrides(Config(), ["env.game=minatar/space_invaders", "env.observation=grid"])
+    assert (cfg.frame_channels, cfg.frame_size, cfg.image_channels) == (6, 10, 24)
+    seaquest = apply_overrides(Config(), ["env.game=minatar/seaquest", "env.observation=grid"])
+    assert (seaquest.frame_channels, seaquest.frame_size) == (10, 10)
+    pictures = apply_overrides(Config(), ["env.game=minatar/space_invaders"])
+    assert (pictures.frame_channels, pictures.frame_size, pictures.image_channels) == (1, 64, 4)
+    with pytest.raises(ConfigError, match="env.observation=grid reads the game's state and has no colours"):
+        apply_overrides(Config(), ["env.game=minatar/breakout", "env.observation=grid", "env.color=true"])
 
 
 def test_bad_yaml_file(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from twm.config import Config, EnvConfig
+from twm.config_files import load_config
 from twm.envs.catch import CatchEnv
 from twm.replay import ReplayBuffer, ReplayFullError, SequenceBatch
 
@@ -225,3 +226,16 @@ def test_memory_and_construction_from_config() -> None:
     # Frames 4096 B + action 4 + reward 4 + two flags 1 + episode start 8 + visits 8 per step.
     assert buf.memory_bytes() == 100_000 * (4096 + 4 + 4 + 1 + 1 + 8 + 8)
     assert buf.memory_bytes() / 1e9 < 0.45
+
+
+def test_grid_runs_store_the_games_channels_and_stack_them() -> None:
+    cfg = load_config("smoke", ["env.game=minatar/space_invaders", "env.observation=grid"])
+    replay = ReplayBuffer.from_config(cfg, seed=0)
+    assert replay.frame_shape == (6, 10, 10)
+    frames = [np.full((6, 10, 10), 255 * (i % 2), dtype=np.uint8) for i in range(3)]
+    frames[2][4, 1, 2] = 7
+    for i, frame in enumerate(frames):
+        replay.add(frame, 0, 0.0, terminated=False, truncated=i == 2)
+    stack = replay.stacked_obs(np.array([2]))[0]  # steps 0, 0, 1, 2: padded with the episode's first
+    assert stack.shape == (24, 10, 10)
+    np.testing.assert_array_equal(stack, np.concatenate([frames[0], frames[0], frames[1], frames[2]]))

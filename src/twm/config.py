@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 import yaml
 
-from twm.games import UnknownGameError, game_family, resolve_game
+from twm.games import (
+    MINATAR_CHANNELS,
+    MINATAR_GRID,
+    MINATAR_PREFIX,
+    UnknownGameError,
+    game_family,
+    resolve_game,
+)
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many libraries take 32-bit seeds
 
@@ -88,6 +95,12 @@ class EnvConfig:
         "obs",
         "gym:<id> only: 'obs' reads the observations, 'render' the env's rgb_array frames instead",
     )
+    observation: Literal["picture", "grid"] = param(
+        "picture",
+        "what the agent sees: 'picture', a 64x64 frame (the paper); 'grid', MinAtar only and beyond the "
+        "paper, the game's 10x10 state itself, one 0/255 channel per kind of object, read by a small "
+        "conv encoder and reconstructed cell by cell with a Bernoulli likelihood",
+    )
     frame_stack: int = param(4, "frames stacked into one observation", lo=1)
     noop_max: int = param(30, "maximum random no-ops after a training reset", lo=0)
     episodic_lives: bool = param(True, "a life loss ends a training episode (the game goes on)")
@@ -105,8 +118,16 @@ class EnvConfig:
 
     @property
     def frame_channels(self) -> int:
-        """Channels of one frame: 3 for RGB (color), else 1 (grayscale)."""
+        """Channels of one frame: 3 for RGB (color), else 1 (grayscale); a grid frame has the game's
+        channels (one per kind of object)."""
+        if self.observation == "grid":
+            return MINATAR_CHANNELS[self.game.removeprefix(MINATAR_PREFIX)]
         return 3 if self.color else 1
+
+    @property
+    def frame_size(self) -> int:
+        """Height and width of a frame: 64 for pictures, MinAtar's 10 for grids."""
+        return MINATAR_GRID if self.observation == "grid" else 64
 
     @property
     def image_channels(self) -> int:
@@ -394,6 +415,11 @@ class Config:
         return self.env.image_channels
 
     @property
+    def frame_size(self) -> int:
+        """Height and width of a frame (EnvConfig.frame_size)."""
+        return self.env.frame_size
+
+    @property
     def samples_per_update(self) -> int:
         """Samples one update counts against the budget: world-model sequences + imagined steps."""
         wm = self.replay.batch_size * self.replay.sequence_length
@@ -475,6 +501,10 @@ class Config:
         self.train.loggers = normalized_loggers(self.train.loggers)
         if self.env.color and family in ("atari", "catch"):
             raise ConfigError(f"env.color: {self.env.game} is grayscale only (the Atari 100k protocol)")
+        if self.env.observation == "grid" and family != "minatar":
+            raise ConfigError(f"env.observation=grid is for minatar/<game> only; {game_words} is seen as pictures")
+        if self.env.observation == "grid" and self.env.color:
+            raise ConfigError("env.color draws pictures; env.observation=grid reads the game's state and has no colours")
         t = self.train
         if t.prefill_steps >= t.total_steps:
             raise ConfigError(

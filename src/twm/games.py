@@ -34,6 +34,10 @@ CRAFTER_GAME = "crafter"
 MINATAR_PREFIX = "minatar/"
 GYM_PREFIX = "gym:"
 MINATAR_GAMES = ("asterix", "breakout", "freeway", "seaquest", "space_invaders")
+# A MinAtar state is a GRID x GRID x C boolean array, one channel per kind of object; C per game
+# (the minatar package's state_shape(); twm.envs.minatar checks it when a game is built).
+MINATAR_GRID = 10
+MINATAR_CHANNELS = {"asterix": 4, "breakout": 4, "freeway": 7, "seaquest": 10, "space_invaders": 6}
 Family = Literal["atari", "catch", "minatar", "crafter", "gym"]
 # What each family needs installed (twm games lists it; a missing one is a one-line error).
 FAMILY_REQUIREMENTS: dict[str, str] = {

@@ -115,10 +115,11 @@ class ReplayBuffer:
     @classmethod
     def from_config(cls, cfg: Any, seed: int) -> ReplayBuffer:
         """A buffer for a run of ``cfg`` (a ``twm.config.Config``): one slot per interaction."""
+        size = cfg.frame_size
         return cls(
             cfg.train.total_steps,
             frame_stack=cfg.env.frame_stack,
-            frame_shape=(64, 64) if cfg.frame_channels == 1 else (cfg.frame_channels, 64, 64),
+            frame_shape=(size, size) if cfg.frame_channels == 1 else (cfg.frame_channels, size, size),
             visit_temperature=cfg.replay.visit_temperature,
             seed=seed,
         )

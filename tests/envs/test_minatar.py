@@ -14,10 +14,8 @@ import pytest
 from families import reference_picture, run_episode, same, through_checkpoint
 from twm.config_files import load_config
 from twm.envs import make_env, newest_frame
-from twm.envs.minatar import COLORS, GRAY_LEVELS, render_state
-from twm.games import (
-    MINATAR_GAMES,
-)
+from twm.envs.minatar import COLORS, GRAY_LEVELS, grid_frame, render_state
+from twm.games import MINATAR_CHANNELS, MINATAR_GAMES
 
 # ============================================================================ MinAtar pictures
 
@@ -206,3 +204,37 @@ def test_minatar_time_limit_truncates() -> None:
     env.reset()
     steps = run_episode(env, action=1)
     assert len(steps) == 10 and steps[-1][2] and not steps[-1][1] and steps[-1][3]["game_over"]
+
+
+# --------------------------------------------------------------------------------------- grids
+
+
+def test_grid_frame_puts_each_channel_of_the_state_in_its_own_plane() -> None:
+    state = np.zeros((10, 10, 4), dtype=bool)
+    state[3, 7, 2] = True  # row 3, column 7, channel 2
+    state[0, 0, 0] = state[9, 9, 3] = True
+    frame = grid_frame(state)
+    assert frame.shape == (4, 10, 10) and frame.dtype == np.uint8
+    expected = np.zeros((4, 10, 10), dtype=np.uint8)
+    expected[2, 3, 7] = expected[0, 0, 0] = expected[3, 9, 9] = 255
+    np.testing.assert_array_equal(frame, expected)
+    with pytest.raises(ValueError, match="10, 10, C"):
+        grid_frame(np.zeros((8, 10, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("game", MINATAR_GAMES)
+def test_grid_observations_are_the_game_state(game: str) -> None:
+    env = minatar_env(game, "env.observation=grid")
+    channels = MINATAR_CHANNELS[game]
+    obs, _ = env.reset()
+    assert obs.shape == (4 * channels, 10, 10) and obs.dtype == np.uint8
+    state = env.source._env.state()  # (10, 10, C) bool
+    for s in range(4):  # the first frame fills the stack
+        np.testing.assert_array_equal(obs[s * channels : (s + 1) * channels], np.moveaxis(state, -1, 0) * 255)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        prev = obs
+        obs, *_ = env.step(int(rng.integers(env.num_actions)))
+        expected = np.moveaxis(env.source._env.state(), -1, 0).astype(np.uint8) * 255
+        np.testing.assert_array_equal(newest_frame(obs, channels), expected)
+        np.testing.assert_array_equal(obs[:-channels], prev[channels:])

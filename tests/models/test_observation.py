@@ -13,6 +13,7 @@ from twm.config import ObservationModelConfig
 from twm.models.observation import (
     ObservationModel,
     consistency_ce,
+    decoder_bernoulli_nll,
     decoder_nll,
     entropy_hinge,
     latent_entropy,
@@ -320,3 +321,41 @@ def test_one_hot_without_range_check_equals_torch_one_hot() -> None:
         expected = torch.nn.functional.one_hot(index, 7).to(dtype)
         got = one_hot_of(index, 7, dtype)
         assert got.dtype == dtype and torch.equal(got, expected)
+
+
+# --------------------------------------------------------------------------------------- grids
+
+
+def grid_model(**kw: float) -> ObservationModel:
+    """A grid model of 2 stacked frames with 3 kinds of object on MinAtar's 10x10 grid."""
+    return ObservationModel(tiny_cfg(**kw), frame_stack=2, frame_channels=3, grid_size=10)
+
+
+def test_bernoulli_decoder_nll_matches_a_hand_computation() -> None:
+    logits = torch.tensor([0.0, math.log(3.0)]).reshape(1, 1, 1, 2)  # p = 1/2 and 3/4
+    target = torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2)
+    # -log(1/2) - log(1 - 3/4) = log 8, summed over the cells of one frame
+    assert decoder_bernoulli_nll(logits, target).item() == pytest.approx(math.log(8.0))
+    # Averaged over leading dimensions: a second frame predicted perfectly (large logits) adds ~0.
+    both = torch.stack([logits, torch.tensor([40.0, -40.0]).reshape(1, 1, 1, 2)])
+    assert decoder_bernoulli_nll(both, torch.stack([target, target])).item() == pytest.approx(math.log(8.0) / 2)
+
+
+def test_grid_model_shapes_and_its_decoder_loss_is_the_bernoulli_nll_of_its_probabilities() -> None:
+    torch.manual_seed(0)
+    model = grid_model().double()
+    assert model.grid and model.frame_size == 10 and model.in_channels == 6
+    frames = (torch.rand(2, 5, 6, 10, 10) < 0.1).double()  # (B, T, S, 10, 10) cells in {0, 1}
+    logits = model.encode(frames)
+    assert logits.shape == (2, 5, 3, 5)
+    z = model.sample(logits)
+    p = model.decode(z)
+    assert p.shape == (2, 5, 6, 10, 10) and bool(((p > 0) & (p < 1)).all())
+    _, metrics = model.compute_loss(frames, z, logits)
+    t = frames
+    expected = -(t * p.log() + (1 - t) * (1 - p).log()).sum(dim=(-3, -2, -1)).mean()
+    assert metrics["obs/decoder_loss"].item() == pytest.approx(expected.item(), rel=1e-9)
+    assert metrics["obs/recon_mae"].item() == pytest.approx((t - p).abs().mean().item(), rel=1e-9)
+    with pytest.raises(ValueError, match=r"\(6, 10, 10\)"):
+        model.encode(torch.zeros(2, 6, 64, 64, dtype=torch.uint8))
+

@@ -281,9 +281,17 @@ def test_resume_from_every_phase_in_process(
     assert_same_run(run_dir, reference)
 
 
-@pytest.mark.parametrize(("game", "package"), [("minatar/breakout", "minatar"), ("crafter", "crafter")])
+@pytest.mark.parametrize(
+    ("game", "package", "extra"),
+    [
+        ("minatar/breakout", "minatar", []),
+        ("minatar/breakout", "minatar", ["env.observation=grid"]),
+        ("crafter", "crafter", []),
+    ],
+    ids=["minatar", "minatar-grid", "crafter"],
+)
 def test_pixel_game_runs_resume_exactly(
-    tmp_path: Path, game: str, package: str, monkeypatch: pytest.MonkeyPatch, one_thread: None
+    tmp_path: Path, game: str, package: str, extra: list[str], monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:
     # These games are Python objects, not the plain arrays of catch and Atari: a checkpoint holds
     # them as bytes (twm.envs.saved_state). Before that a resume of them failed, and moved every
@@ -291,7 +299,7 @@ def test_pixel_game_runs_resume_exactly(
     pytest.importorskip(package)
     from twm.config_files import load_config
 
-    cfg = load_config("smoke", [f"env.game={game}", *SETTINGS])
+    cfg = load_config("smoke", [f"env.game={game}", *SETTINGS, *extra])
     Trainer(cfg, tmp_path / "reference", device="cpu", progress=False).run()
     reference = outcome(tmp_path / "reference")
     run_dir = tmp_path / "run"

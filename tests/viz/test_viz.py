@@ -24,6 +24,7 @@ from twm import cli
 from twm.agent import Agent
 from twm.config import DynamicsConfig
 from twm.config_files import load_config
+from twm.envs.minatar import render_state
 from twm.imagination import ImaginationStart, imagine
 from twm.models.dynamics import DynamicsModel
 from twm.models.transformer_xl import build_attention_mask
@@ -53,7 +54,7 @@ from twm.viz.play import (
     run_play_policy,
     window_title,
 )
-from twm.viz.render import VizError, caption_height, write_animation
+from twm.viz.render import VizError, caption_height, newest_image, write_animation
 
 CATCH = ["NOOP", "LEFT", "RIGHT"]
 ATARI_FULL = [
@@ -667,3 +668,39 @@ def test_dream_starts_from_the_runs_replay_buffer(tmp_path: Path) -> None:
         run_dream(tmp_path, tmp_path / "c.gif", horizon=2, starts=2, source="env")["starts_from"]
         == "the real game"
     )
+
+
+# --------------------------------------------------------------------------------------- grids
+
+
+def test_grid_frames_are_drawn_as_the_games_picture() -> None:
+    frames = np.zeros((1, 8, 10, 10), dtype=np.uint8)  # 2 stacked frames of 4 channels
+    frames[0, 4 + 1, 2, 3] = 255  # newest frame: channel 1 at row 2, column 3
+    frames[0, 0, 5, 5] = 255  # the older frame is not drawn
+    image = newest_image(frames, 4, grid=True)
+    state = np.zeros((10, 10, 4), dtype=bool)
+    state[2, 3, 1] = True
+    np.testing.assert_array_equal(image[0], render_state(state, color=True))
+    # Probabilities: a cell is drawn where it is at least half set.
+    probs = frames.astype(np.float32) / 255 * 0.6
+    probs[0, 4 + 2, 7, 7] = 0.4
+    drawn = newest_image(torch.from_numpy(probs), 4, grid=True)
+    assert drawn.dtype == np.float32
+    np.testing.assert_array_equal(np.rint(drawn[0] * 255).astype(np.uint8), render_state(state, color=True))
+
+
+def test_dream_of_a_grid_run_writes_the_games_pictures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("minatar")
+    torch.manual_seed(0)
+    cfg = load_config("smoke", ["env.game=minatar/breakout", "env.observation=grid"])
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg.to_yaml(run / "config.yaml")
+    save_checkpoint(run / "checkpoints" / "final.pt", Agent(cfg, 3))
+    out = tmp_path / "dream.gif"
+    code, _, err = run_cli(capsys, "dream", str(run), "--out", str(out), "--horizon", "3", "--starts", "2", "--source", "env")
+    assert code == 0, err
+    frames = gif_frames(out)
+    assert frames.shape[0] == 4  # the start and 3 dreamed steps

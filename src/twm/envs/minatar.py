@@ -14,6 +14,11 @@ Picture
     colours are the corners of the RGB cube (each component 0 or 255), as far from it as a colour
     can be, which is why ``env.color=true`` is the better picture for games with small objects.
 
+Grid (``env.observation=grid``, beyond the paper)
+    The state itself instead of its picture: a (C, 10, 10) uint8 frame, channel k 255 where the
+    state's channel k is set, else 0 (``grid_frame``), so the agent sees every cell of every object
+    exactly and the observation model reconstructs cells rather than pixels.
+
 Actions and dynamics
     The game's minimal action set (Breakout: NOOP, LEFT, RIGHT). Sticky actions: with probability
     ``env.sticky_actions`` (default 0.1, the MinAtar paper's setting, in training and in
@@ -29,13 +34,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from twm.envs.pixel import EnvError, PickledGameState
+from twm.games import MINATAR_CHANNELS, MINATAR_GRID
 
 if TYPE_CHECKING:
     from twm.config import EnvConfig
 
 CELL = 6
 BORDER = 2
-GRID = 10
+GRID = MINATAR_GRID
 BACKGROUND_GRAY = 128
 BACKGROUND_RGB = (128, 128, 128)
 # Channel k's gray level / colour (MinAtar games have at most 10 channels: Seaquest).
@@ -92,6 +98,14 @@ def import_minatar() -> Any:
     return minatar
 
 
+def grid_frame(state: np.ndarray) -> np.ndarray:
+    """The (10, 10, C) boolean state as a (C, 10, 10) uint8 frame of 0 and 255."""
+    state = np.asarray(state, dtype=bool)
+    if state.ndim != 3 or state.shape[:2] != (GRID, GRID):
+        raise ValueError(f"a MinAtar state is (10, 10, C), got {state.shape}")
+    return np.ascontiguousarray(state.transpose(2, 0, 1)).astype(np.uint8) * 255
+
+
 class MinAtarSource(PickledGameState):
     """A MinAtar game as a PixelSource (see the module docstring)."""
 
@@ -101,7 +115,14 @@ class MinAtarSource(PickledGameState):
         minatar = import_minatar()
         self.game = game
         self.color = bool(env_cfg.color)
+        self.grid = env_cfg.observation == "grid"
         self._env = minatar.Environment(game, sticky_action_prob=float(env_cfg.sticky_actions))
+        channels = int(self._env.state_shape()[2])
+        if self.grid and channels != MINATAR_CHANNELS[game]:
+            raise EnvError(
+                f"minatar/{game}: this minatar package's state has {channels} channels, twm expects "
+                f"{MINATAR_CHANNELS[game]} (twm.games.MINATAR_CHANNELS)"
+            )
         # RandomState wants a 32-bit seed; the SeedSequence spreads nearby run seeds apart.
         self._env.seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
         self._actions = list(self._env.minimal_action_set())
@@ -109,7 +130,8 @@ class MinAtarSource(PickledGameState):
         self.action_meanings = [ACTION_NAMES[a] for a in self._actions]
 
     def _picture(self) -> np.ndarray:
-        return render_state(self._env.state(), self.color)
+        state = self._env.state()
+        return grid_frame(state) if self.grid else render_state(state, self.color)
 
     def reset(self) -> tuple[np.ndarray, dict[str, Any]]:
         self._env.reset()

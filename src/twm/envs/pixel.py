@@ -12,7 +12,8 @@ Frames
 
 Observation
     ``(frame_stack * c, 64, 64)`` uint8, c = 3 for colour else 1, frames oldest first, so the newest
-    frame is the last c channels. At an episode start every slot holds the first frame (the padding
+    frame is the last c channels. A source of grids (MinAtar with ``env.observation=grid``) hands
+    over finished (c, 10, 10) frames, which are stacked as they are. At an episode start every slot holds the first frame (the padding
     of the Atari environment and of the replay buffer).
 
 Step
@@ -132,12 +133,16 @@ class PixelEnv:
         self.num_actions: int = source.num_actions
         self.action_meanings: list[str] = list(source.action_meanings)
         self._channels = env_cfg.frame_channels
-        self._stack = np.zeros((env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self._grid = env_cfg.observation == "grid"
+        self._frame_size = env_cfg.frame_size
+        self._stack = np.zeros((env_cfg.image_channels, self._frame_size, self._frame_size), dtype=np.uint8)
         self._steps = 0
         self._score = 0.0
         self._episode_over = True
 
     def _frame(self, picture: np.ndarray) -> np.ndarray:
+        if self._grid:  # already a frame
+            return picture.reshape(self._channels, self._frame_size, self._frame_size)
         return to_frame(picture, self.color).reshape(self._channels, FRAME_SIZE, FRAME_SIZE)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:

@@ -56,7 +56,6 @@ import gymnasium as gym
 import numpy as np
 
 from twm.envs import make_env
-from twm.envs.atari import FRAME_SIZE
 from twm.games import game_family
 
 if TYPE_CHECKING:
@@ -98,7 +97,7 @@ class _Slot:
         self.episodes = list(episodes)
         self.next = 0  # index into self.episodes of the episode to start next
         self.env = make_env(env_cfg, "eval", seed) if self.episodes else None
-        self.obs = np.zeros((env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE), dtype=np.uint8)
+        self.obs = np.zeros((env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size), dtype=np.uint8)
         self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
         self.last_reward = 0.0
@@ -174,7 +173,7 @@ class _GroupGymEnv(gym.Env):
         self._assignment = assignment
         self._seeds = seeds
         m = len(assignment)
-        shape = (m, env_cfg.image_channels, FRAME_SIZE, FRAME_SIZE)
+        shape = (m, env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size)
         self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
         # Only the shape matters for batching; the real action range is checked by AtariEnv.
         self.action_space = gym.spaces.MultiDiscrete(np.full(m, 1 << 16))

@@ -7,6 +7,12 @@ Read top-down:
 2. latent sampling    -- ``sample_one_hot`` (straight-through) and ``mode_one_hot`` (argmax)
 3. ``ObservationModel`` -- encoder (frames -> logits), decoder (z -> pixel means) and ``compute_loss``
 
+Pictures and grids. The paper's nets read 64x64 pictures and reconstruct them with a unit-variance
+Gaussian per pixel. With ``env.observation=grid`` (MinAtar, beyond the paper) a frame is the game's
+(C, 10, 10) state, one 0/255 channel per kind of object; small 3x3 convs read it and the decoder
+gives one Bernoulli logit per cell (``decoder_bernoulli_nll``), so a bullet is one cell that costs
+as much to miss as a wall, where in a picture it was a faint 6x6 block among 4,096 pixels.
+
 Shapes. Frames are (..., S, 64, 64) with S = frame_stack x frame_channels image channels (stacked
 grayscale frames, or stacked RGB frames with env.color), uint8 in
 [0, 255] (or floats already in [0, 1]). Logits are (..., C, K) for C categoricals of K classes; a
@@ -32,8 +38,9 @@ from typing import Literal, cast
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
-from twm.config import ObservationModelConfig
+from twm.config import Config, ObservationModelConfig
 from twm.models.distributions import categorical_index, mix_uniform
 
 FRAME_SIZE = 64
@@ -69,6 +76,17 @@ def decoder_nll(recon: Tensor, target: Tensor) -> Tensor:
     """
     per_pixel = 0.5 * (target.detach() - recon).square() + 0.5 * math.log(2 * math.pi)
     return per_pixel.sum(dim=(-3, -2, -1)).mean()
+
+
+def decoder_bernoulli_nll(logits: Tensor, target: Tensor) -> Tensor:
+    """NLL of ``target`` under Bernoulli(sigmoid(logits)) per cell, summed over (S, H, W), averaged over the rest.
+
+    Args:
+        logits: (..., S, H, W) decoder logits.
+        target: (..., S, H, W) cells in [0, 1] (0 or 1 for a grid; no gradient through them).
+    """
+    per_cell = F.binary_cross_entropy_with_logits(logits, target.detach(), reduction="none")
+    return per_cell.sum(dim=(-3, -2, -1)).mean()
 
 
 def latent_entropy(logits: Tensor) -> Tensor:
@@ -171,14 +189,27 @@ class ObservationModel(nn.Module):
     ``final_bias_init=0.5``, which never takes effect there) sets to 0.5, the middle of the pixel range.
     """
 
-    def __init__(self, cfg: ObservationModelConfig, frame_stack: int = 4, frame_channels: int = 1) -> None:
+    def __init__(
+        self,
+        cfg: ObservationModelConfig,
+        frame_stack: int = 4,
+        frame_channels: int = 1,
+        *,
+        grid_size: int | None = None,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.frame_stack = frame_stack
-        self.frame_channels = frame_channels  # 1 grayscale, 3 RGB
+        self.frame_channels = frame_channels  # 1 grayscale, 3 RGB, a grid's kinds of object
         # S = frame_stack * frame_channels image channels (frames oldest first, RGB within a frame).
         self.in_channels = frame_stack * frame_channels
         self.categoricals, self.classes = cfg.categoricals, cfg.classes
+        # None: 64x64 pictures and the paper's nets; else (grid_size x grid_size) grids (GridNets).
+        self.grid = grid_size is not None
+        self.frame_size = FRAME_SIZE if grid_size is None else grid_size
+        if grid_size is not None:
+            self.encoder, self.decoder = grid_nets(cfg, self.in_channels, grid_size, self.latent_dim)
+            return
         c, hidden = cfg.channels, cfg.mlp_hidden
 
         conv_channels = [self.in_channels, c, 2 * c, 4 * c, 8 * c]
@@ -211,6 +242,12 @@ class ObservationModel(nn.Module):
         nn.init.constant_(deconv.bias, 0.5)
         self.decoder = nn.Sequential(*decoder)
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> ObservationModel:
+        """The observation model of a full config: its obs_model section and the env's frames."""
+        grid_size = cfg.frame_size if cfg.env.observation == "grid" else None
+        return cls(cfg.obs_model, cfg.env.frame_stack, cfg.frame_channels, grid_size=grid_size)
+
     @property
     def latent_dim(self) -> int:
         return self.categoricals * self.classes
@@ -223,14 +260,12 @@ class ObservationModel(nn.Module):
         With ``cfg.unimix`` > 0 these are the log-probabilities of the mixture with the uniform
         distribution (``mix_uniform``), so sampling, the mode and every loss read the mixture.
         """
-        S = self.in_channels
-        if frames.shape[-3:] != (S, FRAME_SIZE, FRAME_SIZE):
-            raise ValueError(
-                f"frames must end in ({S}, {FRAME_SIZE}, {FRAME_SIZE}), got {tuple(frames.shape)}"
-            )
+        S, H = self.in_channels, self.frame_size
+        if frames.shape[-3:] != (S, H, H):
+            raise ValueError(f"frames must end in ({S}, {H}, {H}), got {tuple(frames.shape)}")
         lead = frames.shape[:-3]
-        x = frames.reshape(-1, S, FRAME_SIZE, FRAME_SIZE)  # (N, S, 64, 64)
-        if self.cfg.fast_convs:
+        x = frames.reshape(-1, S, H, H)  # (N, S, 64, 64), or (N, S, 10, 10) grids
+        if self.cfg.fast_convs and not self.grid:
             # Channels-last (NHWC) memory: the convs' fast path on CPUs; the flatten after the last
             # conv reads the logical (C, H, W) order, so the function is the same.
             x = x.contiguous(memory_format=torch.channels_last)
@@ -239,14 +274,20 @@ class ObservationModel(nn.Module):
         return mix_uniform(logits, self.cfg.unimix)
 
     def decode(self, z: Tensor) -> Tensor:
-        """Means of p(o | z) (unit variance): latents (..., C*K) -> (..., S, 64, 64)."""
+        """Means of p(o | z): latents (..., C*K) -> (..., S, 64, 64) pixel means (unit variance), or
+        (..., S, 10, 10) probabilities that a grid's cells are set."""
+        out = self._decode(z)
+        return out.sigmoid() if self.grid else out
+
+    def _decode(self, z: Tensor) -> Tensor:
+        """The decoder's output: pixel means, or a grid's Bernoulli logits, (..., S, H, W)."""
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must end in {self.latent_dim}, got {tuple(z.shape)}")
         lead = z.shape[:-1]
         x = z.reshape(-1, self.latent_dim)
-        recon = self._decode_fast(x) if self.cfg.fast_convs else self.decoder(x)  # (N, S, 64, 64)
-        recon = full_precision(recon)
-        return recon.reshape(*lead, self.in_channels, FRAME_SIZE, FRAME_SIZE)  # (..., S, 64, 64)
+        fast = self.cfg.fast_convs and not self.grid
+        out = full_precision(self._decode_fast(x) if fast else self.decoder(x))  # (N, S, H, W)
+        return out.reshape(*lead, self.in_channels, self.frame_size, self.frame_size)  # (..., S, H, W)
 
     def _decode_fast(self, z: Tensor) -> Tensor:
         """``self.decoder(z)`` with the first transposed conv as one matrix product, channels-last after.
@@ -297,15 +338,21 @@ class ObservationModel(nn.Module):
             loss = decoder + entropy + consistency, and metrics (detached):
 
             - "obs/decoder_loss": Gaussian NLL of the frames, summed over S*64*64 pixels (with the
-              0.5 log 2 pi constant, see ``decoder_nll``), averaged over latents;
+              0.5 log 2 pi constant, see ``decoder_nll``), averaged over latents; for grids the
+              Bernoulli NLL summed over S*10*10 cells (``decoder_bernoulli_nll``);
             - "obs/entropy_loss": entropy_coef * relu(entropy_threshold - mean H(z)/(C ln K));
             - "obs/consistency_loss": consistency_coef * "obs/consistency_ce" (only when given);
             - "obs/entropy" (mean H(z) in nats), "obs/norm_entropy", "obs/recon_mae", "obs/loss".
         """
         cfg = self.cfg
         target = frames_to_float(frames)
-        recon = self.decode(z)  # (..., S, 64, 64)
-        dec_loss = decoder_nll(recon, target)
+        out = self._decode(z)  # (..., S, H, W) pixel means or cell logits
+        if self.grid:
+            dec_loss = decoder_bernoulli_nll(out, target)
+            recon = out.sigmoid()
+        else:
+            dec_loss = decoder_nll(out, target)
+            recon = out
         ent_loss, entropy = entropy_hinge(logits, cfg.entropy_coef, cfg.entropy_threshold)
         loss = dec_loss + ent_loss
         metrics = {
@@ -327,6 +374,46 @@ class ObservationModel(nn.Module):
             metrics["obs/consistency_ce"] = ce.detach()
         metrics["obs/loss"] = loss.detach()
         return loss, metrics
+
+
+def grid_nets(cfg: ObservationModelConfig, in_channels: int, size: int, latent_dim: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Encoder and decoder for (S, size, size) grids (``size`` even; MinAtar's 10), c = cfg.channels.
+
+    encoder: (N, S, G, G) -> (N, C*K): 3x3 conv to 4c channels, 3x3 conv with stride 2 to 8c
+        (G -> G/2), SiLU after each, flatten (8c * G/2 * G/2), the 2-layer MLP, a linear to the logits.
+    decoder: (N, C*K) -> (N, S, G, G) Bernoulli logits: linear to the MLP width and to 8c * G/2 * G/2
+        (SiLU after each), a 4x4 transposed conv with stride 2 to 4c (G/2 -> G), SiLU, a 3x3 conv to S.
+
+    Every conv pads by 1, so each cell's neighbours are seen up to the border. Initialised as the
+    picture nets (Kaiming-uniform, ReLU gain, zero biases); the output logits start at 0.
+    """
+    if size % 2:
+        raise ValueError(f"grid nets need an even grid size, got {size}")
+    c, hidden, half = cfg.channels, cfg.mlp_hidden, size // 2
+    conv1 = nn.Conv2d(in_channels, 4 * c, kernel_size=3, padding=1)
+    conv2 = nn.Conv2d(4 * c, 8 * c, kernel_size=3, stride=2, padding=1)
+    mlp = [nn.Linear(8 * c * half * half, hidden), nn.Linear(hidden, hidden)]
+    layers: list[nn.Linear | nn.Conv2d] = [conv1, conv2, *mlp]
+    for layer in layers:
+        _kaiming_uniform_(layer, "relu")
+    out = nn.Linear(hidden, latent_dim)
+    _kaiming_uniform_(out, "linear")
+    encoder = nn.Sequential(
+        conv1, nn.SiLU(), conv2, nn.SiLU(), nn.Flatten(),  # (N, 8c * G/2 * G/2)
+        mlp[0], nn.SiLU(), mlp[1], nn.SiLU(), out,
+    )  # fmt: skip
+    lin1, lin2 = nn.Linear(latent_dim, hidden), nn.Linear(hidden, 8 * c * half * half)
+    for layer in [lin1, lin2]:
+        _kaiming_uniform_(layer, "relu")
+    deconv = nn.ConvTranspose2d(8 * c, 4 * c, kernel_size=4, stride=2, padding=1)  # G/2 -> G
+    last = nn.Conv2d(4 * c, in_channels, kernel_size=3, padding=1)
+    assert last.bias is not None  # Conv2d has a bias by default
+    nn.init.zeros_(last.bias)
+    decoder = nn.Sequential(
+        lin1, nn.SiLU(), lin2, nn.SiLU(), nn.Unflatten(1, (8 * c, half, half)),  # (N, 8c, G/2, G/2)
+        deconv, nn.SiLU(), last,  # (N, S, G, G)
+    )  # fmt: skip
+    return encoder, decoder
 
 
 def _kaiming_uniform_(layer: nn.Linear | nn.Conv2d, nonlinearity: Literal["relu", "linear"]) -> None:

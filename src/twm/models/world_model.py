@@ -76,13 +76,14 @@ class WorldModel(nn.Module):
         frame_channels: int,
         discount: float,
         precision: Precision = "float32",
+        grid_size: int | None = None,
     ) -> None:
         super().__init__()
         self.obs_cfg, self.dyn_cfg = obs_cfg, dyn_cfg
         self.num_actions = num_actions
         self.discount = discount  # γ: the discount target of a step that did not end the episode
         self.precision: Precision = precision
-        self.obs_model = ObservationModel(obs_cfg, frame_stack=frame_stack, frame_channels=frame_channels)
+        self.obs_model = ObservationModel(obs_cfg, frame_stack, frame_channels, grid_size=grid_size)
         latent_dim = obs_cfg.categoricals * obs_cfg.classes
         self.dynamics = DynamicsModel(
             dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions, obs_cfg.unimix
@@ -99,6 +100,7 @@ class WorldModel(nn.Module):
             frame_channels=cfg.frame_channels,
             discount=cfg.env.discount,
             precision=cfg.train.precision,
+            grid_size=cfg.frame_size if cfg.env.observation == "grid" else None,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -55,7 +55,7 @@ def synthetic_batch(
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
     terminated = rng.random((B, T + 1)) < 0.02
     batch = SequenceBatch(
-        obs=rng.integers(0, 256, size=(B, T + 2, cfg.image_channels, 64, 64), dtype=np.uint8),
+        obs=rng.integers(0, 256, size=(B, T + 2, cfg.image_channels, cfg.frame_size, cfg.frame_size), dtype=np.uint8),
         actions=rng.integers(0, num_actions, size=(B, T + 1)),
         rewards=np.tanh(rng.normal(size=(B, T + 1))).astype(np.float32),
         terminated=terminated,
@@ -70,7 +70,7 @@ def synthetic_obs_sampler(cfg: Config, device: torch.device, seed: int = 1) -> C
     gen = torch_generator(seed)
 
     def sample(n: int) -> torch.Tensor:
-        obs = torch.randint(0, 256, (n, cfg.image_channels, 64, 64), generator=gen, dtype=torch.uint8)
+        obs = torch.randint(0, 256, (n, cfg.image_channels, cfg.frame_size, cfg.frame_size), generator=gen, dtype=torch.uint8)
         return obs.to(device)
 
     return sample
@@ -257,7 +257,7 @@ def acting_seconds_per_step(agent: Agent, cfg: Config, steps: int = 200, seed: i
     of the env step): the encoder and the actor, and with ``actor_critic.inputs`` 'zh' also one
     step of the transformer with its memory (``twm.acting``)."""
     gen = np.random.default_rng(seed)
-    obs = gen.integers(0, 256, size=(steps, 1, cfg.image_channels, 64, 64), dtype=np.uint8)
+    obs = gen.integers(0, 256, size=(steps, 1, cfg.image_channels, cfg.frame_size, cfg.frame_size), dtype=np.uint8)
     memory = agent.acting_memory(1)
     act_gen = torch_generator(seed, agent.device)
     times = []

@@ -68,6 +68,9 @@ def mlp(t: Tally, name: str, rows: float, widths: list[int], *, train: bool, inp
 def encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str = "encoder") -> None:
     om, S = cfg.obs_model, cfg.image_channels
     c = om.channels
+    if cfg.env.observation == "grid":
+        grid_encoder(t, cfg, frames, train=train, name=name)
+        return
     size = 64
     for i, (c_in, c_out) in enumerate(zip([S, c, 2 * c, 4 * c], [c, 2 * c, 4 * c, 8 * c], strict=True)):
         size = conv_out(size, 4)
@@ -83,8 +86,30 @@ def encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str = "e
     )
 
 
+def grid_encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str) -> None:
+    """twm.models.observation.grid_nets' encoder: 3x3 convs S -> 4c (G x G) -> 8c (G/2 x G/2), the MLP."""
+    om, S, G = cfg.obs_model, cfg.image_channels, cfg.frame_size
+    c, half = om.channels, cfg.frame_size // 2
+    t.add(name, 2.0 * frames * G * G * S * 4 * c * 9, train=train, input_grad=False)
+    t.add(name, 2.0 * frames * half * half * 4 * c * 8 * c * 9, train=train)
+    widths = [8 * c * half * half, om.mlp_hidden, om.mlp_hidden, cfg.latent_dim]
+    mlp(t, name, frames, widths, train=train, input_grad=True)
+
+
+def grid_decoder(t: Tally, cfg: Config, frames: float, *, train: bool) -> None:
+    """grid_nets' decoder: two linears, a 4x4 transposed conv 8c -> 4c (G/2 -> G), a 3x3 conv to S."""
+    om, S, G = cfg.obs_model, cfg.image_channels, cfg.frame_size
+    c, half = om.channels, cfg.frame_size // 2
+    mlp(t, "decoder", frames, [cfg.latent_dim, om.mlp_hidden, 8 * c * half * half], train=train, input_grad=True)
+    t.add("decoder", 2.0 * frames * half * half * 8 * c * 4 * c * 16, train=train)
+    t.add("decoder", 2.0 * frames * G * G * 4 * c * S * 9, train=train)
+
+
 def decoder(t: Tally, cfg: Config, frames: float, *, train: bool) -> None:
     c, S = cfg.obs_model.channels, cfg.image_channels
+    if cfg.env.observation == "grid":
+        grid_decoder(t, cfg, frames, train=train)
+        return
     # The latent carries the straight-through gradient to the encoder: every layer has an input gradient.
     t.add("decoder", linear(frames, cfg.latent_dim, 16 * c), train=train)
     size = 1

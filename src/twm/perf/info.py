@@ -29,7 +29,7 @@ def parameter_counts(cfg: Config, num_actions: int | None = None) -> dict[str, i
     if num_actions is None:
         num_actions = num_actions_of(cfg)
     om = cfg.obs_model
-    obs_model = ObservationModel(om, frame_stack=cfg.env.frame_stack, frame_channels=cfg.frame_channels)
+    obs_model = ObservationModel.from_config(cfg)
     dynamics = DynamicsModel(cfg.dynamics, cfg.latent_dim, om.categoricals, om.classes, num_actions)
     actor = Actor(cfg.actor_critic, cfg.latent_dim, num_actions)
     critic = Critic(cfg.actor_critic, cfg.latent_dim)

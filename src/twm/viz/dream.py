@@ -240,7 +240,8 @@ class DreamSession:
     def frame(self) -> np.ndarray:
         """(B, 64, 64) uint8: the newest frame of the decoded current latent."""
         with eval_mode(self.agent):
-            return to_uint8(newest_image(self.obs_model.decode(self.z).float(), self.obs_model.frame_channels))
+            decoded = self.obs_model.decode(self.z).float()
+            return to_uint8(newest_image(decoded, self.obs_model.frame_channels, self.obs_model.grid))
 
     @torch.no_grad()
     def policy_actions(self) -> Tensor:
@@ -378,6 +379,7 @@ def dream(
         )
     session = DreamSession(agent, generator)
     session.start(context)
+    obs_model = agent.world_model.obs_model
     frames = [session.frame()]
     taken, rewards, discounts, maps = [], [], [], []
     for t in range(horizon):
@@ -391,7 +393,7 @@ def dream(
             maps.append(_maps_to_cpu(step.attention))
     return Dream(
         frames=np.stack(frames, axis=1),
-        real_start=newest_image(context.start_obs, agent.world_model.obs_model.frame_channels),
+        real_start=newest_image(context.start_obs, obs_model.frame_channels, obs_model.grid),
         actions=torch.stack(taken, dim=1).numpy().astype(np.int64),
         rewards=torch.stack(rewards, dim=1).numpy(),
         discounts=torch.stack(discounts, dim=1).numpy(),

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from twm.envs.minatar import render_state
+
 CAPTION_BG = (20, 20, 28)
 CAPTION_FG = (235, 235, 235)
 MASKED_RGB = (96, 96, 96)
@@ -41,10 +43,20 @@ def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def newest_image(frames: torch.Tensor | np.ndarray, frame_channels: int) -> np.ndarray:
-    """The newest frame of stacked observations (N, S*c, 64, 64): (N, 64, 64) gray or (N, 64, 64, 3) RGB."""
+def newest_image(frames: torch.Tensor | np.ndarray, frame_channels: int, grid: bool = False) -> np.ndarray:
+    """The newest frame of stacked observations (N, S*c, 64, 64): (N, 64, 64) gray or (N, 64, 64, 3) RGB.
+
+    A MinAtar grid (``grid``: (N, S*c, 10, 10), uint8 0/255 or probabilities in [0, 1]) is drawn as
+    the game's colour picture (N, 64, 64, 3) of the cells at least half set; uint8 in, uint8 out,
+    floats in [0, 1] out for floats in.
+    """
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu().numpy()
+    if grid:
+        floats = np.issubdtype(frames.dtype, np.floating)
+        cells = frames[:, -frame_channels:] >= (0.5 if floats else 128)  # (N, c, 10, 10)
+        pictures = np.stack([render_state(np.moveaxis(c, 0, -1), color=True) for c in cells])  # (N, 64, 64, 3)
+        return pictures.astype(np.float32) / 255.0 if floats else pictures
     if frame_channels == 1:
         return frames[:, -1]
     return np.moveaxis(frames[:, -frame_channels:], 1, -1)  # (N, 64, 64, 3)

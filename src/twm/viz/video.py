@@ -14,7 +14,7 @@ import numpy as np
 
 from twm.envs import newest_frame
 from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
-from twm.viz.render import check_animation_path, panel, to_rgb, write_animation
+from twm.viz.render import check_animation_path, newest_image, panel, to_rgb, write_animation
 
 if TYPE_CHECKING:
     from twm.agent import Agent
@@ -35,14 +35,17 @@ def record_episode(
     """Play one eval episode (``play_episode``) and write it to ``out`` (.mp4 or .gif); its score,
     steps and path."""
     path = check_animation_path(out)
-    channels = env_cfg.frame_channels
+    channels, grid = env_cfg.frame_channels, env_cfg.observation == "grid"
     frames: list[np.ndarray] = []
     score, steps = 0.0, 0
 
     def caption(obs: np.ndarray) -> np.ndarray:
-        frame = newest_frame(obs, channels)
-        if channels > 1:
-            frame = np.ascontiguousarray(np.moveaxis(frame, 0, -1))  # (3, 64, 64) -> (64, 64, 3)
+        if grid:
+            frame = newest_image(obs[None], channels, grid=True)[0]  # the game's picture of the cells
+        else:
+            frame = newest_frame(obs, channels)
+            if channels > 1:
+                frame = np.ascontiguousarray(np.moveaxis(frame, 0, -1))  # (3, 64, 64) -> (64, 64, 3)
         return panel(to_rgb(frame), [f"step {steps}  score {score:g}"], scale)
 
     for step in play_episode(agent, env_cfg, seed, max_steps):
