@@ -2,7 +2,8 @@
 
 Every environment returns observations of shape (frame_stack * c, 64, 64) uint8, c = 1 for grayscale
 (always for Atari and catch) and 3 for RGB (``env.color``), the newest frame last, and at an episode
-start pads the stack by repeating the first frame.
+start pads the stack by repeating the first frame. MinAtar with ``env.observation=grid`` returns
+(frame_stack * c, 10, 10), c the game's kinds of object (twm.envs.minatar.grid_frame).
 
 Families (twm.games): Atari (twm.envs.atari), catch (twm.envs.catch), and through the adapter
 twm.envs.pixel: MinAtar (twm.envs.minatar), Crafter (twm.envs.crafter), any Gymnasium id
@@ -95,5 +96,5 @@ def check_env(env_cfg: EnvConfig) -> int:
 
 
 def newest_frame(obs: np.ndarray, frame_channels: int) -> np.ndarray:
-    """The newest frame of an observation: (64, 64) for grayscale, (3, 64, 64) for RGB."""
+    """The newest frame of an observation: (64, 64) for grayscale, (3, 64, 64) for RGB, (c, 10, 10) for grids."""
     return obs[-1] if frame_channels == 1 else obs[-frame_channels:]
