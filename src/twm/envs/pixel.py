@@ -13,8 +13,8 @@ Frames
 Observation
     ``(frame_stack * c, 64, 64)`` uint8, c = 3 for colour else 1, frames oldest first, so the newest
     frame is the last c channels. A source of grids (MinAtar with ``env.observation=grid``) hands
-    over finished (c, 10, 10) frames, which are stacked as they are. At an episode start every slot holds the first frame (the padding
-    of the Atari environment and of the replay buffer).
+    over finished (c, 10, 10) frames, which are stacked as they are. At an episode start every slot
+    holds the first frame (the padding of the Atari environment and of the replay buffer).
 
 Step
     The action is repeated ``env.action_repeat`` times (rewards summed; stops early when the episode

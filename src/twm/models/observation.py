@@ -204,7 +204,7 @@ class ObservationModel(nn.Module):
         # S = frame_stack * frame_channels image channels (frames oldest first, RGB within a frame).
         self.in_channels = frame_stack * frame_channels
         self.categoricals, self.classes = cfg.categoricals, cfg.classes
-        # None: 64x64 pictures and the paper's nets; else (grid_size x grid_size) grids (GridNets).
+        # None: 64x64 pictures and the paper's nets; else (grid_size x grid_size) grids (``grid_nets``).
         self.grid = grid_size is not None
         self.frame_size = FRAME_SIZE if grid_size is None else grid_size
         if grid_size is not None:
