@@ -20,8 +20,10 @@ finishes its results are copied to ``RESULTS/<game>/<setting>-s<seed>/`` (``fina
 never run again, so a grid spread over several sessions (on machines that do not keep ``runs/``)
 redoes only the runs that had not finished. DQN runs write their JSON straight into RESULTS.
 
-``report`` reads RESULTS only: a markdown table of final scores (each seed, the seed mean, x random)
-and one panel per game with the evaluation curves (each seed thin, the seed mean thick).
+``report`` reads RESULTS only: a markdown table of final scores (each seed, the seed mean, x random),
+then, once ablation runs (``plus-no-*``, ``plus-paper-*``) are there, a table of each one against
+`plus` on the same game and seed, and one panel per game with the evaluation curves (each seed
+thin, the seed mean thick).
 """
 
 from __future__ import annotations
@@ -258,6 +260,31 @@ def markdown(table: dict[str, dict[str, dict[int, dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The ablation: plus with one mechanism off (or back to the paper's value), compared on the same seed.
+ABLATION_PREFIXES = ("plus-no-", "plus-paper-")
+
+
+def ablation_markdown(table: dict[str, dict[str, dict[int, dict]]]) -> str:
+    """One row per game, seed and ablated setting that has a `plus` run of the same seed: its score,
+    the change from `plus` (negative: the mechanism helped there) and what the setting changes.
+    Empty when no ablation run is in RESULTS."""
+    lines = []
+    for game, settings in table.items():
+        plus = settings.get("plus", {})
+        for setting in sorted(s for s in settings if s.startswith(ABLATION_PREFIXES)):
+            for seed in sorted(set(settings[setting]) & set(plus)):
+                score, base = settings[setting][seed]["final"], plus[seed]["final"]
+                change = " ".join(f"`{o}`" for o in SETTINGS[setting][1]) if setting in SETTINGS else "?"
+                lines.append(f"| {game} | {seed} | {setting} | {score:.2f} | {base:.2f} | {score - base:+.2f} | {change} |")
+    if not lines:
+        return ""
+    head = [
+        "| game | seed | setting | score | `plus`, same seed | change | what it sets |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    return "\n".join(head + lines) + "\n"
+
+
 def plot(table: dict[str, dict[str, dict[int, dict]]], out: Path) -> None:
     import matplotlib
 
@@ -323,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         table = load_results(args.results)
         text = markdown(table)
+        if ablation := ablation_markdown(table):
+            text += "\n" + ablation
         print(text, end="")
         if args.out_md:
             args.out_md.write_text(text)

@@ -108,3 +108,24 @@ def test_the_table_gives_each_seed_the_seed_mean_and_the_span_of_minutes() -> No
     ratio = f"{4.5 / random_score('minatar/breakout'):.2f}"
     assert cells[:6] == ["breakout", "plus", "2", "s0: 3.00, s1: 6.00", "4.50", ratio]
     assert cells[6] == "30.0-50.0"  # the fastest and the slowest run
+
+
+def test_the_ablation_table_compares_each_mechanism_off_with_plus_on_the_same_seed() -> None:
+    def run(final: float) -> dict:
+        return {"final": final, "curve": [(100000, final)], "minutes": 30.0}
+
+    table = {
+        "space_invaders": {
+            "plus": {0: run(13.63), 1: run(16.33)},
+            "plus-no-twohot-reward": {0: run(10.13)},
+            "plus-paper-critic-lr": {0: run(15.0), 2: run(9.0)},  # seed 2 has no plus run: left out
+            "plus-grid": {0: run(13.57)},  # not an ablation
+        },
+        "breakout": {"plus-no-unimix": {0: run(4.0)}},  # no plus run of the game: left out
+    }
+    lines = grid.ablation_markdown(table).splitlines()
+    assert len(lines) == 4
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert rows[0] == ["space_invaders", "0", "plus-no-twohot-reward", "10.13", "13.63", "-3.50", "`dynamics.reward_head=gaussian`"]
+    assert rows[1] == ["space_invaders", "0", "plus-paper-critic-lr", "15.00", "13.63", "+1.37", "`actor_critic.critic_lr=1e-5`"]
+    assert grid.ablation_markdown({"breakout": {"plus": {0: run(3.0)}}}) == ""
