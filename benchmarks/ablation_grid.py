@@ -80,6 +80,8 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-zh": ("plus", ["actor_critic.inputs=zh"]),
     # The game's 10x10 state instead of its 64x64 picture: grid nets and a Bernoulli decoder.
     "plus-grid": ("plus", ["env.observation=grid"]),
+    # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
+    "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only
     # updates (a policy refitted from scratch in Breakout's final world model passed the 3 bricks
     # its run's collapsed policy stopped at; docs/results.md).

@@ -61,8 +61,11 @@ def test_plus_is_minatar_with_the_switches_and_a_faster_critic() -> None:
 
 def test_every_switch_changes_the_update() -> None:
     reference = preset_smoke_update("minatar")
+    # replay.rewarded_share changes which sequences are drawn, not the update: in catch's replay
+    # most windows hold a reward, so the same ones can win (tests/test_replay.py tests the draw).
     for key, value in SWITCHES.items():
-        assert preset_smoke_update("minatar", f"{key}={value}") != reference, key
+        if key != "replay.rewarded_share":
+            assert preset_smoke_update("minatar", f"{key}={value}") != reference, key
 
 
 def test_slow_critic_follows_the_critic_by_its_rate() -> None:

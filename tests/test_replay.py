@@ -239,3 +239,46 @@ def test_grid_runs_store_the_games_channels_and_stack_them() -> None:
     stack = replay.stacked_obs(np.array([2]))[0]  # steps 0, 0, 1, 2: padded with the episode's first
     assert stack.shape == (24, 10, 10)
     np.testing.assert_array_equal(stack, np.concatenate([frames[0], frames[0], frames[1], frames[2]]))
+
+
+def sparse_buffer(rewarded_steps: list[int], size: int = 60, seed: int = 0) -> ReplayBuffer:
+    buf = ReplayBuffer(size, frame_stack=1, seed=seed)
+    for i in range(size):
+        buf.add(np.zeros((64, 64), np.uint8), 0, 1.0 if i in rewarded_steps else 0.0, False, False)
+    return buf
+
+
+def test_windows_with_reward_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    buf = ReplayBuffer(200, frame_stack=1)
+    rewards = np.where(rng.random(200) < 0.03, rng.choice([-1.0, 0.5], 200), 0.0)
+    for r in rewards:
+        buf.add(np.zeros((64, 64), np.uint8), 0, float(r), False, False)
+    for seq_len in (1, 4, 16):
+        expected = [bool(np.any(rewards[i : i + seq_len] != 0)) for i in range(1, buf.num_valid_starts(seq_len) + 1)]
+        assert buf.windows_with_reward(seq_len).tolist() == expected
+
+
+def test_rewarded_starts_come_first_and_hold_the_reward() -> None:
+    # One reward, at step 30: with seq_len 4 the windows holding it start at 27, 28, 29 or 30.
+    for seed in range(20):
+        buf = sparse_buffer([30], seed=seed)
+        starts = buf.draw_starts(6, 4, rewarded=2)
+        assert len(set(starts.tolist())) == 6
+        assert set(starts[:2].tolist()) <= {27, 28, 29, 30}
+        assert all(1 <= s <= buf.num_valid_starts(4) for s in starts)
+        assert buf.visits[starts].tolist() == [1] * 6
+    # Asking for more than there are: all four rewarded windows, then the rest as usual.
+    starts = sparse_buffer([30]).draw_starts(8, 4, rewarded=6)
+    assert sorted(starts[:4].tolist()) == [27, 28, 29, 30] and len(set(starts.tolist())) == 8
+    # Without rewarded windows the draw is the paper's, number for number.
+    assert sparse_buffer([]).draw_starts(6, 4, rewarded=2).tolist() == sparse_buffer([]).draw_starts(6, 4).tolist()
+
+
+def test_rewarded_share_reaches_the_batches_a_run_samples() -> None:
+    cfg = load_config("smoke", ["env.game=catch", "replay.rewarded_share=0.5"])
+    assert cfg.replay.rewarded_sequences == 2  # of 4 sequences
+    assert load_config("atari100k").replay.rewarded_sequences == 0
+    buf = sparse_buffer([12, 40])
+    batch = buf.sample_sequences(cfg.replay.batch_size, cfg.replay.sequence_length, cfg.replay.rewarded_sequences)
+    assert (batch.rewards[:2, 1:] != 0).any(axis=1).all()  # the reward targets of the first two hold one

@@ -319,6 +319,18 @@ class ReplayConfig:
     sequence_length: int = param(16, "steps per world-model sequence", lo=1)
     obs_batch_size: int = param(1600, "frames per observation-model pretraining batch", lo=1)
     visit_temperature: float = param(20.0, "softmax(-visits / T) sampling temperature", lo=0, lo_open=True)
+    rewarded_share: float = param(
+        0.0,
+        "beyond the paper: this share of each world-model batch's sequences (rounded) is drawn among "
+        "the windows that hold a nonzero reward, the rest as the paper does (0 is the paper)",
+        lo=0,
+        hi=1,
+    )
+
+    @property
+    def rewarded_sequences(self) -> int:
+        """Sequences per batch drawn among windows that hold a reward: round(rewarded_share * batch_size)."""
+        return round(self.rewarded_share * self.batch_size)
 
 
 @dataclass

@@ -30,6 +30,11 @@ Sampling without replacement proportionally to weights (successive draws, i.e. P
 what ``numpy.random.Generator.choice(..., replace=False, p=...)`` does too) equals taking the top k of
 ``log weight + Gumbel noise`` (Gumbel-top-k), which costs one pass over the valid starts.
 
+Beyond the paper, ``rewarded`` of a batch's starts (``replay.rewarded_share``) can be drawn first
+among the windows that hold a rewarded step (a nonzero reward in steps ``i .. i+seq_len-1``, the
+world model's reward targets), by the same keys: on games whose rewards are rare (MinAtar Asterix:
+0.6 % of steps, under one per batch) the reward head otherwise seldom sees one.
+
 Persistence
 -----------
 ``save`` writes a directory: ``meta.json`` (sizes, settings, the generator state), ``steps.npz`` (the
@@ -206,11 +211,23 @@ class ReplayBuffer:
 
     # ------------------------------------------------------------------ sampling
 
-    def draw_starts(self, batch_size: int, seq_len: int, *, update_visits: bool = True) -> np.ndarray:
-        """Visit-balanced starts: without replacement, P proportional to exp(-visits / T) (see module doc)."""
+    def draw_starts(
+        self, batch_size: int, seq_len: int, *, rewarded: int = 0, update_visits: bool = True
+    ) -> np.ndarray:
+        """Visit-balanced starts: without replacement, P proportional to exp(-visits / T) (see module doc).
+
+        With ``rewarded`` > 0, the first ``rewarded`` starts (all there are, if fewer) are the top keys
+        among the windows that hold a rewarded step, the others the top keys of the rest.
+        """
         count = self._check_batch(batch_size, seq_len)
         logits = self._visits[1 : 1 + count] * (-1.0 / self.visit_temperature)
         keys = logits + self.rng.gumbel(size=count)
+        if rewarded > 0:
+            candidates = np.flatnonzero(self.windows_with_reward(seq_len))  # (m,) start - 1
+            k = min(rewarded, batch_size, candidates.size)
+            if k > 0:
+                chosen = candidates[np.argpartition(keys[candidates], candidates.size - k)[candidates.size - k :]]
+                keys[chosen] = np.inf  # in the batch whatever the other keys, and drawn first
         top = np.argpartition(keys, count - batch_size)[count - batch_size :]
         # Sorting the k winners by key gives the draw order of successive sampling; cheap for k << count.
         top = top[np.argsort(-keys[top], kind="stable")]
@@ -219,9 +236,18 @@ class ReplayBuffer:
             self._visits[starts] += 1  # starts are distinct, so plain fancy-index increment is exact
         return starts
 
-    def sample_sequences(self, batch_size: int, seq_len: int) -> SequenceBatch:
-        """World-model batch with visit-balanced starts (updates the visit counts)."""
-        return self.sequences(self.draw_starts(batch_size, seq_len), seq_len)
+    def windows_with_reward(self, seq_len: int) -> np.ndarray:
+        """(valid starts,) bool: whether steps ``i .. i+seq_len-1`` of start ``i`` = 1, 2, ... hold a
+        nonzero reward."""
+        count = self.num_valid_starts(seq_len)
+        rewarded = np.concatenate([[0], np.cumsum(self._rewards[: self._size] != 0)])  # (size + 1,)
+        starts = np.arange(1, count + 1)
+        return rewarded[starts + seq_len] > rewarded[starts]
+
+    def sample_sequences(self, batch_size: int, seq_len: int, rewarded: int = 0) -> SequenceBatch:
+        """World-model batch with visit-balanced starts (updates the visit counts); ``rewarded`` of
+        them among windows that hold a reward (``draw_starts``)."""
+        return self.sequences(self.draw_starts(batch_size, seq_len, rewarded=rewarded), seq_len)
 
     def sample_sequences_uniform(self, batch_size: int, seq_len: int) -> SequenceBatch:
         """World-model batch with uniform starts, without replacement; visit counts are left alone."""

@@ -326,7 +326,8 @@ class Trainer:
     def _sample_batch(self) -> TorchSequenceBatch:
         """A replay batch of sequences for an update, on the device."""
         r = self.cfg.replay
-        return TorchSequenceBatch.from_numpy(self.replay.sample_sequences(r.batch_size, r.sequence_length), self.device)
+        batch = self.replay.sample_sequences(r.batch_size, r.sequence_length, r.rewarded_sequences)
+        return TorchSequenceBatch.from_numpy(batch, self.device)
 
     def _sample_start_obs(self, n: int) -> torch.Tensor:
         """n replay observations for fresh imagination starts, on the device."""
