@@ -130,6 +130,11 @@ class EnvConfig:
         return MINATAR_GRID if self.observation == "grid" else 64
 
     @property
+    def grid_size(self) -> int | None:
+        """The grid's height and width with ``observation=grid``, else None (64x64 pictures)."""
+        return self.frame_size if self.observation == "grid" else None
+
+    @property
     def image_channels(self) -> int:
         """Channels of an observation, which the encoder reads: frame_stack frames of frame_channels."""
         return self.frame_stack * self.frame_channels

@@ -245,8 +245,7 @@ class ObservationModel(nn.Module):
     @classmethod
     def from_config(cls, cfg: Config) -> ObservationModel:
         """The observation model of a full config: its obs_model section and the env's frames."""
-        grid_size = cfg.frame_size if cfg.env.observation == "grid" else None
-        return cls(cfg.obs_model, cfg.env.frame_stack, cfg.frame_channels, grid_size=grid_size)
+        return cls(cfg.obs_model, cfg.env.frame_stack, cfg.frame_channels, grid_size=cfg.env.grid_size)
 
     @property
     def latent_dim(self) -> int:

@@ -100,7 +100,7 @@ class WorldModel(nn.Module):
             frame_channels=cfg.frame_channels,
             discount=cfg.env.discount,
             precision=cfg.train.precision,
-            grid_size=cfg.frame_size if cfg.env.observation == "grid" else None,
+            grid_size=cfg.env.grid_size,
         )
 
     # ------------------------------------------------------------------ helpers

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twm.envs import newest_frame
 from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
 from twm.viz.render import check_animation_path, newest_image, panel, to_rgb, write_animation
 
@@ -40,12 +39,7 @@ def record_episode(
     score, steps = 0.0, 0
 
     def caption(obs: np.ndarray) -> np.ndarray:
-        if grid:
-            frame = newest_image(obs[None], channels, grid=True)[0]  # the game's picture of the cells
-        else:
-            frame = newest_frame(obs, channels)
-            if channels > 1:
-                frame = np.ascontiguousarray(np.moveaxis(frame, 0, -1))  # (3, 64, 64) -> (64, 64, 3)
+        frame = newest_image(obs[None], channels, grid)[0]  # (64, 64) gray or (64, 64, 3)
         return panel(to_rgb(frame), [f"step {steps}  score {score:g}"], scale)
 
     for step in play_episode(agent, env_cfg, seed, max_steps):
