@@ -178,3 +178,16 @@ def test_an_env_fn_run_in_a_new_process_says_to_pass_env_fn() -> None:
 
     with pytest.raises(EnvError, match="pass the same env_fn to twm.load"):
         check_env(load_config("smoke", ["env.game=gym:twm_api/never_registered-v0"]).env)
+
+
+def test_vector_observations_from_python_train_load_and_act(tmp_path: Path) -> None:
+    result = twm.train("gym:CartPole-v1", preset="smoke", env={"observation": "vector"},
+                       run_dir=tmp_path / "cartpole", progress=False, eval_images=False)  # fmt: skip
+    assert config_of(result.run_dir)["env"]["vector_size"] == 4
+    agent = twm.load(result.run_dir)
+    env = agent.make_env(seed=1)
+    obs, _ = env.reset()
+    assert obs.shape == (16, 1, 1) and obs.dtype == np.float32
+    assert agent.act(obs) in (0, 1)
+    assert agent.act(obs.astype(np.float64)) in (0, 1)  # numbers of another float type are read as float32
+    assert agent.evaluate(episodes=2).mean > 0

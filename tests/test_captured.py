@@ -125,6 +125,13 @@ def test_captured_update_of_grid_observations_matches_eager() -> None:
     assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=grid)
 
 
+def test_captured_update_of_vector_observations_matches_eager() -> None:
+    vector = ("env.game=gym:CartPole-v1", "env.observation=vector", "env.vector_size=4", *PLUS_SWITCHES)
+    cfg = load_config("smoke", [*CAPTURED, *vector])
+    assert cfg.frame_size == 1 and cfg.image_channels == 4 * cfg.env.frame_stack
+    assert_same_updates(cfg, rtol=1e-5, weight_atol=1e-6, extra=vector)
+
+
 # Regions of one captured policy-only update (actor_critic.reset_every): imagination, the
 # actor-critic losses, their backward and their clip-and-Adam step; the world model runs eagerly.
 REGIONS_PER_POLICY_UPDATE = 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import NamedTuple
 
@@ -239,6 +240,41 @@ def test_grid_runs_store_the_games_channels_and_stack_them() -> None:
     stack = replay.stacked_obs(np.array([2]))[0]  # steps 0, 0, 1, 2: padded with the episode's first
     assert stack.shape == (24, 10, 10)
     np.testing.assert_array_equal(stack, np.concatenate([frames[0], frames[0], frames[1], frames[2]]))
+
+
+def test_vector_runs_store_float_numbers_and_save_and_checkpoint_them(tmp_path: Path) -> None:
+    cfg = load_config("smoke", ["env.game=gym:CartPole-v1", "env.observation=vector", "env.vector_size=3"])
+    replay = ReplayBuffer.from_config(cfg, seed=0)
+    assert replay.frame_shape == (3, 1, 1) and replay.frames.dtype == np.float32
+    frames = [np.array([0.5 + i, -1e-3 * i, 1e6], dtype=np.float32).reshape(3, 1, 1) for i in range(5)]
+    for frame in frames:
+        replay.add(frame, 1, 0.0, terminated=False, truncated=False)
+    with pytest.raises(ValueError, match="float32 of shape"):
+        replay.add(frames[0].astype(np.uint8), 1, 0.0, False, False)  # a picture's dtype is refused
+    stack = replay.stacked_obs(np.array([1]))[0]  # steps 0, 0, 0, 1 (padded with the episode's first)
+    assert stack.shape == (12, 1, 1) and stack.dtype == np.float32
+    np.testing.assert_array_equal(stack, np.concatenate([frames[0]] * 3 + [frames[1]]))
+    replay.save(tmp_path / "replay")
+    loaded = ReplayBuffer.load(tmp_path / "replay")
+    assert loaded.frames.dtype == np.float32
+    np.testing.assert_array_equal(loaded.frames, replay.frames)  # the numbers exactly, not rounded to bytes
+    state = replay.checkpoint_state(frames_from=2)
+    rebuilt = ReplayBuffer.from_checkpoint_state(state, [(0, replay.frames[:2])])
+    assert rebuilt.frames.dtype == np.float32
+    np.testing.assert_array_equal(rebuilt.frames, replay.frames)
+
+
+def test_a_buffer_saved_before_vectors_loads_as_uint8(tmp_path: Path) -> None:
+    traj = record(20, seed=1)
+    buf = fill(traj, capacity=30, seed=0)
+    buf.save(tmp_path / "replay")
+    meta = tmp_path / "replay" / "meta.json"
+    settings = json.loads(meta.read_text())
+    del settings["frame_dtype"]  # what earlier versions wrote
+    meta.write_text(json.dumps(settings))
+    loaded = ReplayBuffer.load(tmp_path / "replay")
+    assert loaded.frames.dtype == np.uint8
+    np.testing.assert_array_equal(loaded.frames, buf.frames)
 
 
 def sparse_buffer(rewarded_steps: list[int], size: int = 60, seed: int = 0) -> ReplayBuffer:

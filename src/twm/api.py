@@ -229,13 +229,14 @@ class TrainedAgent:
         return make_env(self.cfg.env, mode, seed)
 
     def act(self, obs: np.ndarray) -> int | np.ndarray:
-        """The action for one observation (frame_stack * c, 64, 64) uint8, or actions for a batch.
+        """The action for one observation (frame_stack * c, 64, 64) uint8 (as the run's environment
+        gives it: (frame_stack * n, 1, 1) float32 for vectors), or actions for a batch.
 
         Actions are sampled from the policy with this agent's own generator. A policy that reads
         the transformer's memory (``actor_critic`` with h) needs ``observe(reward, done)`` after
         each step of a single environment.
         """
-        obs = np.asarray(obs, dtype=np.uint8)
+        obs = np.asarray(obs, dtype=np.float32 if self.cfg.env.float_frames else np.uint8)
         single = obs.ndim == 3
         memory = self.memory if single else None
         actions = np.asarray(self.agent.act(obs[None] if single else obs, self.generator, memory))

@@ -95,11 +95,19 @@ class EnvConfig:
         "obs",
         "gym:<id> only: 'obs' reads the observations, 'render' the env's rgb_array frames instead",
     )
-    observation: Literal["picture", "grid"] = param(
+    observation: Literal["picture", "grid", "vector"] = param(
         "picture",
         "what the agent sees: 'picture', a 64x64 frame (the paper); 'grid', MinAtar only and beyond the "
         "paper, the game's 10x10 state itself, one 0/255 channel per kind of object, read by a small "
-        "conv encoder and reconstructed cell by cell with a Bernoulli likelihood",
+        "conv encoder and reconstructed cell by cell with a Bernoulli likelihood; 'vector', gym:<id> "
+        "only, an observation of numbers (a Box, flattened, or a Discrete as its one-hot) read by an "
+        "MLP on symlog inputs and reconstructed with a squared error in symlog space (DreamerV3's)",
+    )
+    vector_size: int = param(
+        0,
+        "observation=vector: numbers in one observation; 0 = read from the environment when a run "
+        "starts (the run's config.yaml then holds it)",
+        lo=0,
     )
     frame_stack: int = param(4, "frames stacked into one observation", lo=1)
     noop_max: int = param(30, "maximum random no-ops after a training reset", lo=0)
@@ -119,15 +127,28 @@ class EnvConfig:
     @property
     def frame_channels(self) -> int:
         """Channels of one frame: 3 for RGB (color), else 1 (grayscale); a grid frame has the game's
-        channels (one per kind of object)."""
+        channels (one per kind of object), a vector frame one per number."""
         if self.observation == "grid":
             return MINATAR_CHANNELS[self.game.removeprefix(MINATAR_PREFIX)]
+        if self.observation == "vector":
+            if self.vector_size < 1:
+                raise ConfigError(
+                    "env.vector_size is not known yet: it is read from the environment when a run starts "
+                    "(twm.envs.check_env), or set it (--set env.vector_size=N)"
+                )
+            return self.vector_size
         return 3 if self.color else 1
 
     @property
     def frame_size(self) -> int:
-        """Height and width of a frame: 64 for pictures, MinAtar's 10 for grids."""
-        return MINATAR_GRID if self.observation == "grid" else 64
+        """Height and width of a frame: 64 for pictures, MinAtar's 10 for grids, 1 for vectors
+        (a vector of n numbers is an (n, 1, 1) frame, so stacking and the replay treat it as channels)."""
+        return {"grid": MINATAR_GRID, "vector": 1}.get(self.observation, 64)
+
+    @property
+    def float_frames(self) -> bool:
+        """Frames hold float32 numbers (vectors) rather than uint8 intensities (pictures, grids)."""
+        return self.observation == "vector"
 
     @property
     def grid_size(self) -> int | None:
@@ -522,6 +543,14 @@ class Config:
             raise ConfigError(f"env.observation=grid is for minatar/<game> only; {game_words} is seen as pictures")
         if self.env.observation == "grid" and self.env.color:
             raise ConfigError("env.color draws pictures; env.observation=grid reads the game's state and has no colours")
+        if self.env.observation == "vector":
+            if family != "gym":
+                raise ConfigError(f"env.observation=vector is for gym:<id> games only; {game_words} is seen as pictures")
+            if self.env.color or self.env.pixels == "render":
+                what = "env.color" if self.env.color else "env.pixels=render"
+                raise ConfigError(f"{what} is about pictures; env.observation=vector reads the observation's numbers")
+        elif self.env.vector_size:
+            raise ConfigError("env.vector_size is for env.observation=vector only")
         t = self.train
         if t.prefill_steps >= t.total_steps:
             raise ConfigError(

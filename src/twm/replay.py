@@ -71,7 +71,7 @@ class ReplayFullError(RuntimeError):
 class SequenceBatch(NamedTuple):
     """A batch of ``B`` sequences; step axis 0 is the context step ``start - 1``.
 
-    - ``obs``: (B, seq_len + 2, stack, 64, 64) uint8, the observations of steps ``start-1 .. start+seq_len``
+    - ``obs``: (B, seq_len + 2, stack, 64, 64) uint8 (float32 for vectors), the observations of steps ``start-1 .. start+seq_len``
       (the last one is the observation after the last action, a target only);
     - ``actions`` (int64), ``rewards`` (float32), ``terminated``, ``truncated`` (bool):
       (B, seq_len + 1), steps ``start-1 .. start+seq_len-1``;
@@ -95,6 +95,7 @@ class ReplayBuffer:
         *,
         frame_stack: int = 4,
         frame_shape: tuple[int, ...] = (64, 64),
+        frame_dtype: type[np.generic] = np.uint8,
         visit_temperature: float = 20.0,
         seed: int = 0,
     ) -> None:
@@ -108,7 +109,7 @@ class ReplayBuffer:
         self.visit_temperature = float(visit_temperature)
         self.rng = numpy_generator(seed)
         # np.zeros maps pages lazily, so an unfilled buffer costs little real memory.
-        self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=np.uint8)
+        self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=frame_dtype)
         self._actions = np.zeros(self.capacity, dtype=np.int32)
         self._rewards = np.zeros(self.capacity, dtype=np.float32)
         self._terminated = np.zeros(self.capacity, dtype=bool)
@@ -125,6 +126,7 @@ class ReplayBuffer:
             cfg.train.total_steps,
             frame_stack=cfg.env.frame_stack,
             frame_shape=(size, size) if cfg.frame_channels == 1 else (cfg.frame_channels, size, size),
+            frame_dtype=np.float32 if cfg.env.float_frames else np.uint8,
             visit_temperature=cfg.replay.visit_temperature,
             seed=seed,
         )
@@ -146,9 +148,9 @@ class ReplayBuffer:
                 f"replay buffer is full ({self.capacity} steps); it holds one run and does not wrap around"
             )
         frame = np.asarray(frame)
-        if frame.shape != self.frame_shape or frame.dtype != np.uint8:
+        if frame.shape != self.frame_shape or frame.dtype != self._frames.dtype:
             raise ValueError(
-                f"frame must be uint8 of shape {self.frame_shape} (the newest frame of the observation), "
+                f"frame must be {self._frames.dtype} of shape {self.frame_shape} (the newest frame of the observation), "
                 f"got {frame.dtype} {frame.shape}"
             )
         self._frames[i] = frame
@@ -408,6 +410,7 @@ class ReplayBuffer:
             "capacity": self.capacity,
             "frame_stack": self.frame_stack,
             "frame_shape": list(self.frame_shape),
+            "frame_dtype": self._frames.dtype.name,
             "visit_temperature": self.visit_temperature,
             "rng_state": self.rng.bit_generator.state,
         }
@@ -421,6 +424,8 @@ class ReplayBuffer:
             settings["capacity"],
             frame_stack=settings["frame_stack"],
             frame_shape=tuple(settings["frame_shape"]),
+            # Buffers saved before vector observations hold uint8 frames and do not name a dtype.
+            frame_dtype=np.dtype(settings.get("frame_dtype", "uint8")).type,
             visit_temperature=settings["visit_temperature"],
         )
         buf.rng.bit_generator.state = settings["rng_state"]

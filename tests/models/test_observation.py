@@ -359,3 +359,46 @@ def test_grid_model_shapes_and_its_decoder_loss_is_the_bernoulli_nll_of_its_prob
     with pytest.raises(ValueError, match=r"\(6, 10, 10\)"):
         model.encode(torch.zeros(2, 6, 64, 64, dtype=torch.uint8))
 
+
+
+# ------------------------------------------------------------------ vectors (env.observation=vector)
+
+
+def vector_model(**kw: object) -> ObservationModel:
+    """A vector model of 2 stacked observations of 3 numbers."""
+    return ObservationModel(tiny_cfg(**kw), frame_stack=2, frame_channels=3, vector=True)
+
+
+def test_vector_encoder_reads_the_symlog_of_the_numbers() -> None:
+    torch.manual_seed(0)
+    model = vector_model().double()
+    assert model.observation == "vector" and model.frame_size == 1 and model.in_channels == 6
+    e = math.e
+    x = torch.tensor([-(e**2 - 1), -(e - 1), 0.0, e - 1, e**2 - 1, 1e6], dtype=torch.float64).reshape(1, 6, 1, 1)
+    flat_symlog = model.encoder[:2](x)  # flatten, symlog
+    expected = [-2.0, -1.0, 0.0, 1.0, 2.0, math.log1p(1e6)]
+    assert flat_symlog.squeeze(0).tolist() == pytest.approx(expected, rel=1e-12)
+    # The same numbers give the same logits through encode (symlog first, then the MLP).
+    mlp = model.encoder[2:]
+    torch.testing.assert_close(model.encode(x).flatten(-2), mlp(torch.tensor([expected], dtype=torch.float64)))
+
+
+def test_vector_decoder_loss_is_the_unit_gaussian_nll_of_the_symlog_numbers() -> None:
+    torch.manual_seed(0)
+    model = vector_model().double()
+    frames = torch.randn(2, 5, 6, 1, 1, dtype=torch.float64) * 30  # (B, T, S, 1, 1) numbers of any scale
+    logits = model.encode(frames)
+    z = model.sample(logits)
+    means = model._decode(z)  # symlog means, (B, T, S, 1, 1)
+    decoded = model.decode(z)
+    # decode gives the numbers themselves: symexp of the symlog means.
+    torch.testing.assert_close(decoded, torch.sign(means) * torch.expm1(means.abs()))
+    _, metrics = model.compute_loss(frames, z, logits)
+    target = torch.sign(frames) * torch.log1p(frames.abs())
+    expected = (0.5 * (target - means) ** 2 + 0.5 * math.log(2 * math.pi)).sum(dim=(-3, -2, -1)).mean()
+    assert metrics["obs/decoder_loss"].item() == pytest.approx(expected.item(), rel=1e-12)
+    assert metrics["obs/recon_mae"].item() == pytest.approx((frames - decoded).abs().mean().item(), rel=1e-9)
+    with pytest.raises(ValueError, match=r"\(6, 1, 1\)"):
+        model.encode(torch.zeros(2, 6, 64, 64))
+    with pytest.raises(ValueError, match="grids or vectors"):
+        ObservationModel(tiny_cfg(), frame_stack=2, frame_channels=3, vector=True, grid_size=10)

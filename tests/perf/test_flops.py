@@ -74,6 +74,18 @@ def test_analytic_flops_of_grid_observations_match_torch_flop_counter() -> None:
     assert ours["world_model"].total < pictures["world_model"].total
 
 
+def test_analytic_flops_of_vector_observations_match_torch_flop_counter() -> None:
+    vector = ["env.game=gym:CartPole-v1", "env.observation=vector", "env.vector_size=4"]
+    cfg = load_config("smoke", vector)
+    torch_counts, fresh = counted_by_torch(cfg)
+    ours = update_flops(cfg, NUM_ACTIONS, fresh_starts=fresh)
+    for part, expected in torch_counts.items():
+        assert ours[part].total == pytest.approx(expected, rel=0.01), part
+    # The MLP on 4 x 4 numbers is counted, not the picture nets.
+    pictures = update_flops(load_config("smoke", ["env.game=catch"]), NUM_ACTIONS, fresh_starts=fresh)
+    assert ours["world_model"].total < pictures["world_model"].total
+
+
 def test_paper_config_flops() -> None:
     """The issue's figures (torch's counter on the original code): WM 1.08, imagination 0.89, AC 0.10
     TFLOP; with the key/value cache the imagination needs about 0.3 TFLOP."""

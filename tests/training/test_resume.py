@@ -287,8 +287,9 @@ def test_resume_from_every_phase_in_process(
         ("minatar/breakout", "minatar", []),
         ("minatar/breakout", "minatar", ["env.observation=grid"]),
         ("crafter", "crafter", []),
+        ("gym:CartPole-v1", "gymnasium", ["env.observation=vector"]),
     ],
-    ids=["minatar", "minatar-grid", "crafter"],
+    ids=["minatar", "minatar-grid", "crafter", "gym-vector"],
 )
 def test_pixel_game_runs_resume_exactly(
     tmp_path: Path, game: str, package: str, extra: list[str], monkeypatch: pytest.MonkeyPatch, one_thread: None

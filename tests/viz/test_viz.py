@@ -54,7 +54,7 @@ from twm.viz.play import (
     run_play_policy,
     window_title,
 )
-from twm.viz.render import VizError, caption_height, newest_image, write_animation
+from twm.viz.render import VizError, caption_height, newest_image, to_uint8, vector_picture, write_animation
 
 CATCH = ["NOOP", "LEFT", "RIGHT"]
 ATARI_FULL = [
@@ -677,16 +677,35 @@ def test_grid_frames_are_drawn_as_the_games_picture() -> None:
     frames = np.zeros((1, 8, 10, 10), dtype=np.uint8)  # 2 stacked frames of 4 channels
     frames[0, 4 + 1, 2, 3] = 255  # newest frame: channel 1 at row 2, column 3
     frames[0, 0, 5, 5] = 255  # the older frame is not drawn
-    image = newest_image(frames, 4, grid=True)
+    image = newest_image(frames, 4, observation="grid")
     state = np.zeros((10, 10, 4), dtype=bool)
     state[2, 3, 1] = True
     np.testing.assert_array_equal(image[0], render_state(state, color=True))
     # Probabilities: a cell is drawn where it is at least half set.
     probs = frames.astype(np.float32) / 255 * 0.6
     probs[0, 4 + 2, 7, 7] = 0.4
-    drawn = newest_image(torch.from_numpy(probs), 4, grid=True)
+    drawn = newest_image(torch.from_numpy(probs), 4, observation="grid")
     assert drawn.dtype == np.float32
     np.testing.assert_array_equal(np.rint(drawn[0] * 255).astype(np.uint8), render_state(state, color=True))
+
+
+def test_vectors_are_drawn_as_bars_of_their_symlog() -> None:
+    e = np.e
+    values = np.array([0.0, e - 1, -(e - 1), 1e9], dtype=np.float32)  # symlog 0, 1, -1, ~20.7
+    image = vector_picture(values)
+    assert image.shape == (64, 64) and image.dtype == np.uint8
+    bar = lambda i: image[:, 16 * i + 8]  # noqa: E731  (the middle column of bar i: 16 pixels wide)
+    # Heights tanh(symlog(v)) * 31 rows from the middle row 32: 0, 24 up, 24 down, 31 up.
+    assert np.flatnonzero(bar(0) == 255).tolist() == [32]
+    assert np.flatnonzero(bar(1) == 255).tolist() == list(range(32 - 24, 33))
+    assert np.flatnonzero(bar(2) == 255).tolist() == list(range(32, 32 + 25))
+    assert np.flatnonzero(bar(3) == 255).tolist() == list(range(1, 33))
+    assert (image[:, 15] != 255).all()  # a gap between bars
+    # The newest of the stacked vectors is drawn, the same for a frame and its decoded numbers.
+    stacked = np.concatenate([np.ones(4, np.float32) * 5, values]).reshape(1, 8, 1, 1)
+    np.testing.assert_array_equal(newest_image(stacked, 4, observation="vector")[0], image)
+    np.testing.assert_array_equal(newest_image(torch.from_numpy(stacked), 4, observation="vector")[0], image)
+    assert to_uint8(image) is image  # pictures pass through to_uint8 unchanged
 
 
 def test_dream_of_a_grid_run_writes_the_games_pictures(

@@ -3,7 +3,8 @@
 Every environment returns observations of shape (frame_stack * c, 64, 64) uint8, c = 1 for grayscale
 (always for Atari and catch) and 3 for RGB (``env.color``), the newest frame last, and at an episode
 start pads the stack by repeating the first frame. MinAtar with ``env.observation=grid`` returns
-(frame_stack * c, 10, 10), c the game's kinds of object (twm.envs.minatar.grid_frame).
+(frame_stack * c, 10, 10), c the game's kinds of object (twm.envs.minatar.grid_frame); a gym game
+with ``env.observation=vector`` returns (frame_stack * n, 1, 1) float32, n numbers per step.
 
 Families (twm.games): Atari (twm.envs.atari), catch (twm.envs.catch), and through the adapter
 twm.envs.pixel: MinAtar (twm.envs.minatar), Crafter (twm.envs.crafter), any Gymnasium id
@@ -12,6 +13,7 @@ twm.envs.pixel: MinAtar (twm.envs.minatar), Crafter (twm.envs.crafter), any Gymn
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
@@ -68,7 +70,15 @@ def make_env(env_cfg: EnvConfig, mode: Literal["train", "eval"], seed: int) -> E
     else:
         from twm.envs.gym_env import GymSource
 
-        source = GymSource(game[len(GYM_PREFIX) :], env_cfg, seed)
+        gym_source = source = GymSource(game[len(GYM_PREFIX) :], env_cfg, seed)
+        if env_cfg.observation == "vector" and env_cfg.vector_size != gym_source.vector_size:
+            if env_cfg.vector_size:
+                gym_source.close()
+                raise EnvError(
+                    f"env.vector_size={env_cfg.vector_size}, but {env_cfg.game} observations hold "
+                    f"{gym_source.vector_size} numbers"
+                )
+            env_cfg = dataclasses.replace(env_cfg, vector_size=gym_source.vector_size)
     return PixelEnv(source, env_cfg, mode)
 
 
@@ -87,9 +97,17 @@ def action_meanings_of(env_cfg: EnvConfig) -> list[str]:
 
 
 def check_env(env_cfg: EnvConfig) -> int:
-    """Build the environment once (EnvError if it cannot be built) and return its number of actions."""
+    """Build the environment once (EnvError if it cannot be built) and return its number of actions.
+
+    With ``env.observation=vector`` and ``env.vector_size`` 0 it sets ``env_cfg.vector_size`` to the
+    numbers in the environment's observations (the models' input size).
+    """
+    from twm.envs.pixel import PixelEnv
+
     env = make_env(env_cfg, "eval", 0)
     try:
+        if env_cfg.observation == "vector" and isinstance(env, PixelEnv):
+            env_cfg.vector_size = env.frame_channels
         return env.num_actions
     finally:
         env.close()

@@ -7,6 +7,10 @@ path, with its kwargs), then with ``env.pixels=render`` Gymnasium's ``AddRenderO
 env is made with ``render_mode="rgb_array"``), and with ``env.obs_key`` the image is that key of a
 Dict observation.
 
+With ``env.observation=vector`` (beyond the paper) the observation is a vector of numbers instead:
+a numeric ``Box`` of any shape, flattened (CartPole's 4 numbers), or a ``Discrete`` as its one-hot
+(FrozenLake's 16 cells), float32.
+
 Accepted spaces: observations a ``Box`` of uint8 (H x W, H x W x C with C in 1, 3, 4, or C x H x W,
 which is transposed) or of booleans (H x W x C channels, drawn as a picture the way MinAtar states are:
 twm.envs.minatar.render_state, which needs H = W = 10 and C <= 10; other boolean shapes are shown
@@ -222,11 +226,38 @@ def check_spaces(env_id: str, env: Any, obs_key: str = "", wrapped: bool = False
         where = f"observations[{obs_key!r}]" if obs_key else "observations"
         where += " after env.wrappers" if wrapped else ""
         hint = "" if obs_key else "; env.pixels=render reads the env's rgb_array frames instead"
+        numbers = isinstance(obs_space, gym.spaces.Discrete) or (
+            isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)
+        )
+        if numbers:
+            hint = "; --set env.observation=vector reads them as a vector of numbers" + (
+                ", or env.pixels=render the env's rgb_array frames" if not obs_key else ""
+            )
         raise EnvError(
             f"gym:{env_id} {where} are {obs_space}; twm needs images (a Box of uint8, HxW or HxWxC or CxHxW "
             f"with C in 1, 3, 4, or of booleans){hint}"
         )
     return layout
+
+
+def vector_size_of(env_id: str, env: Any, obs_key: str = "", wrapped: bool = False) -> int:
+    """Numbers in one observation of ``env`` read as a vector (env.observation=vector); EnvError if it
+    cannot be: a numeric Box (its size) or a Discrete (its one-hot)."""
+    import gymnasium as gym
+
+    space = image_space(env_id, env, obs_key)
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    numeric = isinstance(space, gym.spaces.Box) and (
+        np.issubdtype(space.dtype, np.number) or space.dtype == np.bool_
+    )
+    if not numeric or int(np.prod(space.shape)) < 1:
+        where = f"observations[{obs_key!r}]" if obs_key else "observations"
+        where += " after env.wrappers" if wrapped else ""
+        raise EnvError(
+            f"gym:{env_id} {where} are {space}; env.observation=vector needs a Box of numbers or a Discrete"
+        )
+    return int(np.prod(space.shape))
 
 
 def boolean_picture(obs: np.ndarray, color: bool) -> np.ndarray:
@@ -242,7 +273,11 @@ class GymSource:
     """A Gymnasium environment as a PixelSource (see the module docstring)."""
 
     def __init__(self, env_id: str, env_cfg: EnvConfig, seed: int) -> None:
+        import gymnasium as gym
+
         self.env_id = env_id
+        self.vector_size = 0  # numbers per observation with env.observation=vector
+        self._one_hot_start: int | None = None
         self.color = bool(env_cfg.color)
         kwargs = dict(env_cfg.kwargs or {})
         self.pixels = env_cfg.pixels
@@ -255,7 +290,14 @@ class GymSource:
             env = apply_wrappers(env_id, env, self.wrappers)
             if self.pixels == "render":
                 env = render_observations(env_id, env)
-            self._layout = check_spaces(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
+            self.vector = env_cfg.observation == "vector"
+            if self.vector:
+                self.vector_size = vector_size_of(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
+                space = image_space(env_id, env, self.obs_key)
+                # A Discrete observation is its one-hot; its first value may be other than 0.
+                self._one_hot_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else None
+            else:
+                self._layout = check_spaces(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
         except BaseException:
             env.close()
             raise
@@ -273,8 +315,15 @@ class GymSource:
         self._copyable = True
 
     def _picture(self, obs: Any) -> np.ndarray:
+        """The observation as a raw picture, or with env.observation=vector as (vector_size,) float32."""
         if self.obs_key:
             obs = obs[self.obs_key]
+        if self.vector:
+            if self._one_hot_start is not None:
+                one_hot = np.zeros(self.vector_size, dtype=np.float32)
+                one_hot[int(obs) - self._one_hot_start] = 1.0
+                return one_hot
+            return np.asarray(obs, dtype=np.float32).reshape(self.vector_size)
         if self._layout == "chw":
             obs = np.moveaxis(np.asarray(obs), 0, -1)
         return boolean_picture(obs, self.color) if self._boolean else np.asarray(obs)

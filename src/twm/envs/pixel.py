@@ -13,7 +13,9 @@ Frames
 Observation
     ``(frame_stack * c, 64, 64)`` uint8, c = 3 for colour else 1, frames oldest first, so the newest
     frame is the last c channels. A source of grids (MinAtar with ``env.observation=grid``) hands
-    over finished (c, 10, 10) frames, which are stacked as they are. At an episode start every slot
+    over finished (c, 10, 10) frames, which are stacked as they are; a source of vectors (gym with
+``env.observation=vector``) hands over (n,) float32 numbers, each frame (n, 1, 1), the observation
+``(frame_stack * n, 1, 1)`` float32. At an episode start every slot
     holds the first frame (the padding of the Atari environment and of the replay buffer).
 
 Step
@@ -132,18 +134,19 @@ class PixelEnv:
         self.tanh_rewards = env_cfg.reward_transform == "tanh"
         self.num_actions: int = source.num_actions
         self.action_meanings: list[str] = list(source.action_meanings)
-        self._channels = env_cfg.frame_channels
-        self._grid = env_cfg.observation == "grid"
+        self.frame_channels = env_cfg.frame_channels  # channels of one frame (numbers of a vector)
+        self._as_is = env_cfg.observation in ("grid", "vector")  # the source hands over finished frames
         self._frame_size = env_cfg.frame_size
-        self._stack = np.zeros((env_cfg.image_channels, self._frame_size, self._frame_size), dtype=np.uint8)
+        dtype = np.float32 if env_cfg.float_frames else np.uint8
+        self._stack = np.zeros((env_cfg.image_channels, self._frame_size, self._frame_size), dtype=dtype)
         self._steps = 0
         self._score = 0.0
         self._episode_over = True
 
     def _frame(self, picture: np.ndarray) -> np.ndarray:
-        if self._grid:  # already a frame
-            return picture.reshape(self._channels, self._frame_size, self._frame_size)
-        return to_frame(picture, self.color).reshape(self._channels, FRAME_SIZE, FRAME_SIZE)
+        if self._as_is:  # already a frame
+            return picture.reshape(self.frame_channels, self._frame_size, self._frame_size)
+        return to_frame(picture, self.color).reshape(self.frame_channels, FRAME_SIZE, FRAME_SIZE)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         if seed is not None:
@@ -172,7 +175,7 @@ class PixelEnv:
         truncated = (truncated or self._steps >= self.time_limit) and not terminated
         self._score += raw_reward
         self._episode_over = terminated or truncated
-        c = self._channels
+        c = self.frame_channels
         self._stack[:-c] = self._stack[c:]
         self._stack[-c:] = self._frame(picture)
         reward_out = math.tanh(raw_reward) if self.tanh_rewards else raw_reward

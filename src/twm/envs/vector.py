@@ -16,7 +16,7 @@ No bias towards short episodes
 
 Policy
     ``policy(obs)`` receives the observations of the slots that still have an episode running, stacked
-    in slot order as an (N, channels, 64, 64) uint8 array (N shrinks as slots finish their share),
+    in slot order as an (N, channels, 64, 64) uint8 array (float32 for vectors) (N shrinks as slots finish their share),
     and returns N integer actions. It is called once per lockstep step, so a network is batched.
     A ``RecurrentPolicy`` (one with an ``observe`` method: an agent whose policy reads the
     transformer's state) also gets the slot indices and, after each step, the slots' rewards and
@@ -97,7 +97,8 @@ class _Slot:
         self.episodes = list(episodes)
         self.next = 0  # index into self.episodes of the episode to start next
         self.env = make_env(env_cfg, "eval", seed) if self.episodes else None
-        self.obs = np.zeros((env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size), dtype=np.uint8)
+        dtype = np.float32 if env_cfg.float_frames else np.uint8
+        self.obs = np.zeros((env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size), dtype=dtype)
         self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
         self.last_reward = 0.0
@@ -174,7 +175,10 @@ class _GroupGymEnv(gym.Env):
         self._seeds = seeds
         m = len(assignment)
         shape = (m, env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size)
-        self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
+        if env_cfg.float_frames:
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)
+        else:
+            self.observation_space = gym.spaces.Box(0, 255, shape=shape, dtype=np.uint8)
         # Only the shape matters for batching; the real action range is checked by AtariEnv.
         self.action_space = gym.spaces.MultiDiscrete(np.full(m, 1 << 16))
         self._group: _SlotGroup | None = None

@@ -13,6 +13,11 @@ Gaussian per pixel. With ``env.observation=grid`` (MinAtar, beyond the paper) a 
 gives one Bernoulli logit per cell (``decoder_bernoulli_nll``), so a bullet is one cell that costs
 as much to miss as a wall, where in a picture it was a faint 6x6 block among 4,096 pixels.
 
+Vectors. With ``env.observation=vector`` (gym games, beyond the paper) a frame is n numbers as an
+(n, 1, 1) float32 array; an MLP reads their symlog and the decoder predicts symlog(o) with a
+unit-variance Gaussian (DreamerV3's symlog squared error), so a cart position of 0.01 and a velocity
+of 50 both matter without a hand-set scale (``vector_nets``).
+
 Shapes. Frames are (..., S, 64, 64) with S = frame_stack x frame_channels image channels (stacked
 grayscale frames, or stacked RGB frames with env.color), uint8 in
 [0, 255] (or floats already in [0, 1]). Logits are (..., C, K) for C categoricals of K classes; a
@@ -41,7 +46,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from twm.config import Config, ObservationModelConfig
-from twm.models.distributions import categorical_index, mix_uniform
+from twm.models.distributions import categorical_index, mix_uniform, symexp, symlog
 
 FRAME_SIZE = 64
 
@@ -196,6 +201,7 @@ class ObservationModel(nn.Module):
         frame_channels: int = 1,
         *,
         grid_size: int | None = None,
+        vector: bool = False,
     ) -> None:
         super().__init__()
         self.cfg = cfg
@@ -204,11 +210,20 @@ class ObservationModel(nn.Module):
         # S = frame_stack * frame_channels image channels (frames oldest first, RGB within a frame).
         self.in_channels = frame_stack * frame_channels
         self.categoricals, self.classes = cfg.categoricals, cfg.classes
-        # None: 64x64 pictures and the paper's nets; else (grid_size x grid_size) grids (``grid_nets``).
+        if grid_size is not None and vector:
+            raise ValueError("an observation model reads grids or vectors, not both")
+        # 64x64 pictures and the paper's nets; (grid_size x grid_size) grids (``grid_nets``); or
+        # vectors of frame_channels numbers, (n, 1, 1) frames (``vector_nets``).
+        self.observation: Literal["picture", "grid", "vector"] = (
+            "grid" if grid_size is not None else "vector" if vector else "picture"
+        )
         self.grid = grid_size is not None
-        self.frame_size = FRAME_SIZE if grid_size is None else grid_size
+        self.frame_size = grid_size if grid_size is not None else 1 if vector else FRAME_SIZE
         if grid_size is not None:
             self.encoder, self.decoder = grid_nets(cfg, self.in_channels, grid_size, self.latent_dim)
+            return
+        if vector:
+            self.encoder, self.decoder = vector_nets(cfg, self.in_channels, self.latent_dim)
             return
         c, hidden = cfg.channels, cfg.mlp_hidden
 
@@ -245,7 +260,10 @@ class ObservationModel(nn.Module):
     @classmethod
     def from_config(cls, cfg: Config) -> ObservationModel:
         """The observation model of a full config: its obs_model section and the env's frames."""
-        return cls(cfg.obs_model, cfg.env.frame_stack, cfg.frame_channels, grid_size=cfg.env.grid_size)
+        return cls(
+            cfg.obs_model, cfg.env.frame_stack, cfg.frame_channels,
+            grid_size=cfg.env.grid_size, vector=cfg.env.observation == "vector",
+        )  # fmt: skip
 
     @property
     def latent_dim(self) -> int:
@@ -264,7 +282,7 @@ class ObservationModel(nn.Module):
             raise ValueError(f"frames must end in ({S}, {H}, {H}), got {tuple(frames.shape)}")
         lead = frames.shape[:-3]
         x = frames.reshape(-1, S, H, H)  # (N, S, 64, 64), or (N, S, 10, 10) grids
-        if self.cfg.fast_convs and not self.grid:
+        if self.cfg.fast_convs and self.observation == "picture":
             # Channels-last (NHWC) memory: the convs' fast path on CPUs; the flatten after the last
             # conv reads the logical (C, H, W) order, so the function is the same.
             x = x.contiguous(memory_format=torch.channels_last)
@@ -273,18 +291,20 @@ class ObservationModel(nn.Module):
         return mix_uniform(logits, self.cfg.unimix)
 
     def decode(self, z: Tensor) -> Tensor:
-        """Means of p(o | z): latents (..., C*K) -> (..., S, 64, 64) pixel means (unit variance), or
-        (..., S, 10, 10) probabilities that a grid's cells are set."""
+        """Means of p(o | z): latents (..., C*K) -> (..., S, 64, 64) pixel means (unit variance),
+        (..., S, 10, 10) probabilities that a grid's cells are set, or (..., S, 1, 1) a vector's numbers."""
         out = self._decode(z)
-        return out.sigmoid() if self.grid else out
+        if self.observation == "grid":
+            return out.sigmoid()
+        return symexp(out) if self.observation == "vector" else out
 
     def _decode(self, z: Tensor) -> Tensor:
-        """The decoder's output: pixel means, or a grid's Bernoulli logits, (..., S, H, W)."""
+        """The decoder's output: pixel means, a grid's Bernoulli logits or a vector's symlog means, (..., S, H, W)."""
         if z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must end in {self.latent_dim}, got {tuple(z.shape)}")
         lead = z.shape[:-1]
         x = z.reshape(-1, self.latent_dim)
-        fast = self.cfg.fast_convs and not self.grid
+        fast = self.cfg.fast_convs and self.observation == "picture"
         out = full_precision(self._decode_fast(x) if fast else self.decoder(x))  # (N, S, H, W)
         return out.reshape(*lead, self.in_channels, self.frame_size, self.frame_size)  # (..., S, H, W)
 
@@ -338,7 +358,8 @@ class ObservationModel(nn.Module):
 
             - "obs/decoder_loss": Gaussian NLL of the frames, summed over S*64*64 pixels (with the
               0.5 log 2 pi constant, see ``decoder_nll``), averaged over latents; for grids the
-              Bernoulli NLL summed over S*10*10 cells (``decoder_bernoulli_nll``);
+              Bernoulli NLL summed over S*10*10 cells (``decoder_bernoulli_nll``); for vectors the
+              Gaussian NLL of symlog(o) summed over the S numbers;
             - "obs/entropy_loss": entropy_coef * relu(entropy_threshold - mean H(z)/(C ln K));
             - "obs/consistency_loss": consistency_coef * "obs/consistency_ce" (only when given);
             - "obs/entropy" (mean H(z) in nats), "obs/norm_entropy", "obs/recon_mae", "obs/loss".
@@ -346,9 +367,12 @@ class ObservationModel(nn.Module):
         cfg = self.cfg
         target = frames_to_float(frames)
         out = self._decode(z)  # (..., S, H, W) pixel means or cell logits
-        if self.grid:
+        if self.observation == "grid":
             dec_loss = decoder_bernoulli_nll(out, target)
             recon = out.sigmoid()
+        elif self.observation == "vector":
+            dec_loss = decoder_nll(out, symlog(target))  # unit-variance Gaussian in symlog space
+            recon = symexp(out)
         else:
             dec_loss = decoder_nll(out, target)
             recon = out
@@ -411,6 +435,41 @@ def grid_nets(cfg: ObservationModelConfig, in_channels: int, size: int, latent_d
     decoder = nn.Sequential(
         lin1, nn.SiLU(), lin2, nn.SiLU(), nn.Unflatten(1, (8 * c, half, half)),  # (N, 8c, G/2, G/2)
         deconv, nn.SiLU(), last,  # (N, S, G, G)
+    )  # fmt: skip
+    return encoder, decoder
+
+
+class Symlog(nn.Module):
+    """``symlog`` as a layer (the first of the vector encoder)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return symlog(x)
+
+
+def vector_nets(cfg: ObservationModelConfig, in_channels: int, latent_dim: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Encoder and decoder for vectors of ``in_channels`` numbers held as (S, 1, 1) frames.
+
+    encoder: (N, S, 1, 1) -> (N, C*K): flatten, symlog, the 2-layer MLP (cfg.mlp_hidden, SiLU after
+        each), a linear to the logits.
+    decoder: (N, C*K) -> (N, S, 1, 1) means of symlog(o): a 2-layer MLP (SiLU), a linear to S.
+
+    Initialised as the other nets (Kaiming-uniform, ReLU gain, zero biases; the output layers gain 1).
+    """
+    hidden = cfg.mlp_hidden
+    enc = [nn.Linear(in_channels, hidden), nn.Linear(hidden, hidden)]
+    dec = [nn.Linear(latent_dim, hidden), nn.Linear(hidden, hidden)]
+    for layer in [*enc, *dec]:
+        _kaiming_uniform_(layer, "relu")
+    enc_out, dec_out = nn.Linear(hidden, latent_dim), nn.Linear(hidden, in_channels)
+    for layer in [enc_out, dec_out]:
+        _kaiming_uniform_(layer, "linear")
+    encoder = nn.Sequential(
+        nn.Flatten(), Symlog(),  # (N, S)
+        enc[0], nn.SiLU(), enc[1], nn.SiLU(), enc_out,
+    )  # fmt: skip
+    decoder = nn.Sequential(
+        dec[0], nn.SiLU(), dec[1], nn.SiLU(), dec_out,
+        nn.Unflatten(1, (in_channels, 1, 1)),  # (N, S, 1, 1)
     )  # fmt: skip
     return encoder, decoder
 

@@ -77,13 +77,16 @@ class WorldModel(nn.Module):
         discount: float,
         precision: Precision = "float32",
         grid_size: int | None = None,
+        vector: bool = False,
     ) -> None:
         super().__init__()
         self.obs_cfg, self.dyn_cfg = obs_cfg, dyn_cfg
         self.num_actions = num_actions
         self.discount = discount  # γ: the discount target of a step that did not end the episode
         self.precision: Precision = precision
-        self.obs_model = ObservationModel(obs_cfg, frame_stack, frame_channels, grid_size=grid_size)
+        self.obs_model = ObservationModel(
+            obs_cfg, frame_stack, frame_channels, grid_size=grid_size, vector=vector
+        )
         latent_dim = obs_cfg.categoricals * obs_cfg.classes
         self.dynamics = DynamicsModel(
             dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions, obs_cfg.unimix
@@ -101,6 +104,7 @@ class WorldModel(nn.Module):
             discount=cfg.env.discount,
             precision=cfg.train.precision,
             grid_size=cfg.env.grid_size,
+            vector=cfg.env.observation == "vector",
         )
 
     # ------------------------------------------------------------------ helpers

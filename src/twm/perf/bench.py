@@ -47,6 +47,14 @@ PARTS = ("world_model", "imagination", "actor_critic")
 # --------------------------------------------------------------------------------------- data
 
 
+def random_frames(rng: np.random.Generator, cfg: Config, lead: tuple[int, ...]) -> np.ndarray:
+    """Random observations (*lead, S, H, W) as the run's env gives them: uint8 pictures or float32 vectors."""
+    shape = (*lead, cfg.image_channels, cfg.frame_size, cfg.frame_size)
+    if cfg.env.float_frames:
+        return rng.normal(size=shape).astype(np.float32)
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
 def synthetic_batch(
     cfg: Config, num_actions: int, device: torch.device | str, seed: int = 0
 ) -> TorchSequenceBatch:
@@ -55,7 +63,7 @@ def synthetic_batch(
     B, T = cfg.replay.batch_size, cfg.replay.sequence_length
     terminated = rng.random((B, T + 1)) < 0.02
     batch = SequenceBatch(
-        obs=rng.integers(0, 256, size=(B, T + 2, cfg.image_channels, cfg.frame_size, cfg.frame_size), dtype=np.uint8),
+        obs=random_frames(rng, cfg, (B, T + 2)),
         actions=rng.integers(0, num_actions, size=(B, T + 1)),
         rewards=np.tanh(rng.normal(size=(B, T + 1))).astype(np.float32),
         terminated=terminated,
@@ -70,8 +78,10 @@ def synthetic_obs_sampler(cfg: Config, device: torch.device, seed: int = 1) -> C
     gen = torch_generator(seed)
 
     def sample(n: int) -> torch.Tensor:
-        obs = torch.randint(0, 256, (n, cfg.image_channels, cfg.frame_size, cfg.frame_size), generator=gen, dtype=torch.uint8)
-        return obs.to(device)
+        shape = (n, cfg.image_channels, cfg.frame_size, cfg.frame_size)
+        if cfg.env.float_frames:
+            return torch.randn(shape, generator=gen).to(device)
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8).to(device)
 
     return sample
 
@@ -257,7 +267,7 @@ def acting_seconds_per_step(agent: Agent, cfg: Config, steps: int = 200, seed: i
     of the env step): the encoder and the actor, and with ``actor_critic.inputs`` 'zh' also one
     step of the transformer with its memory (``twm.acting``)."""
     gen = np.random.default_rng(seed)
-    obs = gen.integers(0, 256, size=(steps, 1, cfg.image_channels, cfg.frame_size, cfg.frame_size), dtype=np.uint8)
+    obs = random_frames(gen, cfg, (steps, 1))
     memory = agent.acting_memory(1)
     act_gen = torch_generator(seed, agent.device)
     times = []

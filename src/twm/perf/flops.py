@@ -71,6 +71,10 @@ def encoder(t: Tally, cfg: Config, frames: float, *, train: bool, name: str = "e
     if cfg.env.observation == "grid":
         grid_encoder(t, cfg, frames, train=train, name=name)
         return
+    if cfg.env.observation == "vector":  # vector_nets: the MLP on the S numbers
+        widths = [S, om.mlp_hidden, om.mlp_hidden, cfg.latent_dim]
+        mlp(t, name, frames, widths, train=train, input_grad=False)
+        return
     size = 64
     for i, (c_in, c_out) in enumerate(zip([S, c, 2 * c, 4 * c], [c, 2 * c, 4 * c, 8 * c], strict=True)):
         size = conv_out(size, 4)
@@ -109,6 +113,10 @@ def decoder(t: Tally, cfg: Config, frames: float, *, train: bool) -> None:
     c, S = cfg.obs_model.channels, cfg.image_channels
     if cfg.env.observation == "grid":
         grid_decoder(t, cfg, frames, train=train)
+        return
+    if cfg.env.observation == "vector":  # vector_nets: the MLP to the S numbers
+        om = cfg.obs_model
+        mlp(t, "decoder", frames, [cfg.latent_dim, om.mlp_hidden, om.mlp_hidden, S], train=train, input_grad=True)
         return
     # The latent carries the straight-through gradient to the encoder: every layer has an input gradient.
     t.add("decoder", linear(frames, cfg.latent_dim, 16 * c), train=train)

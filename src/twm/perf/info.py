@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from twm.config import Config
-from twm.envs import make_env
+from twm.envs import check_env
 from twm.models.actor_critic import Actor, Critic
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import ObservationModel
@@ -16,12 +16,9 @@ def count_parameters(module: nn.Module) -> int:
 
 
 def num_actions_of(cfg: Config) -> int:
-    """The size of the game's minimal action set."""
-    env = make_env(cfg.env, mode="eval", seed=0)
-    try:
-        return env.num_actions
-    finally:
-        env.close()
+    """The size of the game's minimal action set (and, for vector observations, ``env.vector_size``
+    filled in from the environment: ``check_env``)."""
+    return check_env(cfg.env)
 
 
 def parameter_counts(cfg: Config, num_actions: int | None = None) -> dict[str, int]:

@@ -216,7 +216,7 @@ class TrainingState:
         self.eval_pending = bool(r["eval_pending"])
         self.num_evals = int(r["num_evals"])
         self.elapsed_before = float(r["elapsed"])
-        self.obs = np.asarray(r["obs"], dtype=np.uint8)
+        self.obs = np.asarray(r["obs"])  # uint8 frames, or float32 vectors
         rng = r["rng"]
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])

@@ -32,7 +32,7 @@ import torch
 from twm.captured import check_compiler
 from twm.config import Config
 from twm.device import resolve_device
-from twm.envs import Env, make_env, newest_frame
+from twm.envs import Env, check_env, make_env, newest_frame
 from twm.files import CheckpointWriteError, fsync_path
 from twm.models.batch import TorchSequenceBatch
 from twm.replay import ReplayBuffer
@@ -91,6 +91,8 @@ class Trainer:
         self._progress = 0  # steps, updates and evaluations done: is the last checkpoint current?
         self._saved_progress = -1
         self._resume_from: tuple[dict[str, Any], ReplayBuffer, Path] | None = None
+        if cfg.env.observation == "vector" and not cfg.env.vector_size:
+            check_env(cfg.env)  # the models' input size comes from the environment (before any folder)
         folder = RunDir(run_dir if _resuming else create_run_dir(run_dir))
         self.run_dir = folder.path
         self._lock = RunLock(self.run_dir, warn=warn).acquire()  # before anything in it is touched

@@ -241,7 +241,7 @@ class DreamSession:
         """(B, 64, 64) uint8: the newest frame of the decoded current latent."""
         with eval_mode(self.agent):
             decoded = self.obs_model.decode(self.z).float()
-            return to_uint8(newest_image(decoded, self.obs_model.frame_channels, self.obs_model.grid))
+            return to_uint8(newest_image(decoded, self.obs_model.frame_channels, self.obs_model.observation))
 
     @torch.no_grad()
     def policy_actions(self) -> Tensor:
@@ -393,7 +393,7 @@ def dream(
             maps.append(_maps_to_cpu(step.attention))
     return Dream(
         frames=np.stack(frames, axis=1),
-        real_start=newest_image(context.start_obs, obs_model.frame_channels, obs_model.grid),
+        real_start=newest_image(context.start_obs, obs_model.frame_channels, obs_model.observation),
         actions=torch.stack(taken, dim=1).numpy().astype(np.int64),
         rewards=torch.stack(rewards, dim=1).numpy(),
         discounts=torch.stack(discounts, dim=1).numpy(),

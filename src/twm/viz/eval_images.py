@@ -36,8 +36,8 @@ def reconstruction_grid(
     obs_model = agent.world_model.obs_model
     with eval_mode(agent):
         c = obs_model.frame_channels
-        decoded = to_uint8(newest_image(obs_model.decode(observe_latent(obs_model, obs)).float(), c, obs_model.grid))
-    real = newest_image(obs, c, obs_model.grid)  # (N, 64, 64) or (N, 64, 64, 3)
+        decoded = to_uint8(newest_image(obs_model.decode(observe_latent(obs_model, obs)).float(), c, obs_model.observation))
+    real = newest_image(obs, c, obs_model.observation)  # (N, 64, 64) or (N, 64, 64, 3)
     top = [panel(real[i], [f"real #{steps[i]}"], scale) for i in range(count)]
     bottom = [panel(decoded[i], ["decoded"], scale) for i in range(count)]
     return grid([top, bottom]), steps

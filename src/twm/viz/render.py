@@ -37,22 +37,47 @@ class VizError(ValueError):
 
 
 def to_uint8(frames: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Pixel intensities in [0, 1] (decoder means may overshoot) -> uint8 array of the same shape."""
+    """Pixel intensities in [0, 1] (decoder means may overshoot) -> uint8 array of the same shape;
+    uint8 frames (already pictures) are returned as they are."""
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().float().cpu().numpy()
+    if frames.dtype == np.uint8:
+        return frames
     return np.rint(np.clip(frames, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def newest_image(frames: torch.Tensor | np.ndarray, frame_channels: int, grid: bool = False) -> np.ndarray:
+def vector_picture(values: np.ndarray, size: int = 64) -> np.ndarray:
+    """A vector of n numbers as a (size, size) uint8 bar chart: bar i goes up (positive) or down from
+    the middle row by tanh(symlog(v_i)) of half the height, so the same number always draws the same
+    bar (a real and a decoded vector compare by eye). At most ``size`` numbers are drawn."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)[:size]
+    image = np.full((size, size), 40, dtype=np.uint8)
+    middle = size // 2
+    image[middle, :] = 110  # the zero line
+    width = max(1, size // max(len(values), 1))
+    heights = np.rint(np.tanh(np.sign(values) * np.log1p(np.abs(values))) * (middle - 1)).astype(int)
+    for i, h in enumerate(heights):
+        left, right = i * width, (i + 1) * width - (1 if width >= 3 else 0)  # a gap between wide bars
+        top, bottom = (middle - h, middle) if h >= 0 else (middle, middle - h)
+        image[top : bottom + 1, left:right] = 255
+    return image
+
+
+def newest_image(
+    frames: torch.Tensor | np.ndarray, frame_channels: int, observation: str = "picture"
+) -> np.ndarray:
     """The newest frame of stacked observations (N, S*c, 64, 64): (N, 64, 64) gray or (N, 64, 64, 3) RGB.
 
-    A MinAtar grid (``grid``: (N, S*c, 10, 10), uint8 0/255 or probabilities in [0, 1]) is drawn as
-    the game's colour picture (N, 64, 64, 3) of the cells at least half set; uint8 in, uint8 out,
-    floats in [0, 1] out for floats in.
+    A MinAtar grid (``observation`` 'grid': (N, S*c, 10, 10), uint8 0/255 or probabilities in [0, 1])
+    is drawn as the game's colour picture (N, 64, 64, 3) of the cells at least half set; uint8 in,
+    uint8 out, floats in [0, 1] out for floats in. A vector ('vector': (N, S*n, 1, 1) numbers) is
+    drawn as a uint8 bar chart (N, 64, 64) of its newest n numbers (``vector_picture``).
     """
     if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    if grid:
+        frames = frames.detach().float().cpu().numpy() if frames.is_floating_point() else frames.cpu().numpy()
+    if observation == "vector":
+        return np.stack([vector_picture(v) for v in frames[:, -frame_channels:]])  # (N, 64, 64)
+    if observation == "grid":
         floats = np.issubdtype(frames.dtype, np.floating)
         cells = frames[:, -frame_channels:] >= (0.5 if floats else 128)  # (N, c, 10, 10)
         pictures = np.stack([render_state(np.moveaxis(c, 0, -1), color=True) for c in cells])  # (N, 64, 64, 3)

@@ -34,12 +34,12 @@ def record_episode(
     """Play one eval episode (``play_episode``) and write it to ``out`` (.mp4 or .gif); its score,
     steps and path."""
     path = check_animation_path(out)
-    channels, grid = env_cfg.frame_channels, env_cfg.observation == "grid"
+    channels = env_cfg.frame_channels
     frames: list[np.ndarray] = []
     score, steps = 0.0, 0
 
     def caption(obs: np.ndarray) -> np.ndarray:
-        frame = newest_image(obs[None], channels, grid)[0]  # (64, 64) gray or (64, 64, 3)
+        frame = newest_image(obs[None], channels, env_cfg.observation)[0]  # (64, 64) gray or (64, 64, 3)
         return panel(to_rgb(frame), [f"step {steps}  score {score:g}"], scale)
 
     for step in play_episode(agent, env_cfg, seed, max_steps):
