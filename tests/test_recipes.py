@@ -74,6 +74,7 @@ def test_the_recipes_are_found() -> None:
     assert any("MiniGrid" in c and "RGBImgObsWrapper" in c for c in TRAIN)
     assert any("env.obs_key=" in c for c in TRAIN) and any("env.pixels=render" in c for c in TRAIN)
     assert any("gym:ALE/Pong-v5" in c for c in TRAIN) and any("--game Tennis" in c for c in TRAIN)
+    assert {"gym:CartPole-v1", "gym:FrozenLake-v1"} <= {c.split()[3] for c in TRAIN if "env.observation=vector" in c}
 
 
 @pytest.fixture(scope="module")
