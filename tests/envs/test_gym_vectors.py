@@ -141,6 +141,25 @@ def test_a_wrong_vector_size_and_a_dict_without_key_are_env_errors() -> None:
         check_env(cfg.env)
 
 
+class InfiniteGame(GridWorldGame):
+    """The board, with an infinite number after the first step."""
+
+    def step(self, action: int) -> tuple[Any, float, bool, bool, dict]:
+        obs, *rest = super().step(action)
+        return obs.astype(np.float32) * np.inf, *rest
+
+
+gym.register("TwmTestInfinite-v0", entry_point=InfiniteGame)
+
+
+def test_an_observation_that_is_not_finite_is_an_env_error() -> None:
+    cfg = vector_cfg("gym:TwmTestInfinite-v0")
+    env = make_env(cfg.env, "train", seed=0)
+    env.reset()
+    with pytest.raises(EnvError, match="gave an observation that is not finite"):
+        env.step(0)
+
+
 def run_twm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "twm.cli", *args], capture_output=True, text=True, timeout=300, env=ENV

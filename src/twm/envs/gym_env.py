@@ -323,7 +323,10 @@ class GymSource:
                 one_hot = np.zeros(self.vector_size, dtype=np.float32)
                 one_hot[int(obs) - self._one_hot_start] = 1.0
                 return one_hot
-            return np.asarray(obs, dtype=np.float32).reshape(self.vector_size)
+            vector = np.asarray(obs, dtype=np.float32).reshape(self.vector_size)
+            if not np.isfinite(vector).all():  # symlog(inf) would turn every loss into NaN later
+                raise EnvError(f"gym:{self.env_id} gave an observation that is not finite: {vector.tolist()}")
+            return vector
         if self._layout == "chw":
             obs = np.moveaxis(np.asarray(obs), 0, -1)
         return boolean_picture(obs, self.color) if self._boolean else np.asarray(obs)
