@@ -74,7 +74,7 @@ def test_yaml_round_trip(preset: str, tmp_path: Path) -> None:
         ("train.prefill_steps=200000", "must be smaller than train.total_steps"),
         ("novalue", "must look like section.key=value"),
         ("env.observation=grid", "env.observation=grid is for minatar/<game> only; Pong is seen as pictures"),
-        ("env.observation=grids", "env.observation must be one of picture, grid; got 'grids'"),
+        ("env.observation=grids", "env.observation must be one of picture, grid, vector; got 'grids'"),
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
