@@ -236,7 +236,7 @@ class TrainedAgent:
         the transformer's memory (``actor_critic`` with h) needs ``observe(reward, done)`` after
         each step of a single environment.
         """
-        obs = np.asarray(obs, dtype=np.float32 if self.cfg.env.float_frames else np.uint8)
+        obs = np.asarray(obs, dtype=self.cfg.env.frame_dtype)
         single = obs.ndim == 3
         memory = self.memory if single else None
         actions = np.asarray(self.agent.act(obs[None] if single else obs, self.generator, memory))

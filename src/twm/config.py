@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 
 from twm.games import (
@@ -149,6 +150,11 @@ class EnvConfig:
     def float_frames(self) -> bool:
         """Frames hold float32 numbers (vectors) rather than uint8 intensities (pictures, grids)."""
         return self.observation == "vector"
+
+    @property
+    def frame_dtype(self) -> type[np.generic]:
+        """The numpy type of a frame: float32 for vectors, uint8 for pictures and grids."""
+        return np.float32 if self.float_frames else np.uint8
 
     @property
     def grid_size(self) -> int | None:

@@ -126,7 +126,7 @@ class ReplayBuffer:
             cfg.train.total_steps,
             frame_stack=cfg.env.frame_stack,
             frame_shape=(size, size) if cfg.frame_channels == 1 else (cfg.frame_channels, size, size),
-            frame_dtype=np.float32 if cfg.env.float_frames else np.uint8,
+            frame_dtype=cfg.env.frame_dtype,
             visit_temperature=cfg.replay.visit_temperature,
             seed=seed,
         )

@@ -344,7 +344,7 @@ def test_bernoulli_decoder_nll_matches_a_hand_computation() -> None:
 def test_grid_model_shapes_and_its_decoder_loss_is_the_bernoulli_nll_of_its_probabilities() -> None:
     torch.manual_seed(0)
     model = grid_model().double()
-    assert model.grid and model.frame_size == 10 and model.in_channels == 6
+    assert model.observation == "grid" and model.frame_size == 10 and model.in_channels == 6
     frames = (torch.rand(2, 5, 6, 10, 10) < 0.1).double()  # (B, T, S, 10, 10) cells in {0, 1}
     logits = model.encode(frames)
     assert logits.shape == (2, 5, 3, 5)

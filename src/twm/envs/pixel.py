@@ -14,9 +14,9 @@ Observation
     ``(frame_stack * c, 64, 64)`` uint8, c = 3 for colour else 1, frames oldest first, so the newest
     frame is the last c channels. A source of grids (MinAtar with ``env.observation=grid``) hands
     over finished (c, 10, 10) frames, which are stacked as they are; a source of vectors (gym with
-``env.observation=vector``) hands over (n,) float32 numbers, each frame (n, 1, 1), the observation
-``(frame_stack * n, 1, 1)`` float32. At an episode start every slot
-    holds the first frame (the padding of the Atari environment and of the replay buffer).
+    ``env.observation=vector``) hands over (n,) float32 numbers, each frame (n, 1, 1), the observation
+    ``(frame_stack * n, 1, 1)`` float32. At an episode start every slot holds the first frame (the
+    padding of the Atari environment and of the replay buffer).
 
 Step
     The action is repeated ``env.action_repeat`` times (rewards summed; stops early when the episode
@@ -137,8 +137,7 @@ class PixelEnv:
         self.frame_channels = env_cfg.frame_channels  # channels of one frame (numbers of a vector)
         self._as_is = env_cfg.observation in ("grid", "vector")  # the source hands over finished frames
         self._frame_size = env_cfg.frame_size
-        dtype = np.float32 if env_cfg.float_frames else np.uint8
-        self._stack = np.zeros((env_cfg.image_channels, self._frame_size, self._frame_size), dtype=dtype)
+        self._stack = np.zeros((env_cfg.image_channels, self._frame_size, self._frame_size), dtype=env_cfg.frame_dtype)
         self._steps = 0
         self._score = 0.0
         self._episode_over = True

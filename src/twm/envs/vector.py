@@ -97,8 +97,7 @@ class _Slot:
         self.episodes = list(episodes)
         self.next = 0  # index into self.episodes of the episode to start next
         self.env = make_env(env_cfg, "eval", seed) if self.episodes else None
-        dtype = np.float32 if env_cfg.float_frames else np.uint8
-        self.obs = np.zeros((env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size), dtype=dtype)
+        self.obs = np.zeros((env_cfg.image_channels, env_cfg.frame_size, env_cfg.frame_size), dtype=env_cfg.frame_dtype)
         self.achievements: dict[int, list[str]] = {}  # Crafter: what each finished episode unlocked
         self.current = -1  # episode index being played, -1 when the slot has finished its share
         self.last_reward = 0.0

@@ -217,7 +217,6 @@ class ObservationModel(nn.Module):
         self.observation: Literal["picture", "grid", "vector"] = (
             "grid" if grid_size is not None else "vector" if vector else "picture"
         )
-        self.grid = grid_size is not None
         self.frame_size = grid_size if grid_size is not None else 1 if vector else FRAME_SIZE
         if grid_size is not None:
             self.encoder, self.decoder = grid_nets(cfg, self.in_channels, grid_size, self.latent_dim)
