@@ -151,3 +151,22 @@ def test_replay_value_loss_is_refused_with_zh_inputs() -> None:
 
     with pytest.raises(ConfigError, match="replay_value_coef needs actor_critic.inputs=z"):
         load_config("smoke", ["env.game=catch", "actor_critic.replay_value_coef=0.3", "actor_critic.inputs=zh"])
+
+
+def test_greedy_acting_takes_the_most_likely_action_and_draws_nothing() -> None:
+    torch.manual_seed(0)
+    cfg = load_config("smoke", ["env.game=catch"])
+    agent = Agent(cfg, num_actions=3)
+    with torch.no_grad():  # a policy that prefers action 2, then 0, whatever it sees
+        last = agent.actor.net[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.5, -1.0, 0.8]))
+    obs = np.random.default_rng(0).integers(0, 256, (64, cfg.env.frame_stack, 64, 64), dtype=np.uint8)
+    generator = torch.Generator().manual_seed(1)
+    state = generator.get_state()
+    assert agent.act(obs, generator, greedy=True).tolist() == [2] * 64
+    assert torch.equal(generator.get_state(), state)  # nothing drawn
+    sampled = agent.act(obs, generator)
+    assert set(sampled.tolist()) == {0, 1, 2} and not torch.equal(generator.get_state(), state)
+    probs, _ = agent.policy_view(obs)
+    assert probs.argmax(dim=-1).tolist() == [2] * 64  # what act saw: the mode is the likeliest action

@@ -98,9 +98,14 @@ class Agent(nn.Module):
 
     @torch.no_grad()
     def act(
-        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: ActingMemory | None = None
+        self,
+        obs: np.ndarray,
+        generator: torch.Generator | None = None,
+        memory: ActingMemory | None = None,
+        greedy: bool = False,
     ) -> np.ndarray:
-        """Actions (N,) for real observations (N, S, 64, 64) uint8: argmax latent, sampled action.
+        """Actions (N,) for real observations (N, S, 64, 64) uint8: argmax latent, sampled action
+        (with ``greedy`` the policy's most likely action, drawing nothing from ``generator``).
 
         When the policy reads h (``actor_critic.inputs`` 'zh'), ``memory`` (from ``acting_memory``)
         holds each row's h_{t-1} and is advanced by this step; call its ``record`` after the env step.
@@ -108,7 +113,7 @@ class Agent(nn.Module):
         memory = self._checked_memory(obs, memory)
         with self._eval_mode(self.world_model.obs_model, self.actor):
             z, inputs = self._policy_inputs(obs, memory)
-            actions = self.actor.sample(inputs, generator)
+            actions = self.actor.mode(inputs) if greedy else self.actor.sample(inputs, generator)
             if memory is not None:
                 memory.advance(self.world_model.dynamics, z, actions)
         return actions.cpu().numpy().astype(np.int64)

@@ -248,19 +248,26 @@ class TrainedAgent:
             self.memory.record([float(reward)], [bool(done)])
 
     def evaluate(
-        self, episodes: int = 10, seed: int | None = None, video: str | Path | None = None
+        self,
+        episodes: int = 10,
+        seed: int | None = None,
+        video: str | Path | None = None,
+        policy: Literal["sample", "mode"] | None = None,
     ) -> EvalResult:
         """Scores of ``episodes`` eval-mode games (the run's final-evaluation seed by default);
-        ``video`` also writes one more episode as an .mp4 or .gif."""
+        ``video`` also writes one more episode as an .mp4 or .gif. ``policy`` 'sample' draws the
+        actions from the policy, 'mode' takes its most likely ones (default: the run's
+        ``train.eval_policy``)."""
         from twm.seeding import final_eval_seed
-        from twm.training.evaluation import evaluate_agent
+        from twm.training.evaluation import check_eval_policy, evaluate_agent
 
         seed = final_eval_seed(self.cfg.train.seed) if seed is None else seed
-        result = evaluate_agent(self.agent, self.cfg.env, episodes, seed)
+        acting = check_eval_policy(policy or self.cfg.train.eval_policy)
+        result = evaluate_agent(self.agent, self.cfg.env, episodes, seed, policy=acting)
         if video is not None:
             from twm.viz.video import record_episode
 
-            record_episode(self.agent, self.cfg.env, video, seed)
+            record_episode(self.agent, self.cfg.env, video, seed, policy=acting)
         return result
 
     def trace(self, seed: int | None = None, out: str | Path | None = None) -> list[dict[str, Any]]:

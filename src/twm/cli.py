@@ -398,20 +398,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     episodes = args.episodes if args.episodes is not None else cfg.train.final_eval_episodes
     # By default the seed of the run's own final evaluation, so this reproduces eval/final.json.
     seed = args.seed if args.seed is not None else final_eval_seed(cfg.train.seed)
-    result = evaluate_agent(agent, cfg.env, episodes, seed)
+    policy = args.policy or cfg.train.eval_policy
+    result = evaluate_agent(agent, cfg.env, episodes, seed, policy=policy)
     video = None
     if args.video is not None:
         from twm.viz.video import record_episode
 
-        video = record_episode(agent, cfg.env, args.video, seed)
+        video = record_episode(agent, cfg.env, args.video, seed, policy=policy)
     trace = None
     if args.trace is not None:
         from twm.analysis.trace import trace_episode, write_trace
 
-        rows = trace_episode(agent, cfg.env, seed)
+        rows = trace_episode(agent, cfg.env, seed, policy=policy)
         trace = {"out": str(write_trace(rows, args.trace)), "steps": len(rows), "score": rows[-1]["score"]}
     if args.json:
-        out = {"run_dir": str(run_dir), "game": cfg.env.game, "episodes": episodes, "seed": seed}
+        out = {"run_dir": str(run_dir), "game": cfg.env.game, "episodes": episodes, "seed": seed, "policy": policy}
         if args.checkpoint is not None:
             out["checkpoint"] = str(checkpoint)
             out["interactions"] = int(state.get("interactions", -1))
@@ -427,6 +428,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if result.crafter_score is not None:
         hns += f"  Crafter score {result.crafter_score:.2f}%"
     where = "" if args.checkpoint is None else f", {checkpoint.name}"
+    where += ", the policy's most likely actions" if policy == "mode" else ""
     print(
         f"{cfg.env.game}: mean {result.mean:.2f}  std {result.std:.2f}  min {result.min:.2f}  "
         f"max {result.max:.2f}{hns}  ({episodes} episodes, seed {seed}{where})"

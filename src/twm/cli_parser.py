@@ -325,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one more eval episode (the --video one) step by step as CSV: the action, the "
         "policy's probability of every action, the critic's value, rewards, the running score",
     )
+    p.add_argument(
+        "--policy",
+        choices=("sample", "mode"),
+        help="'sample' draws each action from the policy (the paper), 'mode' takes its most likely "
+        "action (greedy, as DQN evaluations); default: the run's train.eval_policy",
+    )
     add_device(p)
     add_json(p)
 

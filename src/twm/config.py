@@ -379,6 +379,12 @@ class TrainConfig:
     eval_interval: int = param(5_000, "agent steps between evaluations", lo=1)
     eval_episodes: int = param(10, "episodes per periodic evaluation", lo=1)
     final_eval_episodes: int = param(100, "episodes of the final evaluation", lo=1)
+    eval_policy: Literal["sample", "mode"] = param(
+        "sample",
+        "how evaluations act: 'sample' draws each action from the policy (the paper); 'mode', beyond "
+        "the paper, takes its most likely action, as greedy evaluations of value-based agents do "
+        "(the DQN baseline); training always samples",
+    )
     checkpoint_interval: int = param(10_000, "agent steps between checkpoints", lo=1)
     eval_images: bool = param(
         True, "after each periodic evaluation write a reconstruction grid and a dream strip to images/"

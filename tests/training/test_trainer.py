@@ -7,6 +7,7 @@ only contend (a run is several times slower with two threads when another job is
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -152,6 +153,43 @@ def test_eval_traces_one_more_episode(runs: dict[str, Any], tmp_path: Path) -> N
         out = run_twm("eval", str(run_dir), "--trace", str(bad))
         assert out.returncode == 2 and out.stderr.count("\n") == 1 and "--trace" in out.stderr
         assert not bad.exists()
+
+
+def test_eval_by_the_policys_mode_takes_its_most_likely_actions(runs: dict[str, Any], tmp_path: Path) -> None:
+    run_dir, _ = runs["catch"]
+    assert json.loads((run_dir / "eval" / "final.json").read_text())["eval_policy"] == "sample"
+    traces = {}
+    for policy in ("mode", "sample"):
+        trace = tmp_path / f"{policy}.csv"
+        out = run_twm("eval", str(run_dir), "--episodes", "3", "--policy", policy, "--trace", str(trace), "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["policy"] == policy
+        traces[policy] = list(csv.DictReader(trace.open()))
+    names = [k for k in traces["mode"][0] if k.startswith("p_")]
+
+    def likeliest(row: dict[str, str]) -> int:
+        return int(np.argmax([float(row[k]) for k in names]))
+
+    assert all(int(row["action"]) == likeliest(row) for row in traces["mode"])
+    # The smoke policy is far from deterministic: sampled actions are not always its likeliest ones.
+    assert any(int(row["action"]) != likeliest(row) for row in traces["sample"])
+    out = run_twm("eval", str(run_dir), "--episodes", "2", "--policy", "mode")
+    assert out.returncode == 0 and "the policy's most likely actions)" in out.stdout
+
+
+def test_a_run_evaluated_by_the_policys_mode_says_so_and_eval_reproduces_it(tmp_path: Path) -> None:
+    run_dir = tmp_path / "mode"
+    out = run_twm("train", "--game", "catch", "--preset", "smoke", "--set", "train.eval_policy=mode",
+                  "--run-dir", str(run_dir), "--no-progress")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    final = json.loads((run_dir / "eval" / "final.json").read_text())
+    assert final["eval_policy"] == "mode"
+    out = run_twm("eval", str(run_dir), "--json")  # the run's own policy by default
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["policy"] == "mode" and result["scores"] == final["scores"]
+    out = run_twm("eval", str(run_dir), "--json", "--policy", "sample")
+    assert json.loads(out.stdout)["scores"] != final["scores"]  # another policy, other games
 
 
 def test_existing_run_dir_is_refused_and_left_alone(runs: dict[str, Any]) -> None:

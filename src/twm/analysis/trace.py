@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twm.envs import action_meanings_of
-from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
+from twm.training.evaluation import MAX_EPISODE_STEPS, EvalPolicy, play_episode
 
 if TYPE_CHECKING:
     from twm.agent import Agent
@@ -26,12 +26,13 @@ if TYPE_CHECKING:
 
 
 def trace_episode(
-    agent: Agent, env_cfg: EnvConfig, seed: int, max_steps: int = MAX_EPISODE_STEPS
+    agent: Agent, env_cfg: EnvConfig, seed: int, max_steps: int = MAX_EPISODE_STEPS, policy: EvalPolicy = "sample"
 ) -> list[dict[str, Any]]:
-    """Play one eval-mode episode of ``env_cfg`` seeded with ``seed``; one row per step (see module)."""
+    """Play one eval-mode episode of ``env_cfg`` seeded with ``seed``, acting by ``policy`` (sampled
+    or most likely actions); one row per step (see module)."""
     names = action_meanings_of(env_cfg)
     rows: list[dict[str, Any]] = []
-    for step in play_episode(agent, env_cfg, seed, max_steps, look=agent.policy_view):
+    for step in play_episode(agent, env_cfg, seed, max_steps, look=agent.policy_view, policy=policy):
         probs, values = step.seen
         row: dict[str, Any] = {
             "step": len(rows) + 1,

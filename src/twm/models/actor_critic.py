@@ -76,6 +76,11 @@ class Actor(nn.Module):
         actions = torch.multinomial(probs, 1, generator=generator)  # (N, 1)
         return actions.reshape(logits.shape[:-1])  # (...)
 
+    @torch.no_grad()
+    def mode(self, z: Tensor) -> Tensor:
+        """The most likely actions (...) long (greedy acting; the lowest index among ties)."""
+        return self(z).argmax(dim=-1)
+
 
 class Critic(nn.Module):
     """v(z): latents (..., latent_dim) -> values (...).

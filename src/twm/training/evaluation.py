@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,17 @@ if TYPE_CHECKING:
 
 MAX_EPISODE_STEPS = 27_000  # the Atari time limit: a played episode that never ends stops here
 
+EvalPolicy = Literal["sample", "mode"]
+EVAL_POLICIES: tuple[EvalPolicy, ...] = ("sample", "mode")
+
+
+def check_eval_policy(policy: str) -> EvalPolicy:
+    """``policy`` if it is one of EVAL_POLICIES, else ValueError."""
+    if policy not in EVAL_POLICIES:
+        raise ValueError(f"the evaluation policy must be one of {', '.join(EVAL_POLICIES)}; got {policy!r}")
+    return cast(EvalPolicy, policy)
+
+
 # Ten slots: a periodic evaluation (10 episodes in the paper) is one lockstep round, and 100 final
 # episodes split evenly over the slots, so no slot plays a longer tail alone.
 DEFAULT_EVAL_ENVS = 10
@@ -41,7 +52,11 @@ class Acting(Protocol):
     """What evaluation needs of an agent (``twm.agent.Agent`` or a scripted stand-in)."""
 
     def act(
-        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: ActingMemory | None = None
+        self,
+        obs: np.ndarray,
+        generator: torch.Generator | None = None,
+        memory: ActingMemory | None = None,
+        greedy: bool = False,
     ) -> np.ndarray: ...
 
 
@@ -115,15 +130,15 @@ class EvalEvent:
 class _RecurrentAgent:
     """An agent whose policy reads h, as a ``RecurrentPolicy``: one acting-memory row per active slot."""
 
-    def __init__(self, agent: Acting, generator: torch.Generator, memory: ActingMemory) -> None:
-        self.agent, self.generator, self.memory = agent, generator, memory
+    def __init__(self, agent: Acting, generator: torch.Generator, memory: ActingMemory, greedy: bool) -> None:
+        self.agent, self.generator, self.memory, self.greedy = agent, generator, memory, greedy
         self.rows = np.arange(memory.rows)  # the slot of each memory row
 
     def __call__(self, obs: np.ndarray, slots: np.ndarray) -> np.ndarray:
         if not np.array_equal(slots, self.rows):  # slots that finished their share leave
             self.memory.keep(np.searchsorted(self.rows, slots))
             self.rows = slots.copy()
-        return np.asarray(self.agent.act(obs, self.generator, self.memory))
+        return np.asarray(self.agent.act(obs, self.generator, self.memory, self.greedy))
 
     def observe(self, slots: np.ndarray, rewards: np.ndarray, dones: np.ndarray) -> None:
         self.memory.record(rewards, dones)
@@ -135,8 +150,11 @@ def evaluate_agent(
     num_episodes: int,
     seed: int,
     num_envs: int = DEFAULT_EVAL_ENVS,
+    policy: EvalPolicy = "sample",
 ) -> EvalResult:
-    """Scores of ``num_episodes`` eval-mode games played by ``agent.act`` (sampled actions)."""
+    """Scores of ``num_episodes`` eval-mode games played by ``agent.act``: sampled actions, or with
+    ``policy`` 'mode' the policy's most likely ones (``train.eval_policy``)."""
+    greedy = check_eval_policy(policy) == "mode"
     device = getattr(agent, "device", torch.device("cpu"))
     generator = torch_generator(seed, device)  # acting samples on the agent's device
     num_envs = max(1, min(num_envs, num_episodes))
@@ -144,13 +162,15 @@ def evaluate_agent(
     memory = memory_of(num_envs) if memory_of is not None else None
 
     def plain_policy(obs: np.ndarray) -> np.ndarray:
-        return np.asarray(agent.act(obs, generator))
+        return np.asarray(agent.act(obs, generator, greedy=greedy))
 
-    policy: Policy | RecurrentPolicy = plain_policy if memory is None else _RecurrentAgent(agent, generator, memory)
+    acting: Policy | RecurrentPolicy = (
+        plain_policy if memory is None else _RecurrentAgent(agent, generator, memory, greedy)
+    )
     if resolve_game(env_cfg.game) != CRAFTER_GAME:
-        return EvalResult.from_scores(env_cfg.game, evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed))
+        return EvalResult.from_scores(env_cfg.game, evaluate_episodes(env_cfg, acting, num_episodes, num_envs, seed))
     unlocked: dict[int, list[str]] = {}
-    scores = evaluate_episodes(env_cfg, policy, num_episodes, num_envs, seed, "sync", achievements=unlocked)
+    scores = evaluate_episodes(env_cfg, acting, num_episodes, num_envs, seed, "sync", achievements=unlocked)
     return EvalResult.from_scores(env_cfg.game, scores, [unlocked[k] for k in range(num_episodes)])
 
 
@@ -174,11 +194,14 @@ def play_episode(
     seed: int,
     max_steps: int = MAX_EPISODE_STEPS,
     look: Callable[[np.ndarray, ActingMemory | None], Any] | None = None,
+    policy: EvalPolicy = "sample",
 ) -> Iterator[PlayedStep]:
     """One eval-mode game, step by step, as ``twm eval --video`` and ``--trace`` show it: the
     environment and the agent's action sampling both seeded with ``seed``, the agent in eval mode.
     ``look(obs[None], memory)`` is called before each action (it must draw nothing and leave the
-    memory alone, as ``Agent.policy_view``); its result comes back as ``PlayedStep.seen``."""
+    memory alone, as ``Agent.policy_view``); its result comes back as ``PlayedStep.seen``. ``policy``
+    'mode' takes the policy's most likely actions (as ``evaluate_agent``)."""
+    greedy = check_eval_policy(policy) == "mode"
     generator = torch_generator(seed, agent.device)
     memory = agent.acting_memory(1)
     env = make_env(env_cfg, "eval", seed)
@@ -189,7 +212,7 @@ def play_episode(
         score, steps, done = 0.0, 0, False
         while not done and steps < max_steps:
             seen = None if look is None else look(obs[None], memory)
-            action = int(np.asarray(agent.act(obs[None], generator, memory))[0])
+            action = int(np.asarray(agent.act(obs[None], generator, memory, greedy))[0])
             next_obs, reward, terminated, truncated, info = env.step(action)
             raw = float(info.get("raw_reward", reward))
             score += raw

@@ -83,6 +83,7 @@ def write_final(
     seed: int,
     preset: str | None,
     eval_seed: int,
+    eval_policy: str,
     state: TrainingState,
     wall_time: float,
     device: str,
@@ -102,6 +103,7 @@ def write_final(
             "random_ratio": result.random_ratio,
             "episodes": len(result.scores),
             "eval_seed": eval_seed,
+            "eval_policy": eval_policy,  # train.eval_policy: sampled or most likely actions
             "interactions": state.interactions,
             "updates": state.updates,
             "wall_time_s": round(wall_time, 3),

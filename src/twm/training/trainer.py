@@ -198,7 +198,7 @@ class Trainer:
             raise self._stopped("during the final evaluation")
         summary = output.write_final(
             RunDir(self.run_dir).final_json, result, game=self.cfg.env.game, seed=t.seed, preset=self.preset,
-            eval_seed=final_eval_seed(t.seed), state=s, wall_time=self._elapsed(), device=str(self.device),
+            eval_seed=final_eval_seed(t.seed), eval_policy=t.eval_policy, state=s, wall_time=self._elapsed(), device=str(self.device),
         )  # fmt: skip
         s.phase = Phase.DONE
         return {**summary, "run_dir": str(self.run_dir)}
@@ -428,7 +428,8 @@ class Trainer:
     def _run_eval(self, episodes: int, seed: int, where: str) -> EvalResult | None:
         """Evaluate and log; None if a signal stopped it (the evaluation is then redone after a resume)."""
         start = time.time()
-        evaluate = lambda: evaluate_agent(self.agent, self.cfg.env, episodes, seed, self.eval_envs)  # noqa: E731
+        policy = self.cfg.train.eval_policy
+        evaluate = lambda: evaluate_agent(self.agent, self.cfg.env, episodes, seed, self.eval_envs, policy)  # noqa: E731
         result = self._stop.abortable(where, evaluate)
         if result is None:
             self.agent.train()  # acting switches to eval mode and may not have switched back

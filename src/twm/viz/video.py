@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
+from twm.training.evaluation import MAX_EPISODE_STEPS, EvalPolicy, play_episode
 from twm.viz.render import check_animation_path, newest_image, panel, to_rgb, write_animation
 
 if TYPE_CHECKING:
@@ -30,9 +30,10 @@ def record_episode(
     fps: float = 15.0,
     scale: int = 4,
     max_steps: int = MAX_EPISODE_STEPS,
+    policy: EvalPolicy = "sample",
 ) -> dict[str, float | int | str]:
-    """Play one eval episode (``play_episode``) and write it to ``out`` (.mp4 or .gif); its score,
-    steps and path."""
+    """Play one eval episode (``play_episode``, acting by ``policy``) and write it to ``out`` (.mp4 or
+    .gif); its score, steps and path."""
     path = check_animation_path(out)
     channels = env_cfg.frame_channels
     frames: list[np.ndarray] = []
@@ -42,7 +43,7 @@ def record_episode(
         frame = newest_image(obs[None], channels, env_cfg.observation)[0]  # (64, 64) gray or (64, 64, 3)
         return panel(to_rgb(frame), [f"step {steps}  score {score:g}"], scale)
 
-    for step in play_episode(agent, env_cfg, seed, max_steps):
+    for step in play_episode(agent, env_cfg, seed, max_steps, policy=policy):
         if not frames:
             frames.append(caption(step.obs))  # the start: step 0, score 0
         score, steps = step.score, steps + 1
