@@ -80,6 +80,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "plus-zh": ("plus", ["actor_critic.inputs=zh"]),
     # The game's 10x10 state instead of its 64x64 picture: grid nets and a Bernoulli decoder.
     "plus-grid": ("plus", ["env.observation=grid"]),
+    # Advantages divided by max(0.01, S) instead of max(1, S): on Freeway the imagined returns spread
+    # over about 0.01 before a run takes off, and the floor of 1 left advantages of 0.001 against a
+    # 3e-4 entropy bonus (a near-uniform policy whose mode crossed the road; docs/results.md).
+    "plus-return-floor-0.01": ("plus", ["actor_critic.return_norm_floor=0.01"]),
     # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
     "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only

@@ -43,7 +43,10 @@ SWITCHES = {
     "actor_critic.replay_value_coef": 0.3,
     "dynamics.encoder_grad": 0.5,
     "replay.rewarded_share": 0.5,
+    "actor_critic.return_norm_floor": 0.01,
 }
+# Switches that act only beside another: the update with both differs from the update with the other alone.
+NEEDS = {"actor_critic.return_norm_floor": ["actor_critic.return_norm=percentile"]}
 # The ones the `plus` preset turns on: all but uniform mixing in the latents, which hid Breakout's
 # ball from the world model (docs/results.md, "The plus agent"), the replay value loss (no gain
 # on Space Invaders) and the rewarded share of the world-model batches (not measured yet).
@@ -52,7 +55,10 @@ PLUS_SWITCHES = {
         key: value
         for key, value in SWITCHES.items()
         if key
-        not in ("obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share")
+        not in (
+            "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
+            "actor_critic.return_norm_floor",
+        )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)
 }

@@ -94,3 +94,15 @@ def test_percentile_normalizer_matches_numpy_on_a_fixed_stream() -> None:
     assert hi - lo > 10  # the stream did leave the floor
     state = norm.state_dict()
     assert set(state) == {"lo", "hi"} and math.isclose(state["hi"].item(), hi, rel_tol=1e-5)
+
+
+def test_percentile_normalizer_floor_is_the_least_scale() -> None:
+    from twm.losses import PercentileNormalizer
+
+    low = PercentileNormalizer(decay=0.5, floor=0.01)
+    # Returns 0..1 in 0.01 steps: q5 = 0.05, q95 = 0.95; after one update lo = 0.025, hi = 0.475.
+    returns = torch.linspace(0, 1, 101)
+    assert math.isclose(low.update(returns).item(), 0.45, rel_tol=1e-5)
+    assert PercentileNormalizer(decay=0.5).update(returns).item() == 1.0  # DreamerV3's floor of 1
+    tiny = PercentileNormalizer(decay=0.5, floor=0.01)
+    assert math.isclose(tiny.update(returns * 1e-3).item(), 0.01, rel_tol=1e-6)  # 0.00045 < floor

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from builders import NUM_ACTIONS, PLUS_SWITCHES, SWITCHES, catch_replay, preset_smoke_update
+from builders import NEEDS, NUM_ACTIONS, PLUS_SWITCHES, SWITCHES, catch_replay, preset_smoke_update
 from twm.agent import Agent
 from twm.config import Config
 from twm.config_files import load_config
@@ -64,8 +64,11 @@ def test_every_switch_changes_the_update() -> None:
     # replay.rewarded_share changes which sequences are drawn, not the update: in catch's replay
     # most windows hold a reward, so the same ones can win (tests/test_replay.py tests the draw).
     for key, value in SWITCHES.items():
-        if key != "replay.rewarded_share":
-            assert preset_smoke_update("minatar", f"{key}={value}") != reference, key
+        if key == "replay.rewarded_share":
+            continue
+        base = NEEDS.get(key, [])
+        other_alone = preset_smoke_update("minatar", *base) if base else reference
+        assert preset_smoke_update("minatar", *base, f"{key}={value}") != other_alone, key
 
 
 def test_slow_critic_follows_the_critic_by_its_rate() -> None:

@@ -53,7 +53,9 @@ class Agent(nn.Module):
         self.slow_critic: Critic | None = None
         if ac.slow_critic_rate > 0:
             self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.return_normalizer = PercentileNormalizer(ac.return_norm_decay) if ac.return_norm == "percentile" else None
+        self.return_normalizer = (
+            PercentileNormalizer(ac.return_norm_decay, floor=ac.return_norm_floor) if ac.return_norm == "percentile" else None
+        )
         if cfg.train.compile:
             self.compile_networks(cfg.train.compile_backend)
 

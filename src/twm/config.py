@@ -297,10 +297,18 @@ class ActorCriticConfig:
     slow_critic_coef: float = param(1.0, "weight of the slow-critic regulariser (with slow_critic_rate)", lo=0)
     return_norm: Literal["none", "percentile"] = param(
         "none",
-        "advantage scaling: 'none' (the paper); 'percentile' divides advantages by max(1, S), S an EMA of "
+        "advantage scaling: 'none' (the paper); 'percentile' divides advantages by max(floor, S), S an EMA of "
         "the 95th minus the 5th percentile of the imagined lambda-returns (beyond the paper, DreamerV3)",
     )
     return_norm_decay: float = param(0.99, "EMA decay of the return percentiles (return_norm)", lo=0, hi=1)
+    return_norm_floor: float = param(
+        1.0,
+        "the least scale return_norm divides by: max(floor, S) (DreamerV3's 1 keeps the small returns of "
+        "sparse rewards from being blown up; below 1, beyond it, lets a policy follow returns that "
+        "tanh-squashed, rare rewards keep small)",
+        lo=0,
+        lo_open=True,
+    )
     inputs: Literal["z", "zh"] = param(
         "z",
         "what actor and critic read: 'z' the latent z_t alone (the paper: acting needs only the encoder); "

@@ -81,22 +81,23 @@ def critic_loss(values: torch.Tensor, returns: torch.Tensor, weights: torch.Tens
 
 
 class PercentileNormalizer(nn.Module):
-    """The scale of imagined returns: max(1, hi - lo), lo and hi EMAs of their 5th and 95th percentiles.
+    """The scale of imagined returns: max(floor, hi - lo), lo and hi EMAs of their 5th and 95th percentiles.
 
     ``update(returns)`` moves lo <- decay lo + (1 - decay) q_5(returns) and hi likewise with q_95
     (quantiles over all elements, linearly interpolated as numpy's default), both starting at 0,
     and returns the new scale. Advantages divided by it keep their sign and, once returns spread
-    over more than 1, a fixed size (DreamerV3's return normalisation; the floor keeps the small
-    returns of sparse-reward games from being blown up). lo and hi are buffers: checkpoints hold them.
+    over more than ``floor``, a fixed size (DreamerV3's return normalisation, floor 1; the floor keeps
+    the small returns of sparse-reward games from being blown up). lo and hi are buffers: checkpoints
+    hold them.
     """
 
     quantiles: torch.Tensor
     lo: torch.Tensor
     hi: torch.Tensor
 
-    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95) -> None:
+    def __init__(self, decay: float = 0.99, low: float = 0.05, high: float = 0.95, floor: float = 1.0) -> None:
         super().__init__()
-        self.decay = decay
+        self.decay, self.floor = decay, floor
         self.register_buffer("quantiles", torch.tensor([low, high]), persistent=False)
         self.register_buffer("lo", torch.zeros(()))
         self.register_buffer("hi", torch.zeros(()))
@@ -110,8 +111,8 @@ class PercentileNormalizer(nn.Module):
         return self.scale()
 
     def scale(self) -> torch.Tensor:
-        """max(1, hi - lo), a () tensor."""
-        return (self.hi - self.lo).clamp_min(1.0)
+        """max(floor, hi - lo), a () tensor."""
+        return (self.hi - self.lo).clamp_min(self.floor)
 
 
 def normalized_entropy(logits: torch.Tensor) -> torch.Tensor:
