@@ -63,27 +63,23 @@ def test_analytic_flops_match_torch_flop_counter(kv_cache: bool, threshold: floa
         assert ours[part].total == pytest.approx(expected, rel=0.01), part
 
 
-def test_analytic_flops_of_grid_observations_match_torch_flop_counter() -> None:
-    cfg = load_config("smoke", ["env.game=minatar/breakout", "env.observation=grid"])
+@pytest.mark.parametrize(
+    ("frames", "pictures"),
+    [
+        (["env.game=minatar/breakout", "env.observation=grid"], ["env.game=minatar/breakout"]),
+        (["env.game=gym:CartPole-v1", "env.observation=vector", "env.vector_size=4"], ["env.game=catch"]),
+    ],
+    ids=["grid", "vector"],
+)
+def test_analytic_flops_of_grids_and_vectors_match_torch_flop_counter(frames: list[str], pictures: list[str]) -> None:
+    cfg = load_config("smoke", frames)
     torch_counts, fresh = counted_by_torch(cfg)
     ours = update_flops(cfg, NUM_ACTIONS, fresh_starts=fresh)
     for part, expected in torch_counts.items():
         assert ours[part].total == pytest.approx(expected, rel=0.01), part
-    # The grid nets are counted, not the picture nets (which cost several times more here).
-    pictures = update_flops(load_config("smoke", ["env.game=minatar/breakout"]), NUM_ACTIONS, fresh_starts=fresh)
-    assert ours["world_model"].total < pictures["world_model"].total
-
-
-def test_analytic_flops_of_vector_observations_match_torch_flop_counter() -> None:
-    vector = ["env.game=gym:CartPole-v1", "env.observation=vector", "env.vector_size=4"]
-    cfg = load_config("smoke", vector)
-    torch_counts, fresh = counted_by_torch(cfg)
-    ours = update_flops(cfg, NUM_ACTIONS, fresh_starts=fresh)
-    for part, expected in torch_counts.items():
-        assert ours[part].total == pytest.approx(expected, rel=0.01), part
-    # The MLP on 4 x 4 numbers is counted, not the picture nets.
-    pictures = update_flops(load_config("smoke", ["env.game=catch"]), NUM_ACTIONS, fresh_starts=fresh)
-    assert ours["world_model"].total < pictures["world_model"].total
+    # The grid nets (or the vector MLPs) are counted, not the picture nets, which cost more here.
+    picture_flops = update_flops(load_config("smoke", pictures), NUM_ACTIONS, fresh_starts=fresh)
+    assert ours["world_model"].total < picture_flops["world_model"].total
 
 
 def test_paper_config_flops() -> None:
