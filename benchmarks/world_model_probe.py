@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from twm.models.batch import TorchSequenceBatch
+from twm.models.observation import frames_to_float
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
 
@@ -37,14 +38,17 @@ def reward_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float | int]
     rewarded = target != 0
     mse, mse_mean = float(((pred - target) ** 2).mean()), float(((target - target.mean()) ** 2).mean())
     nan = float("nan")
+    # Rewards that never vary (CartPole's +1 at every step) have no variance to explain: float32
+    # rounding of one value leaves a mean squared deviation of about 1e-14, not 0.
+    varies = target.std() > 1e-6 * max(1.0, float(np.abs(target).max()))
     return {
         "steps": int(target.size),
         "rewarded_share": float(rewarded.mean()),
         "pred_on_rewarded": float(pred[rewarded].mean()) if rewarded.any() else nan,
         "target_on_rewarded": float(target[rewarded].mean()) if rewarded.any() else nan,
         "pred_on_unrewarded": float(pred[~rewarded].mean()) if (~rewarded).any() else nan,
-        "correlation": float(np.corrcoef(pred, target)[0, 1]) if target.std() > 0 and pred.std() > 0 else nan,
-        "variance_explained": 1.0 - mse / mse_mean if mse_mean > 0 else nan,
+        "correlation": float(np.corrcoef(pred, target)[0, 1]) if varies and pred.std() > 0 else nan,
+        "variance_explained": 1.0 - mse / mse_mean if varies else nan,
     }
 
 
@@ -68,7 +72,7 @@ def probe(run_dir: str, batches: int, batch_size: int, seed: int) -> dict[str, f
             )
             preds.append(out.reward_mean[:, 1:].flatten().numpy())  # r_1..r_T, as the loss reads them
             targets.append(batch.rewards[:, 1:].flatten().numpy())
-            frames = obs.flatten(0, 1).float() / 255.0  # (N, S, 64, 64), S = frame_stack * c
+            frames = frames_to_float(obs.flatten(0, 1))  # (N, S, H, W), S = frame_stack * c; vectors as they are
             if frames.shape[1] < 2 * c:
                 continue  # one frame per observation: nothing to tell what moved
             newest, previous = frames[:, -c:], frames[:, -2 * c : -c]

@@ -33,6 +33,11 @@ def test_reward_stats_by_hand() -> None:
         1.0,
         0.0,
     )
+    # CartPole: every step rewarded with tanh(1), as float32: nothing varies, nothing to explain.
+    constant = np.full(1000, np.tanh(1.0), dtype=np.float32)
+    none = probe_mod.reward_stats(constant + np.float32(1e-4), constant)
+    assert math.isnan(none["variance_explained"]) and math.isnan(none["correlation"])
+    assert none["rewarded_share"] == 1.0 and math.isnan(none["pred_on_unrewarded"])
 
 
 @pytest.mark.slow
