@@ -15,7 +15,9 @@ from twm.training.evaluation import EvalResult, evaluate_agent
 class OptimalCatchAgent:
     """Reads ball and paddle off the newest frame and walks towards the ball (no drift: it falls straight)."""
 
-    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: None = None, greedy: bool = False
+    ) -> np.ndarray:
         actions = []
         for stack in obs:
             frame = stack[-1]
@@ -32,9 +34,13 @@ class RandomAgent:
 
     def __init__(self) -> None:
         self.generators: list[torch.Generator | None] = []
+        self.greedy: list[bool] = []
 
-    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: None = None, greedy: bool = False
+    ) -> np.ndarray:
         self.generators.append(generator)
+        self.greedy.append(greedy)
         return torch.randint(0, 3, (len(obs),), generator=generator).numpy()
 
 
@@ -64,6 +70,16 @@ def test_aggregates_match_the_scores_and_the_seed_fixes_them() -> None:
     assert result.mean < 0
 
 
+def test_the_evaluation_policy_reaches_the_agent() -> None:
+    sampling, greedy = RandomAgent(), RandomAgent()
+    evaluate_agent(sampling, CATCH, num_episodes=2, seed=1, num_envs=2)
+    evaluate_agent(greedy, CATCH, num_episodes=2, seed=1, num_envs=2, policy="mode")
+    assert sampling.greedy and not any(sampling.greedy)
+    assert greedy.greedy and all(greedy.greedy)
+    with pytest.raises(ValueError, match="must be one of sample, mode; got 'greedy'"):
+        evaluate_agent(RandomAgent(), CATCH, num_episodes=2, seed=1, policy="greedy")  # type: ignore[arg-type]
+
+
 class ObsAgent:
     """Deterministic per observation (ignores the generator) but plays each game differently, so the
     scores depend on which seeded env plays which episode."""
@@ -71,7 +87,9 @@ class ObsAgent:
     def __init__(self) -> None:
         self.policy = obs_policy(3)
 
-    def act(self, obs: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, obs: np.ndarray, generator: torch.Generator | None = None, memory: None = None, greedy: bool = False
+    ) -> np.ndarray:
         return self.policy(obs)
 
 
