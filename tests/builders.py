@@ -46,6 +46,7 @@ SWITCHES = {
     # 0.5, not the 0.01 of the Freeway experiment: a floor of 0.01 multiplies advantages by up to
     # 100, and with them the float rounding in which the captured and the eager update differ.
     "actor_critic.return_norm_floor": 0.5,
+    "train.eval_policy": "mode",
 }
 # Switches that act only beside another: the update with both differs from the update with the other alone.
 NEEDS = {"actor_critic.return_norm_floor": ["actor_critic.return_norm=percentile"]}
@@ -59,7 +60,7 @@ PLUS_SWITCHES = {
         if key
         not in (
             "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
-            "actor_critic.return_norm_floor",
+            "actor_critic.return_norm_floor", "train.eval_policy",
         )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)
