@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from twm.config import Config, ConfigError
+from twm.config import Config, ConfigError, EvalPolicy
 from twm.config_files import load_config
 from twm.games import run_name
 
@@ -252,7 +252,7 @@ class TrainedAgent:
         episodes: int = 10,
         seed: int | None = None,
         video: str | Path | None = None,
-        policy: Literal["sample", "mode"] | None = None,
+        policy: EvalPolicy | None = None,
     ) -> EvalResult:
         """Scores of ``episodes`` eval-mode games (the run's final-evaluation seed by default);
         ``video`` also writes one more episode as an .mp4 or .gif. ``policy`` 'sample' draws the

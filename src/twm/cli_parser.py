@@ -11,6 +11,7 @@ import math
 from collections.abc import Callable
 from typing import NoReturn
 
+from twm.config import EVAL_POLICIES
 from twm.presets import PRESET_SUMMARIES, PRESETS
 from twm.version import __version__
 
@@ -327,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--policy",
-        choices=("sample", "mode"),
+        choices=EVAL_POLICIES,
         help="'sample' draws each action from the policy (the paper), 'mode' takes its most likely "
         "action (greedy, as DQN evaluations); default: the run's train.eval_policy",
     )

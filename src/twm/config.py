@@ -37,6 +37,10 @@ from twm.games import (
 
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many libraries take 32-bit seeds
 
+# How evaluations act (train.eval_policy, twm eval --policy): sample from the policy, or take its mode.
+EvalPolicy = Literal["sample", "mode"]
+EVAL_POLICIES: tuple[EvalPolicy, ...] = typing.get_args(EvalPolicy)
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased as a one-line message for the user."""
@@ -387,7 +391,7 @@ class TrainConfig:
     eval_interval: int = param(5_000, "agent steps between evaluations", lo=1)
     eval_episodes: int = param(10, "episodes per periodic evaluation", lo=1)
     final_eval_episodes: int = param(100, "episodes of the final evaluation", lo=1)
-    eval_policy: Literal["sample", "mode"] = param(
+    eval_policy: EvalPolicy = param(
         "sample",
         "how evaluations act: 'sample' draws each action from the policy (the paper); 'mode', beyond "
         "the paper, takes its most likely action, as greedy evaluations of value-based agents do "

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twm.envs import action_meanings_of
-from twm.training.evaluation import MAX_EPISODE_STEPS, EvalPolicy, play_episode
+from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
 
 if TYPE_CHECKING:
     from twm.agent import Agent
-    from twm.config import EnvConfig
+    from twm.config import EnvConfig, EvalPolicy
 
 
 def trace_episode(

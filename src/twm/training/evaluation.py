@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import numpy as np
 import torch
 
 from twm.acting import ActingMemory
+from twm.config import EVAL_POLICIES, EvalPolicy
 from twm.envs import make_env
 from twm.envs.crafter import crafter_score, success_rates
 from twm.envs.vector import Policy, RecurrentPolicy, evaluate_episodes
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from twm.training.logger import MetricsLogger
 
 MAX_EPISODE_STEPS = 27_000  # the Atari time limit: a played episode that never ends stops here
-
-EvalPolicy = Literal["sample", "mode"]
-EVAL_POLICIES: tuple[EvalPolicy, ...] = ("sample", "mode")
-
 
 def check_eval_policy(policy: str) -> EvalPolicy:
     """``policy`` if it is one of EVAL_POLICIES, else ValueError."""

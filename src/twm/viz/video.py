@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from twm.training.evaluation import MAX_EPISODE_STEPS, EvalPolicy, play_episode
+from twm.training.evaluation import MAX_EPISODE_STEPS, play_episode
 from twm.viz.render import check_animation_path, newest_image, panel, to_rgb, write_animation
 
 if TYPE_CHECKING:
     from twm.agent import Agent
-    from twm.config import EnvConfig
+    from twm.config import EnvConfig, EvalPolicy
 
 
 
