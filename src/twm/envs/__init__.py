@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from twm.envs.pixel import EnvError
+from twm.envs.pixel import EnvError, PixelEnv
 from twm.games import GYM_PREFIX, MINATAR_PREFIX, game_family, resolve_game
 
 if TYPE_CHECKING:  # twm.config imports twm.games, so import the config lazily
@@ -102,8 +102,6 @@ def check_env(env_cfg: EnvConfig) -> int:
     With ``env.observation=vector`` and ``env.vector_size`` 0 it sets ``env_cfg.vector_size`` to the
     numbers in the environment's observations (the models' input size).
     """
-    from twm.envs.pixel import PixelEnv
-
     env = make_env(env_cfg, "eval", 0)
     try:
         if env_cfg.observation == "vector" and isinstance(env, PixelEnv):
