@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from twm.envs.pixel import EnvError, PixelEnv
+from twm.envs.pixel import EnvError, PixelEnv, PixelSource
 from twm.games import GYM_PREFIX, MINATAR_PREFIX, game_family, resolve_game
 
 if TYPE_CHECKING:  # twm.config imports twm.games, so import the config lazily
@@ -56,7 +56,6 @@ def make_env(env_cfg: EnvConfig, mode: Literal["train", "eval"], seed: int) -> E
         from twm.envs.atari import AtariEnv
 
         return AtariEnv(env_cfg, mode=mode, seed=seed)
-    from twm.envs.pixel import PixelEnv, PixelSource
 
     source: PixelSource
     if family == "minatar":
