@@ -223,41 +223,52 @@ def check_spaces(env_id: str, env: Any, obs_key: str = "", wrapped: bool = False
     if isinstance(obs_space, gym.spaces.Box) and obs_space.dtype in (np.uint8, np.bool_) and shape is not None:
         layout = image_layout(tuple(shape), obs_space.dtype == np.bool_)
     if layout is None:
-        where = f"observations[{obs_key!r}]" if obs_key else "observations"
-        where += " after env.wrappers" if wrapped else ""
         hint = "" if obs_key else "; env.pixels=render reads the env's rgb_array frames instead"
-        numbers = isinstance(obs_space, gym.spaces.Discrete) or (
-            isinstance(obs_space, gym.spaces.Box) and np.issubdtype(obs_space.dtype, np.number)
-        )
-        if numbers:
+        if holds_numbers(obs_space):
             hint = "; --set env.observation=vector reads them as a vector of numbers" + (
                 ", or env.pixels=render the env's rgb_array frames" if not obs_key else ""
             )
         raise EnvError(
-            f"gym:{env_id} {where} are {obs_space}; twm needs images (a Box of uint8, HxW or HxWxC or CxHxW "
+            f"gym:{env_id} {_where(obs_key, wrapped)} are {obs_space}; twm needs images (a Box of uint8, HxW or HxWxC or CxHxW "
             f"with C in 1, 3, 4, or of booleans){hint}"
         )
     return layout
 
 
-def vector_size_of(env_id: str, env: Any, obs_key: str = "", wrapped: bool = False) -> int:
-    """Numbers in one observation of ``env`` read as a vector (env.observation=vector); EnvError if it
-    cannot be: a numeric Box (its size) or a Discrete (its one-hot)."""
+def _where(obs_key: str, wrapped: bool) -> str:
+    """What an error names: the observations, or their key, after the wrappers if there are any."""
+    where = f"observations[{obs_key!r}]" if obs_key else "observations"
+    return where + (" after env.wrappers" if wrapped else "")
+
+
+def holds_numbers(space: Any) -> bool:
+    """Whether a space can be read as a vector: a Discrete, or a non-empty Box of numbers or booleans."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return True
+    return (
+        isinstance(space, gym.spaces.Box)
+        and (np.issubdtype(space.dtype, np.number) or space.dtype == np.bool_)
+        and int(np.prod(space.shape)) >= 1
+    )
+
+
+def vector_layout(env_id: str, env: Any, obs_key: str = "", wrapped: bool = False) -> tuple[int, int | None]:
+    """How ``env``'s observations read as a vector (env.observation=vector): the numbers in one, and
+    for a Discrete (read as its one-hot) its first value, None for a Box (flattened). EnvError if
+    they cannot be read so."""
     import gymnasium as gym
 
     space = image_space(env_id, env, obs_key)
-    if isinstance(space, gym.spaces.Discrete):
-        return int(space.n)
-    numeric = isinstance(space, gym.spaces.Box) and (
-        np.issubdtype(space.dtype, np.number) or space.dtype == np.bool_
-    )
-    if not numeric or int(np.prod(space.shape)) < 1:
-        where = f"observations[{obs_key!r}]" if obs_key else "observations"
-        where += " after env.wrappers" if wrapped else ""
+    if not holds_numbers(space):
         raise EnvError(
-            f"gym:{env_id} {where} are {space}; env.observation=vector needs a Box of numbers or a Discrete"
+            f"gym:{env_id} {_where(obs_key, wrapped)} are {space}; env.observation=vector needs a Box of "
+            "numbers or a Discrete"
         )
-    return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n), int(space.start)
+    return int(np.prod(space.shape)), None
 
 
 def boolean_picture(obs: np.ndarray, color: bool) -> np.ndarray:
@@ -273,8 +284,6 @@ class GymSource:
     """A Gymnasium environment as a PixelSource (see the module docstring)."""
 
     def __init__(self, env_id: str, env_cfg: EnvConfig, seed: int) -> None:
-        import gymnasium as gym
-
         self.env_id = env_id
         self.vector_size = 0  # numbers per observation with env.observation=vector
         self._one_hot_start: int | None = None
@@ -292,10 +301,8 @@ class GymSource:
                 env = render_observations(env_id, env)
             self.vector = env_cfg.observation == "vector"
             if self.vector:
-                self.vector_size = vector_size_of(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
-                space = image_space(env_id, env, self.obs_key)
-                # A Discrete observation is its one-hot; its first value may be other than 0.
-                self._one_hot_start = int(space.start) if isinstance(space, gym.spaces.Discrete) else None
+                layout = vector_layout(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
+                self.vector_size, self._one_hot_start = layout
             else:
                 self._layout = check_spaces(env_id, env, self.obs_key, wrapped=bool(self.wrappers))
         except BaseException:
