@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from twm.config import Config, DynamicsConfig, ObservationModelConfig
+from twm.config import Config, DynamicsConfig
 from twm.models.batch import TorchSequenceBatch
 from twm.models.dynamics import DynamicsModel
 from twm.models.observation import ObservationModel
@@ -68,25 +68,20 @@ class WorldModel(nn.Module):
 
     def __init__(
         self,
-        obs_cfg: ObservationModelConfig,
+        obs_model: ObservationModel,
         dyn_cfg: DynamicsConfig,
         num_actions: int,
         *,
-        frame_stack: int,
-        frame_channels: int,
         discount: float,
         precision: Precision = "float32",
-        grid_size: int | None = None,
-        vector: bool = False,
     ) -> None:
         super().__init__()
+        obs_cfg = obs_model.cfg
         self.obs_cfg, self.dyn_cfg = obs_cfg, dyn_cfg
         self.num_actions = num_actions
         self.discount = discount  # γ: the discount target of a step that did not end the episode
         self.precision: Precision = precision
-        self.obs_model = ObservationModel(
-            obs_cfg, frame_stack, frame_channels, grid_size=grid_size, vector=vector
-        )
+        self.obs_model = obs_model
         latent_dim = obs_cfg.categoricals * obs_cfg.classes
         self.dynamics = DynamicsModel(
             dyn_cfg, latent_dim, obs_cfg.categoricals, obs_cfg.classes, num_actions, obs_cfg.unimix
@@ -96,15 +91,11 @@ class WorldModel(nn.Module):
     def from_config(cls, cfg: Config, num_actions: int) -> WorldModel:
         """The world model of a full config (its obs_model and dynamics sections, the env's frames)."""
         return cls(
-            cfg.obs_model,
+            ObservationModel.from_config(cfg),
             cfg.dynamics,
             num_actions,
-            frame_stack=cfg.env.frame_stack,
-            frame_channels=cfg.frame_channels,
             discount=cfg.env.discount,
             precision=cfg.train.precision,
-            grid_size=cfg.env.grid_size,
-            vector=cfg.env.observation == "vector",
         )
 
     # ------------------------------------------------------------------ helpers
