@@ -16,7 +16,22 @@ with the real actions and rewards. It reports
 - reconstruction: the mean absolute pixel error of the decoded newest frame, on pixels that changed
   since the previous frame (what moves: bullets, a ball) and on the rest.
 
-It answers "does the model see the events that pay?" (on MinAtar Space Invaders: see docs/results.md).
+- imagination against the game: from real steps among the newest ``--recent`` of the replay
+  (``--starts`` of them), the world model imagines ``--horizon`` steps (default: the run's
+  imagination horizon), once with the actions the agent really took next ("replayed") and once
+  with the run's final policy ("policy"), and the expected imagined reward over those steps,
+  sum_t P(no imagined end before t) * r_hat_t, is set beside the rewards the game really paid over
+  the same steps. Both are cut at the real episode's end. The replayed actions make it a test of
+  the world model alone (the same actions, so a faithful model pays the same on average); the
+  policy's line compares imagination with what a slightly older policy earned (the newest steps
+  of the replay were played by the policies of the last few thousand interactions). Imagined ends
+  are compared the same way: the probability that the imagined episode ends within the window
+  (1 - product of the predicted continuation probabilities, the discount head over gamma)
+  against the share of windows whose real episode terminated. ``replayed_gap`` is the mean of
+  imagined minus real over the windows, with its standard error.
+
+It answers "does the model see the events that pay?" and "does its imagination pay what the game
+pays?" (on MinAtar Space Invaders: see docs/results.md).
 """
 
 from __future__ import annotations
@@ -24,12 +39,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import cast
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
+from twm.agent import Agent
+from twm.imagination import ImaginationStart, imagine
+from twm.models.actor_critic import Actor
 from twm.models.batch import TorchSequenceBatch
 from twm.models.observation import frames_to_float
+from twm.replay import ReplayBuffer
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
 
@@ -52,7 +73,130 @@ def reward_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float | int]
     }
 
 
-def probe(run_dir: str, batches: int, batch_size: int, seed: int) -> dict[str, float | int | str]:
+def real_windows(
+    replay: ReplayBuffer, k: np.ndarray, horizon: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The game's side of windows of ``horizon`` steps starting at steps ``k`` (K,): per window the
+    steps up to and including the first end of its episode (``horizon`` if none), the rewards paid
+    over those steps and whether that end was a termination (not a time limit)."""
+    window = k[:, None] + np.arange(horizon)[None, :]  # (K, H) step indices
+    terminated, truncated = replay.terminated[window], replay.truncated[window]
+    ended = terminated | truncated
+    lengths = np.where(ended.any(axis=1), ended.argmax(axis=1) + 1, horizon).astype(np.int64)
+    inside = np.arange(horizon)[None, :] < lengths[:, None]
+    sums = np.where(inside, replay.rewards[window].astype(np.float64), 0.0).sum(axis=1)
+    return lengths, sums, terminated[np.arange(k.size), lengths - 1]
+
+
+def expected_reward_and_end(
+    rewards: np.ndarray, continues: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (K, H) of imagined rewards r_hat_t and continuation probabilities c_t, cut after
+    ``lengths`` steps: the expected reward sum_{t<L} (prod_{s<t} c_s) r_hat_t and the probability
+    of an end within the window, 1 - prod_{t<L} c_t."""
+    K, H = rewards.shape
+    inside = np.arange(H)[None, :] < lengths[:, None]  # (K, H)
+    c = np.where(inside, continues, 1.0)
+    alive_after = np.cumprod(c, axis=1)  # P(no end up to and including t)
+    alive_before = np.concatenate([np.ones((K, 1)), alive_after[:, :-1]], axis=1)
+    return (np.where(inside, alive_before * rewards, 0.0)).sum(axis=1), 1.0 - alive_after[:, -1]
+
+
+class ReplayedActions(nn.Module):
+    """A stand-in actor for ``imagine`` that plays given actions (B, H), one column per step."""
+
+    def __init__(self, actions: Tensor) -> None:
+        super().__init__()
+        self.actions, self.t = actions, 0
+
+    def sample(self, inputs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        action = self.actions[:, self.t]
+        self.t += 1
+        return action
+
+
+def imagination_check(
+    agent: Agent, replay: ReplayBuffer, starts: int, recent: int, horizon: int, seed: int
+) -> dict[str, float | int]:
+    """Imagined against real rewards and ends over ``horizon`` steps from real steps (module docstring)."""
+    size, H = len(replay), horizon
+    first = max(1, size - recent)
+    candidates = np.arange(first, size - H)  # k-1 is the context step; k..k+H-1 are stored
+    if candidates.size == 0:
+        raise CheckpointError(f"the replay holds {size} steps: too few for windows of {H} steps")
+    rng = np.random.default_rng(seed)
+    k = np.sort(rng.choice(candidates, size=min(starts, candidates.size), replace=False))  # (K,)
+    lengths, real_sum, real_end = real_windows(replay, k, H)
+
+    wm, cfg = agent.world_model, agent.cfg
+    obs_model, gamma = wm.obs_model, cfg.env.discount
+    generator = torch.Generator().manual_seed(seed)
+
+    def latents(steps: np.ndarray) -> Tensor:  # sampled, as imagination's starts are in an update
+        return obs_model.sample(obs_model.encode(torch.from_numpy(replay.stacked_obs(steps))), generator)
+
+    def column(values: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.array(values))  # a writable copy of the replay's read-only view
+
+    def fresh_latents(n: int) -> Tensor:
+        return latents(rng.integers(0, size, n))
+
+    context = k - 1
+    with torch.no_grad():
+        start = ImaginationStart(
+            context_z=latents(context),
+            context_action=column(replay.actions[context]),
+            context_reward=column(replay.rewards[context]),
+            context_done=column(replay.terminated[context] | replay.truncated[context]),
+            start_z=latents(k),
+        )
+    out: dict[str, float | int] = {
+        "imagination_windows": int(k.size),
+        "imagination_horizon": H,
+        "real_reward": float(real_sum.mean()),
+        "real_end_share": float(real_end.mean()),
+    }
+    window = k[:, None] + np.arange(H)[None, :]  # (K, H) step indices
+    actors = {"replayed": ReplayedActions(column(replay.actions[window])), "policy": agent.actor}
+    for name, actor in actors.items():
+        with wm.autocast():
+            rollout = imagine(
+                wm.dynamics,
+                obs_model,
+                cast(Actor, actor),
+                start,
+                H,
+                cfg.actor_critic.discount_threshold,
+                fresh_latents,
+                generator,
+                policy_reads_h=agent.policy_reads_h,
+            )
+        continues = (rollout.discounts.double() / gamma).clamp(max=1.0).numpy()
+        imagined, end = expected_reward_and_end(rollout.rewards.double().numpy(), continues, lengths)
+        out[f"{name}_imagined_reward"] = float(imagined.mean())
+        out[f"{name}_imagined_end"] = float(end.mean())
+        if name == "replayed":  # the same actions, so the windows pair up
+            gap = imagined - real_sum
+            out["replayed_gap"] = float(gap.mean())
+            out["replayed_gap_se"] = (
+                float(gap.std(ddof=1) / np.sqrt(gap.size)) if gap.size > 1 else float("nan")
+            )
+            varies = imagined.std() > 0 and real_sum.std() > 0
+            out["replayed_correlation"] = (
+                float(np.corrcoef(imagined, real_sum)[0, 1]) if varies else float("nan")
+            )
+    return out
+
+
+def probe(
+    run_dir: str,
+    batches: int,
+    batch_size: int,
+    seed: int,
+    starts: int = 512,
+    recent: int = 5000,
+    horizon: int = 0,
+) -> dict[str, float | int | str]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
     cfg, wm = agent.cfg, agent.world_model
@@ -72,7 +216,9 @@ def probe(run_dir: str, batches: int, batch_size: int, seed: int) -> dict[str, f
             )
             preds.append(out.reward_mean[:, 1:].flatten().numpy())  # r_1..r_T, as the loss reads them
             targets.append(batch.rewards[:, 1:].flatten().numpy())
-            frames = frames_to_float(obs.flatten(0, 1))  # (N, S, H, W), S = frame_stack * c; vectors as they are
+            frames = frames_to_float(
+                obs.flatten(0, 1)
+            )  # (N, S, H, W), S = frame_stack * c; vectors as they are
             if frames.shape[1] < 2 * c:
                 continue  # one frame per observation: nothing to tell what moved
             newest, previous = frames[:, -c:], frames[:, -2 * c : -c]
@@ -88,6 +234,7 @@ def probe(run_dir: str, batches: int, batch_size: int, seed: int) -> dict[str, f
         "recon_err_moved": float(np.nanmean(moved_err)) if moved_err else float("nan"),
         "recon_err_still": float(np.mean(still_err)) if still_err else float("nan"),
         "moved_pixel_share": float(np.mean(moved_share)) if moved_share else float("nan"),
+        **imagination_check(agent, replay, starts, recent, horizon or cfg.actor_critic.horizon, seed),
     }
 
 
@@ -97,12 +244,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--starts", type=int, default=512, help="imagination windows to compare (default 512)"
+    )
+    parser.add_argument(
+        "--recent", type=int, default=5000, help="windows start among the newest N steps (5000)"
+    )
+    parser.add_argument(
+        "--horizon", type=int, default=0, help="steps per window (default: the run's horizon)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        r = probe(args.run_dir, args.batches, args.batch_size, args.seed)
+        r = probe(
+            args.run_dir, args.batches, args.batch_size, args.seed, args.starts, args.recent, args.horizon
+        )
     except CheckpointError as exc:
         print(f"world_model_probe: error: {exc}", file=sys.stderr)
         return 2
@@ -118,6 +276,14 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"reconstruction |error|: {r['recon_err_moved']:.3f} on pixels that moved "
         f"({r['moved_pixel_share']:.1%} of them), {r['recon_err_still']:.3f} on the rest"
+    )
+    print(
+        f"imagination, {r['imagination_windows']} windows of {r['imagination_horizon']} steps among the newest "
+        f"replay steps: the game paid {r['real_reward']:.3f} (episode ended in {r['real_end_share']:.1%}); "
+        f"imagined with the replayed actions {r['replayed_imagined_reward']:.3f} (end {r['replayed_imagined_end']:.1%}, "
+        f"gap {r['replayed_gap']:+.3f} ± {r['replayed_gap_se']:.3f}, correlation {r['replayed_correlation']:.3f}), "
+        f"with the policy {r['policy_imagined_reward']:.3f} "
+        f"(end {r['policy_imagined_end']:.1%})"
     )
     return 0
 

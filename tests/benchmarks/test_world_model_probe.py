@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from tests.benchmarks.scripts import load_script
 
 from twm.config_files import load_config
+from twm.replay import ReplayBuffer
 from twm.training.trainer import Trainer
 
 SCRIPT, probe_mod = load_script("world_model_probe.py")
@@ -40,6 +42,34 @@ def test_reward_stats_by_hand() -> None:
     assert none["rewarded_share"] == 1.0 and math.isnan(none["pred_on_unrewarded"])
 
 
+def test_real_windows_by_hand() -> None:
+    # Ten steps: rewards 0..9 / 10; step 3 terminates its episode, step 7 is cut by a time limit.
+    buf = ReplayBuffer(10, frame_stack=1, frame_shape=(2, 2))
+    for i in range(10):
+        buf.add(np.zeros((2, 2), np.uint8), 0, i / 10, terminated=i == 3, truncated=i == 7)
+    lengths, sums, terminated = probe_mod.real_windows(buf, np.array([0, 2, 4, 5]), 3)
+    # From 0: steps 0, 1, 2 (no end). From 2: steps 2, 3 (terminated at 3). From 4: 4, 5, 6.
+    # From 5: 5, 6, 7 (cut by the time limit at 7, which is not a termination).
+    assert lengths.tolist() == [3, 2, 3, 3]
+    assert sums == pytest.approx([0.3, 0.5, 1.5, 1.8])
+    assert terminated.tolist() == [False, True, False, False]
+
+
+def test_expected_reward_and_end_by_hand() -> None:
+    rewards = np.array([[1.0, 1.0, 1.0], [0.0, 2.0, 4.0]])
+    continues = np.array([[0.5, 0.5, 0.5], [1.0, 0.25, 0.5]])
+    reward, end = probe_mod.expected_reward_and_end(rewards, continues, np.array([3, 2]))
+    # Window 0: 1 + 0.5 * 1 + 0.25 * 1; ends within 3 steps with 1 - 0.125.
+    # Window 1 (cut after 2 steps): 0 + 1.0 * 2; ends with 1 - 1.0 * 0.25.
+    assert reward == pytest.approx([1.75, 2.0]) and end == pytest.approx([0.875, 0.75])
+
+
+def test_replayed_actions_play_their_columns() -> None:
+    actor = probe_mod.ReplayedActions(torch.tensor([[2, 0, 1], [1, 1, 0]]))
+    z = torch.zeros(2, 4)
+    assert [actor.sample(z).tolist() for _ in range(3)] == [[2, 1], [0, 1], [1, 0]]
+
+
 @pytest.mark.slow
 def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
@@ -47,7 +77,20 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     cfg = load_config("smoke", ["env.game=catch", *settings])
     Trainer(cfg, run_dir, device="cpu", progress=False).run()
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), str(run_dir), "--batches", "3", "--batch-size", "4", "--json"],
+        [
+            sys.executable,
+            str(SCRIPT),
+            str(run_dir),
+            "--batches",
+            "3",
+            "--batch-size",
+            "4",
+            "--starts",
+            "8",
+            "--recent",
+            "100",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -57,6 +100,13 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     T = cfg.replay.sequence_length
     assert r["steps"] == 3 * 4 * T and r["interactions"] == 150
     assert 0 < r["moved_pixel_share"] < 1 and 0 <= r["recon_err_still"] < 1
+    # Windows of the run's horizon among the last 100 of its 150 steps; a window is cut at its
+    # episode's end, and catch pays once a game, so the game paid at most tanh(1) a window.
+    assert r["imagination_windows"] == 8 and r["imagination_horizon"] == cfg.actor_critic.horizon
+    assert abs(r["real_reward"]) <= np.tanh(1.0) + 1e-6
+    for key in ("real_end_share", "replayed_imagined_end", "policy_imagined_end"):
+        assert 0 <= r[key] <= 1
+    assert math.isfinite(r["replayed_imagined_reward"]) and math.isfinite(r["policy_imagined_reward"])
     missing = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
     )
