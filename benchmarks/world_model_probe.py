@@ -13,6 +13,8 @@ with the real actions and rewards. It reports
   1 - MSE(prediction) / MSE(predicting the mean). ``dyn/reward_loss`` alone hides this: a
   unit-variance Gaussian NLL is 0.919 + MSE / 2, so on sparse rewards its whole range is a few
   hundredths;
+- episode ends: the mean predicted chance of an end after a step (1 - the discount head's
+  probability over gamma) against the share of those steps that terminated;
 - reconstruction: the mean absolute pixel error of the decoded newest frame, on pixels that changed
   since the previous frame (what moves: bullets, a ball) and on the rest.
 
@@ -205,6 +207,8 @@ def probe(
     c = cfg.frame_channels
     T = cfg.replay.sequence_length
     preds, targets, moved_err, still_err, moved_share = [], [], [], [], []
+    ends_pred: list[np.ndarray] = []
+    ends_real: list[np.ndarray] = []
     with torch.no_grad():
         for _ in range(batches):
             batch = TorchSequenceBatch.from_numpy(replay.sample_sequences_uniform(batch_size, T), "cpu")
@@ -216,9 +220,13 @@ def probe(
             )
             preds.append(out.reward_mean[:, 1:].flatten().numpy())  # r_1..r_T, as the loss reads them
             targets.append(batch.rewards[:, 1:].flatten().numpy())
-            frames = frames_to_float(
-                obs.flatten(0, 1)
-            )  # (N, S, H, W), S = frame_stack * c; vectors as they are
+            # The chance of an episode end after each step, 1 - P(continue), against real terminations.
+            ends_pred.append(
+                (1 - (out.discount_logit[:, 1:].sigmoid() / cfg.env.discount).clamp(max=1)).flatten().numpy()
+            )
+            ends_real.append(batch.terminated[:, 1:].flatten().numpy())
+            # (N, S, H, W), S = frame_stack * c; vectors as they are
+            frames = frames_to_float(obs.flatten(0, 1))
             if frames.shape[1] < 2 * c:
                 continue  # one frame per observation: nothing to tell what moved
             newest, previous = frames[:, -c:], frames[:, -2 * c : -c]
@@ -231,6 +239,8 @@ def probe(
         "checkpoint": path.name,
         "interactions": int(state["interactions"]),
         **reward_stats(np.concatenate(preds), np.concatenate(targets)),
+        "end_pred": float(np.concatenate(ends_pred).mean()),
+        "end_real": float(np.concatenate(ends_real).mean()),
         "recon_err_moved": float(np.nanmean(moved_err)) if moved_err else float("nan"),
         "recon_err_still": float(np.mean(still_err)) if still_err else float("nan"),
         "moved_pixel_share": float(np.mean(moved_share)) if moved_share else float("nan"),
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(target {r['target_on_rewarded']:.3f}) and {r['pred_on_unrewarded']:.3f} elsewhere; "
         f"correlation {r['correlation']:.3f}, variance explained {r['variance_explained']:.1%}"
     )
+    print(f"episode ends: predicted {r['end_pred']:.2%} a step, real {r['end_real']:.2%}")
     print(
         f"reconstruction |error|: {r['recon_err_moved']:.3f} on pixels that moved "
         f"({r['moved_pixel_share']:.1%} of them), {r['recon_err_still']:.3f} on the rest"

@@ -100,6 +100,7 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     T = cfg.replay.sequence_length
     assert r["steps"] == 3 * 4 * T and r["interactions"] == 150
     assert 0 < r["moved_pixel_share"] < 1 and 0 <= r["recon_err_still"] < 1
+    assert 0 <= r["end_real"] <= 1 and 0 <= r["end_pred"] <= 1
     # Windows of the run's horizon among the last 100 of its 150 steps; a window is cut at its
     # episode's end, and catch pays once a game, so the game paid at most tanh(1) a window.
     assert r["imagination_windows"] == 8 and r["imagination_horizon"] == cfg.actor_critic.horizon
