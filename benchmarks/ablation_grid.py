@@ -84,6 +84,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # over about 0.01 before a run takes off, and the floor of 1 left advantages of 0.001 against a
     # 3e-4 entropy bonus (a near-uniform policy whose mode crossed the road; docs/results.md).
     "plus-return-floor-0.01": ("plus", ["actor_critic.return_norm_floor=0.01"]),
+    # World-model sequences drawn by expected visits at the paper's 131.6 draws per interaction
+    # (100 sequences every 0.76 interactions): at 8 per 10.6 the real visit counts stay near 0 and
+    # the paper's rule samples uniformly, where the paper draws most sequences from the newest data.
+    "plus-visit-rate": ("plus", ["replay.visit_rate=131.6"]),
     # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
     "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only

@@ -43,6 +43,7 @@ SWITCHES = {
     "actor_critic.replay_value_coef": 0.3,
     "dynamics.encoder_grad": 0.5,
     "replay.rewarded_share": 0.5,
+    "replay.visit_rate": 131.6,
     # 0.5, not the 0.01 of the Freeway experiment: a floor of 0.01 multiplies advantages by up to
     # 100, and with them the float rounding in which the captured and the eager update differ.
     "actor_critic.return_norm_floor": 0.5,
@@ -52,7 +53,8 @@ SWITCHES = {
 NEEDS = {"actor_critic.return_norm_floor": ["actor_critic.return_norm=percentile"]}
 # The ones the `plus` preset turns on: all but uniform mixing in the latents, which hid Breakout's
 # ball from the world model (docs/results.md, "The plus agent"), the replay value loss (no gain
-# on Space Invaders) and the rewarded share of the world-model batches (not measured yet).
+# on Space Invaders) and the switches measured since without a gain yet (the rewarded share, the
+# return floor, the evaluation policy, the expected visits).
 PLUS_SWITCHES = {
     **{
         key: value
@@ -60,7 +62,7 @@ PLUS_SWITCHES = {
         if key
         not in (
             "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
-            "actor_critic.return_norm_floor", "train.eval_policy",
+            "actor_critic.return_norm_floor", "train.eval_policy", "replay.visit_rate",
         )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)

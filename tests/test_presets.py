@@ -63,9 +63,10 @@ def test_every_switch_changes_the_update() -> None:
     reference = preset_smoke_update("minatar")
     # replay.rewarded_share changes which sequences are drawn, not the update: in catch's replay
     # most windows hold a reward, so the same ones can win (tests/test_replay.py tests the draw).
-    # train.eval_policy changes how evaluations act (tests/training/test_trainer.py).
+    # So does replay.visit_rate (tests/test_replay.py). train.eval_policy changes how evaluations
+    # act (tests/training/test_trainer.py).
     for key, value in SWITCHES.items():
-        if key in ("replay.rewarded_share", "train.eval_policy"):  # the draw; the evaluations
+        if key in ("replay.rewarded_share", "replay.visit_rate", "train.eval_policy"):
             continue
         base = NEEDS.get(key, [])
         other_alone = preset_smoke_update("minatar", *base) if base else reference

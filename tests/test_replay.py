@@ -171,6 +171,67 @@ def test_without_replacement_probabilities_on_a_tiny_case() -> None:
     np.testing.assert_array_equal(buf.visits[starts], visits[starts - 1] + 1)
 
 
+def tiny_buffer(steps: int, **kwargs: object) -> ReplayBuffer:
+    buf = ReplayBuffer(steps, frame_stack=1, frame_shape=(2, 2), **kwargs)  # type: ignore[arg-type]
+    for _ in range(steps):
+        buf.add(np.zeros((2, 2), np.uint8), 0, 0.0, False, False)
+    return buf
+
+
+def test_expected_visits_by_hand() -> None:
+    # A temperature so high that every spread is uniform: each added step credits 2 draws evenly
+    # over the starts valid once it was there.
+    buf = ReplayBuffer(8, frame_stack=1, frame_shape=(2, 2), visit_temperature=1e12, visit_rate=2.0)
+    for _ in range(6):
+        buf.add(np.zeros((2, 2), np.uint8), 0, 0.0, False, False)
+    buf.draw_starts(1, 1)
+    # Starts need a context step before and a stored successor: after step 3 start 1 is valid,
+    # after step 4 starts 1-2, after 5 starts 1-3, after 6 starts 1-4 (steps 1 and 2 had none).
+    np.testing.assert_allclose(buf.expected_visits, [0, 2 + 1 + 2 / 3 + 0.5, 1 + 2 / 3 + 0.5, 2 / 3 + 0.5, 0.5, 0])
+    assert buf.visits.sum() == 1  # the real draw is still counted
+    before = buf.expected_visits.copy()
+    buf.draw_starts(1, 1)  # nothing added since: nothing credited
+    np.testing.assert_array_equal(buf.expected_visits, before)
+    # At T = 1 one more step spreads its 2 draws by softmax(-expected visits) over starts 1-5.
+    buf.visit_temperature = 1.0
+    buf.add(np.zeros((2, 2), np.uint8), 0, 0.0, False, False)
+    buf.draw_starts(1, 1)
+    weights = np.exp(-np.array([25 / 6, 13 / 6, 7 / 6, 0.5, 0.0]))
+    np.testing.assert_allclose(buf.expected_visits[1:6], [25 / 6, 13 / 6, 7 / 6, 0.5, 0] + 2 * weights / weights.sum())
+
+
+def newest_share(buf: ReplayBuffer, every: float, batch: int, prefill: int = 200) -> float:
+    """Fill ``buf`` one step at a time, drawing ``batch`` starts every ``every`` steps; the share of
+    the draws of the last fifth of the run that fall among the newest 5% of the stored steps."""
+    newest, total, due = 0, 0, 0.0
+    frame = np.zeros((2, 2), np.uint8)
+    for size in range(1, buf.capacity + 1):
+        buf.add(frame, 0, 0.0, False, False)
+        if size <= prefill:
+            continue
+        due += 1
+        while due >= every:
+            due -= every
+            starts = buf.draw_starts(batch, 1)
+            if size > 0.8 * buf.capacity:
+                newest += int((starts >= 0.95 * size).sum())
+                total += starts.size
+    return newest / total
+
+
+def test_visit_rate_keeps_the_papers_preference_for_new_data() -> None:
+    # The paper: 100 sequences every 0.76 interactions, real visits. The CPU presets: 8 every 10.6.
+    def buffer(visit_rate: float = 0.0) -> ReplayBuffer:
+        return ReplayBuffer(3000, frame_stack=1, frame_shape=(2, 2), seed=1, visit_rate=visit_rate)
+
+    paper = newest_share(buffer(), 0.76, 100)
+    cpu, cpu_expected = newest_share(buffer(), 10.6, 8), newest_share(buffer(100 / 0.76), 10.6, 8)
+    assert paper > 0.5  # most of the paper's draws are of the newest 5% of the data
+    assert cpu < 0.15  # a few visits per start: T = 20 samples almost uniformly
+    # The expected visits at the CPU rate draw like the paper: 8 x 56 draws, a standard error of 0.024.
+    assert abs(cpu_expected - paper) < 0.1, (paper, cpu_expected)
+
+
 def test_sample_obs_returns_distinct_recorded_observations() -> None:
     traj = record(50, seed=7)
     buf = fill(traj)
@@ -182,9 +243,10 @@ def test_sample_obs_returns_distinct_recorded_observations() -> None:
         buf.sample_obs(51)
 
 
-def test_save_load_round_trip_continues_identically(tmp_path: Path) -> None:
+@pytest.mark.parametrize("visit_rate", [0.0, 131.6])
+def test_save_load_round_trip_continues_identically(tmp_path: Path, visit_rate: float) -> None:
     traj = record(120, seed=8)
-    buf = fill(traj, capacity=150, seed=3)
+    buf = fill(traj, capacity=150, seed=3, visit_rate=visit_rate)
     for _ in range(7):
         buf.sample_sequences(4, 5)
     path = tmp_path / "replay"
@@ -192,8 +254,10 @@ def test_save_load_round_trip_continues_identically(tmp_path: Path) -> None:
     buf.save(path)  # saving over an earlier save replaces it
     loaded = ReplayBuffer.load(path)
     assert (loaded.size, loaded.capacity, loaded.frame_stack) == (120, 150, 4)
-    for name in ("frames", "actions", "rewards", "terminated", "truncated", "episode_start", "visits"):
+    names = ("frames", "actions", "rewards", "terminated", "truncated", "episode_start", "visits", "expected_visits")
+    for name in names:
         np.testing.assert_array_equal(getattr(loaded, name), getattr(buf, name), err_msg=name)
+    assert (loaded.expected_visits.sum() > 0) == (visit_rate > 0)
     for _ in range(5):
         a, b = buf.sample_sequences(4, 5), loaded.sample_sequences(4, 5)
         for x, y in zip(a, b, strict=True):
@@ -205,6 +269,9 @@ def test_save_load_round_trip_continues_identically(tmp_path: Path) -> None:
         for o, act, r, te, tr in zip(*more, strict=True):
             target.add(o[-1], int(act), float(r), bool(te), bool(tr))
     np.testing.assert_array_equal(loaded.episode_start, buf.episode_start)
+    # and draw the same starts, crediting the new steps' expected visits alike
+    np.testing.assert_array_equal(buf.draw_starts(4, 5), loaded.draw_starts(4, 5))
+    np.testing.assert_array_equal(loaded.expected_visits, buf.expected_visits)
     np.testing.assert_array_equal(loaded.stacked_obs(np.arange(150)), buf.stacked_obs(np.arange(150)))
 
 
@@ -224,9 +291,10 @@ def test_memory_and_construction_from_config() -> None:
     cfg = Config()
     buf = ReplayBuffer.from_config(cfg, seed=0)
     assert buf.capacity == 100_000 and buf.visit_temperature == 20.0
-    # Frames 4096 B + action 4 + reward 4 + two flags 1 + episode start 8 + visits 8 per step.
-    assert buf.memory_bytes() == 100_000 * (4096 + 4 + 4 + 1 + 1 + 8 + 8)
+    # Frames 4096 B + action 4 + reward 4 + two flags 1 + episode start 8 + visits 8 + expected visits 8.
+    assert buf.memory_bytes() == 100_000 * (4096 + 4 + 4 + 1 + 1 + 8 + 8 + 8)
     assert buf.memory_bytes() / 1e9 < 0.45
+    assert buf.visit_rate == 0.0 and ReplayBuffer.from_config(load_config("plus", ["replay.visit_rate=131.6"]), 0).visit_rate == 131.6
 
 
 def test_grid_runs_store_the_games_channels_and_stack_them() -> None:

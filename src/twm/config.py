@@ -363,6 +363,13 @@ class ReplayConfig:
     sequence_length: int = param(16, "steps per world-model sequence", lo=1)
     obs_batch_size: int = param(1600, "frames per observation-model pretraining batch", lo=1)
     visit_temperature: float = param(20.0, "softmax(-visits / T) sampling temperature", lo=0, lo_open=True)
+    visit_rate: float = param(
+        0.0,
+        "beyond the paper: draw world-model sequences by expected visits, as if visit_rate starts were "
+        "drawn per interaction (the paper draws 131.6: 100 sequences per 0.76 interactions), so a run "
+        "with fewer updates keeps the paper's preference for new data; 0 counts the real draws (the paper)",
+        lo=0,
+    )
     rewarded_share: float = param(
         0.0,
         "beyond the paper: this share of each world-model batch's sequences (rounded) is drawn among "

@@ -30,6 +30,16 @@ Sampling without replacement proportionally to weights (successive draws, i.e. P
 what ``numpy.random.Generator.choice(..., replace=False, p=...)`` does too) equals taking the top k of
 ``log weight + Gumbel noise`` (Gumbel-top-k), which costs one pass over the valid starts.
 
+The paper draws 100 sequences per update, 1.3 updates per interaction: by the end of a run an old
+start has been drawn about a hundred times and a new one not at all, so with T = 20 most draws
+(about 60 % late in a run) come from the newest 5 % of the buffer. The CPU presets draw 8 sequences
+per 10.6 interactions, 175 times fewer: visits stay at 0-3, and the same rule samples almost
+uniformly. Beyond the paper, ``visit_rate`` > 0 keeps the paper's sampling distribution at any
+update rate: instead of the real draws it counts *expected* visits, crediting at each draw
+``visit_rate`` draws per interaction since the last one (the paper: 131.6) spread over the valid
+starts by their current probabilities, ``softmax(-expected_visits / T)``. The real visits are still
+counted (``visits``), but not used for the draws.
+
 Beyond the paper, ``rewarded`` of a batch's starts (``replay.rewarded_share``) can be drawn first
 among the windows that hold a rewarded step (a nonzero reward in steps ``i .. i+seq_len-1``, the
 world model's reward targets), by the same keys: on games whose rewards are rare (MinAtar Asterix:
@@ -97,16 +107,18 @@ class ReplayBuffer:
         frame_shape: tuple[int, ...] = (64, 64),
         frame_dtype: type[np.generic] = np.uint8,
         visit_temperature: float = 20.0,
+        visit_rate: float = 0.0,
         seed: int = 0,
     ) -> None:
-        if capacity < 1 or frame_stack < 1 or visit_temperature <= 0:
-            raise ValueError("capacity and frame_stack must be >= 1 and visit_temperature > 0")
+        if capacity < 1 or frame_stack < 1 or visit_temperature <= 0 or visit_rate < 0:
+            raise ValueError("capacity and frame_stack must be >= 1, visit_temperature > 0 and visit_rate >= 0")
         self.capacity = int(capacity)
         self.frame_stack = int(frame_stack)
         if len(frame_shape) not in (2, 3):
             raise ValueError(f"frame_shape must be (H, W) or (C, H, W), got {frame_shape}")
         self.frame_shape = tuple(int(n) for n in frame_shape)
         self.visit_temperature = float(visit_temperature)
+        self.visit_rate = float(visit_rate)
         self.rng = numpy_generator(seed)
         # np.zeros maps pages lazily, so an unfilled buffer costs little real memory.
         self._frames = np.zeros((self.capacity, *self.frame_shape), dtype=frame_dtype)
@@ -116,6 +128,8 @@ class ReplayBuffer:
         self._truncated = np.zeros(self.capacity, dtype=bool)
         self._episode_start = np.zeros(self.capacity, dtype=np.int64)
         self._visits = np.zeros(self.capacity, dtype=np.int64)
+        self._expected_visits = np.zeros(self.capacity, dtype=np.float64)  # only with visit_rate > 0
+        self._credited_size = 0  # the buffer's size when expected visits were last credited
         self._size = 0
 
     @classmethod
@@ -128,6 +142,7 @@ class ReplayBuffer:
             frame_shape=(size, size) if cfg.frame_channels == 1 else (cfg.frame_channels, size, size),
             frame_dtype=cfg.env.frame_dtype,
             visit_temperature=cfg.replay.visit_temperature,
+            visit_rate=cfg.replay.visit_rate,
             seed=seed,
         )
 
@@ -191,6 +206,11 @@ class ReplayBuffer:
         return _readonly(self._episode_start[: self._size])
 
     @property
+    def expected_visits(self) -> np.ndarray:
+        """Expected draws of each index as a start under ``visit_rate`` (zeros when it is 0)."""
+        return _readonly(self._expected_visits[: self._size])
+
+    @property
     def visits(self) -> np.ndarray:
         """How often each index was drawn as a visit-balanced sequence start."""
         return _readonly(self._visits[: self._size])
@@ -222,7 +242,10 @@ class ReplayBuffer:
         among the windows that hold a rewarded step, the others the top keys of the rest.
         """
         count = self._check_batch(batch_size, seq_len)
-        logits = self._visits[1 : 1 + count] * (-1.0 / self.visit_temperature)
+        if self.visit_rate > 0:
+            self._credit_expected_visits(count)
+        visits = self._expected_visits if self.visit_rate > 0 else self._visits
+        logits = visits[1 : 1 + count] * (-1.0 / self.visit_temperature)
         keys = logits + self.rng.gumbel(size=count)
         if rewarded > 0:
             candidates = np.flatnonzero(self.windows_with_reward(seq_len))  # (m,) start - 1
@@ -237,6 +260,20 @@ class ReplayBuffer:
         if update_visits:
             self._visits[starts] += 1  # starts are distinct, so plain fancy-index increment is exact
         return starts
+
+    def _credit_expected_visits(self, count: int) -> None:
+        """Credit ``visit_rate`` draws for each step added since the last credit, one step at a time:
+        each to the starts valid then (the newest ``count`` valid now, fewer before), spread by their
+        probabilities softmax(-expected_visits / T) at that moment. One lump for all of them would
+        overshoot: the new starts, at 0, would take most of it at once."""
+        added = self._size - self._credited_size
+        for j in range(max(0, added - count), added):
+            valid = count - (added - 1 - j)  # the valid starts once step credited_size + j was added
+            expected = self._expected_visits[1 : 1 + valid]  # a view: credited in place
+            logits = expected * (-1.0 / self.visit_temperature)
+            p = np.exp(logits - logits.max())
+            expected += (self.visit_rate / p.sum()) * p
+        self._credited_size = self._size
 
     def windows_with_reward(self, seq_len: int) -> np.ndarray:
         """(valid starts,) bool: whether steps ``i .. i+seq_len-1`` of start ``i`` = 1, 2, ... hold a
@@ -342,6 +379,8 @@ class ReplayBuffer:
             buf._frames[first : first + expected] = frames
         with np.load(path / "steps.npz") as steps:
             for name, array in buf._arrays().items():
+                if name == "expected_visits" and name not in steps:
+                    continue  # saved before expected visits existed: zeros, as they were
                 if steps[name].shape != (size,):
                     raise ValueError(f"{path}: {name} has shape {steps[name].shape}, expected ({size},)")
                 array[:size] = steps[name]
@@ -395,6 +434,8 @@ class ReplayBuffer:
             )
         buf._frames[frames_from:size] = tail
         for name, array in buf._arrays().items():
+            if name == "expected_visits" and name not in state["arrays"]:
+                continue  # saved before expected visits existed: zeros, as they were
             saved = np.asarray(state["arrays"][name])
             if saved.shape != (size,):
                 raise ValueError(f"{name} has shape {saved.shape}, expected ({size},)")
@@ -412,6 +453,8 @@ class ReplayBuffer:
             "frame_shape": list(self.frame_shape),
             "frame_dtype": self._frames.dtype.name,
             "visit_temperature": self.visit_temperature,
+            "visit_rate": self.visit_rate,
+            "credited_size": self._credited_size,
             "rng_state": self.rng.bit_generator.state,
         }
 
@@ -427,8 +470,11 @@ class ReplayBuffer:
             # Buffers saved before vector observations hold uint8 frames and do not name a dtype.
             frame_dtype=np.dtype(settings.get("frame_dtype", "uint8")).type,
             visit_temperature=settings["visit_temperature"],
+            # Buffers saved before expected visits existed counted real draws only.
+            visit_rate=settings.get("visit_rate", 0.0),
         )
         buf.rng.bit_generator.state = settings["rng_state"]
+        buf._credited_size = int(settings.get("credited_size", 0))
         return buf
 
     def _arrays(self) -> dict[str, np.ndarray]:
@@ -440,6 +486,7 @@ class ReplayBuffer:
             "truncated": self._truncated,
             "episode_start": self._episode_start,
             "visits": self._visits,
+            "expected_visits": self._expected_visits,
         }
 
 
