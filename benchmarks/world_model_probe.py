@@ -19,7 +19,7 @@ with the real actions and rewards. It reports
   since the previous frame (what moves: bullets, a ball) and on the rest.
 
 - imagination against the game: from real steps among the newest ``--recent`` of the replay
-  (``--starts`` of them), the world model imagines ``--horizon`` steps (default: the run's
+  (or the ``--recent`` from step ``--at``; ``--starts`` of them), the world model imagines ``--horizon`` steps (default: the run's
   imagination horizon), once with the actions the agent really took next ("replayed") and once
   with the run's final policy ("policy"), and the expected imagined reward over those steps,
   sum_t P(no imagined end before t) * r_hat_t, is set beside the rewards the game really paid over
@@ -118,12 +118,13 @@ class ReplayedActions(nn.Module):
 
 
 def imagination_check(
-    agent: Agent, replay: ReplayBuffer, starts: int, recent: int, horizon: int, seed: int
+    agent: Agent, replay: ReplayBuffer, starts: int, recent: int, horizon: int, seed: int, at: int = -1
 ) -> dict[str, float | int]:
-    """Imagined against real rewards and ends over ``horizon`` steps from real steps (module docstring)."""
+    """Imagined against real rewards and ends over ``horizon`` steps from real steps (module
+    docstring); windows start among ``recent`` steps from step ``at`` (-1: the newest steps)."""
     size, H = len(replay), horizon
-    first = max(1, size - recent)
-    candidates = np.arange(first, size - H)  # k-1 is the context step; k..k+H-1 are stored
+    first = max(1, size - recent if at < 0 else at)
+    candidates = np.arange(first, min(first + recent, size - H))  # k-1 is the context step; k..k+H-1 stored
     if candidates.size == 0:
         raise CheckpointError(f"the replay holds {size} steps: too few for windows of {H} steps")
     rng = np.random.default_rng(seed)
@@ -154,6 +155,7 @@ def imagination_check(
         )
     out: dict[str, float | int] = {
         "imagination_windows": int(k.size),
+        "imagination_from": int(first),
         "imagination_horizon": H,
         "real_reward": float(real_sum.mean()),
         "real_end_share": float(real_end.mean()),
@@ -198,6 +200,7 @@ def probe(
     starts: int = 512,
     recent: int = 5000,
     horizon: int = 0,
+    at: int = -1,
 ) -> dict[str, float | int | str]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
@@ -244,7 +247,7 @@ def probe(
         "recon_err_moved": float(np.nanmean(moved_err)) if moved_err else float("nan"),
         "recon_err_still": float(np.mean(still_err)) if still_err else float("nan"),
         "moved_pixel_share": float(np.mean(moved_share)) if moved_share else float("nan"),
-        **imagination_check(agent, replay, starts, recent, horizon or cfg.actor_critic.horizon, seed),
+        **imagination_check(agent, replay, starts, recent, horizon or cfg.actor_critic.horizon, seed, at),
     }
 
 
@@ -261,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         "--recent", type=int, default=5000, help="windows start among the newest N steps (5000)"
     )
     parser.add_argument(
+        "--at",
+        type=int,
+        default=-1,
+        help="windows start among the N steps from this step instead (older data)",
+    )
+    parser.add_argument(
         "--horizon", type=int, default=0, help="steps per window (default: the run's horizon)"
     )
     parser.add_argument("--threads", type=int, default=1)
@@ -269,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         r = probe(
-            args.run_dir, args.batches, args.batch_size, args.seed, args.starts, args.recent, args.horizon
+            args.run_dir,
+            args.batches,
+            args.batch_size,
+            args.seed,
+            args.starts,
+            args.recent,
+            args.horizon,
+            args.at,
         )
     except CheckpointError as exc:
         print(f"world_model_probe: error: {exc}", file=sys.stderr)
@@ -289,8 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({r['moved_pixel_share']:.1%} of them), {r['recon_err_still']:.3f} on the rest"
     )
     print(
-        f"imagination, {r['imagination_windows']} windows of {r['imagination_horizon']} steps among the newest "
-        f"replay steps: the game paid {r['real_reward']:.3f} (episode ended in {r['real_end_share']:.1%}); "
+        f"imagination, {r['imagination_windows']} windows of {r['imagination_horizon']} steps from replay step "
+        f"{r['imagination_from']} on: the game paid {r['real_reward']:.3f} (episode ended in {r['real_end_share']:.1%}); "
         f"imagined with the replayed actions {r['replayed_imagined_reward']:.3f} (end {r['replayed_imagined_end']:.1%}, "
         f"gap {r['replayed_gap']:+.3f} ± {r['replayed_gap_se']:.3f}, correlation {r['replayed_correlation']:.3f}), "
         f"with the policy {r['policy_imagined_reward']:.3f} "

@@ -104,6 +104,7 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     # Windows of the run's horizon among the last 100 of its 150 steps; a window is cut at its
     # episode's end, and catch pays once a game, so the game paid at most tanh(1) a window.
     assert r["imagination_windows"] == 8 and r["imagination_horizon"] == cfg.actor_critic.horizon
+    assert r["imagination_from"] == 150 - 100
     assert abs(r["real_reward"]) <= np.tanh(1.0) + 1e-6
     for key in ("real_end_share", "replayed_imagined_end", "policy_imagined_end"):
         assert 0 <= r[key] <= 1
