@@ -29,7 +29,9 @@ with the real actions and rewards. It reports
   of the replay were played by the policies of the last few thousand interactions). Imagined ends
   are compared the same way: the probability that the imagined episode ends within the window
   (1 - product of the predicted continuation probabilities, the discount head over gamma)
-  against the share of windows whose real episode terminated. ``replayed_gap`` is the mean of
+  against the share of windows whose real episode terminated. "teacher" is the same sum with the
+  real latents, actions and rewards fed in (the world model's loss reads them so): the gap between
+  it and the replayed line is what imagining the latents costs. ``replayed_gap`` is the mean of
   imagined minus real over the windows, with its standard error.
 
 It answers "does the model see the events that pay?" and "does its imagination pay what the game
@@ -161,6 +163,19 @@ def imagination_check(
         "real_end_share": float(real_end.mean()),
     }
     window = k[:, None] + np.arange(H)[None, :]  # (K, H) step indices
+    # Teacher-forced: the real latents, actions, rewards and ends of the window, as the world
+    # model's loss reads them (one pass, no imagined latent).
+    steps = np.concatenate([context[:, None], window], axis=1)  # (K, H+1): context step, then the window
+    with torch.no_grad(), wm.autocast():
+        forced = wm.dynamics(
+            latents(steps.reshape(-1)).reshape(k.size, H + 1, -1),
+            column(replay.actions[steps]),
+            column(replay.rewards[steps[:, :-1]]),
+            column(replay.terminated[steps[:, :-1]] | replay.truncated[steps[:, :-1]]),
+        )
+    continues = (forced.discount_logit[:, 1:].sigmoid().double() / gamma).clamp(max=1.0).numpy()
+    imagined, end = expected_reward_and_end(forced.reward_mean[:, 1:].double().numpy(), continues, lengths)
+    out["teacher_reward"], out["teacher_end"] = float(imagined.mean()), float(end.mean())
     actors = {"replayed": ReplayedActions(column(replay.actions[window])), "policy": agent.actor}
     for name, actor in actors.items():
         with wm.autocast():
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         f"imagined with the replayed actions {r['replayed_imagined_reward']:.3f} (end {r['replayed_imagined_end']:.1%}, "
         f"gap {r['replayed_gap']:+.3f} ± {r['replayed_gap_se']:.3f}, correlation {r['replayed_correlation']:.3f}), "
         f"with the policy {r['policy_imagined_reward']:.3f} "
-        f"(end {r['policy_imagined_end']:.1%})"
+        f"(end {r['policy_imagined_end']:.1%}); teacher-forced {r['teacher_reward']:.3f} (end {r['teacher_end']:.1%})"
     )
     return 0
 

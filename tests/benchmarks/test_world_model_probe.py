@@ -106,9 +106,10 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     assert r["imagination_windows"] == 8 and r["imagination_horizon"] == cfg.actor_critic.horizon
     assert r["imagination_from"] == 150 - 100
     assert abs(r["real_reward"]) <= np.tanh(1.0) + 1e-6
-    for key in ("real_end_share", "replayed_imagined_end", "policy_imagined_end"):
+    for key in ("real_end_share", "replayed_imagined_end", "policy_imagined_end", "teacher_end"):
         assert 0 <= r[key] <= 1
-    assert math.isfinite(r["replayed_imagined_reward"]) and math.isfinite(r["policy_imagined_reward"])
+    for key in ("replayed_imagined_reward", "policy_imagined_reward", "teacher_reward"):
+        assert math.isfinite(r[key])
     missing = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
     )
