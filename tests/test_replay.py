@@ -200,38 +200,6 @@ def test_expected_visits_by_hand() -> None:
     np.testing.assert_allclose(buf.expected_visits[1:6], [25 / 6, 13 / 6, 7 / 6, 0.5, 0] + 2 * weights / weights.sum())
 
 
-def newest_share(buf: ReplayBuffer, every: float, batch: int, prefill: int = 200) -> float:
-    """Fill ``buf`` one step at a time, drawing ``batch`` starts every ``every`` steps; the share of
-    the draws of the last fifth of the run that fall among the newest 5% of the stored steps."""
-    newest, total, due = 0, 0, 0.0
-    frame = np.zeros((2, 2), np.uint8)
-    for size in range(1, buf.capacity + 1):
-        buf.add(frame, 0, 0.0, False, False)
-        if size <= prefill:
-            continue
-        due += 1
-        while due >= every:
-            due -= every
-            starts = buf.draw_starts(batch, 1)
-            if size > 0.8 * buf.capacity:
-                newest += int((starts >= 0.95 * size).sum())
-                total += starts.size
-    return newest / total
-
-
-def test_visit_rate_keeps_the_papers_preference_for_new_data() -> None:
-    # The paper: 100 sequences every 0.76 interactions, real visits. The CPU presets: 8 every 10.6.
-    def buffer(visit_rate: float = 0.0) -> ReplayBuffer:
-        return ReplayBuffer(3000, frame_stack=1, frame_shape=(2, 2), seed=1, visit_rate=visit_rate)
-
-    paper = newest_share(buffer(), 0.76, 100)
-    cpu, cpu_expected = newest_share(buffer(), 10.6, 8), newest_share(buffer(100 / 0.76), 10.6, 8)
-    assert paper > 0.5  # most of the paper's draws are of the newest 5% of the data
-    assert cpu < 0.15  # a few visits per start: T = 20 samples almost uniformly
-    # The expected visits at the CPU rate draw like the paper: 8 x 56 draws, a standard error of 0.024.
-    assert abs(cpu_expected - paper) < 0.1, (paper, cpu_expected)
-
-
 def test_sample_obs_returns_distinct_recorded_observations() -> None:
     traj = record(50, seed=7)
     buf = fill(traj)

@@ -1,4 +1,7 @@
-"""benchmarks/replay_recency.py: its table of sequence ages from a short run."""
+"""benchmarks/replay_recency.py: the ages of the sequences each sampler draws, and its table.
+
+The replay's expected visits (``replay.visit_rate``) are tested by hand in tests/test_replay.py;
+here, that at the CPU presets' rate they draw new data as the paper's real visits do at its rate."""
 
 from __future__ import annotations
 
