@@ -300,17 +300,30 @@ def test_vector_runs_store_float_numbers_and_save_and_checkpoint_them(tmp_path: 
     np.testing.assert_array_equal(rebuilt.frames, replay.frames)
 
 
-def test_a_buffer_saved_before_vectors_loads_as_uint8(tmp_path: Path) -> None:
+def test_a_buffer_saved_by_earlier_versions_loads(tmp_path: Path) -> None:
     traj = record(20, seed=1)
     buf = fill(traj, capacity=30, seed=0)
+    for _ in range(3):
+        buf.draw_starts(2, 3)
     buf.save(tmp_path / "replay")
+    state = buf.checkpoint_state(frames_from=0)
+    # What earlier versions wrote: no frame dtype (before vectors), no expected visits.
     meta = tmp_path / "replay" / "meta.json"
     settings = json.loads(meta.read_text())
-    del settings["frame_dtype"]  # what earlier versions wrote
+    for key in ("frame_dtype", "visit_rate", "credited_size"):
+        del settings[key], state[key]
     meta.write_text(json.dumps(settings))
-    loaded = ReplayBuffer.load(tmp_path / "replay")
-    assert loaded.frames.dtype == np.uint8
-    np.testing.assert_array_equal(loaded.frames, buf.frames)
+    with np.load(tmp_path / "replay" / "steps.npz") as steps:
+        arrays = {k: steps[k] for k in steps.files if k != "expected_visits"}
+    np.savez(tmp_path / "replay" / "steps.npz", **arrays)
+    del state["arrays"]["expected_visits"]
+    rng_state = buf.rng.bit_generator.state
+    for loaded in (ReplayBuffer.load(tmp_path / "replay"), ReplayBuffer.from_checkpoint_state(state, [])):
+        assert loaded.frames.dtype == np.uint8 and loaded.visit_rate == 0
+        np.testing.assert_array_equal(loaded.frames, buf.frames)
+        np.testing.assert_array_equal(loaded.visits, buf.visits)
+        buf.rng.bit_generator.state = rng_state  # the saved generator: both draw the same starts
+        np.testing.assert_array_equal(loaded.draw_starts(2, 3), buf.draw_starts(2, 3, update_visits=False))
 
 
 def sparse_buffer(rewarded_steps: list[int], size: int = 60, seed: int = 0) -> ReplayBuffer:

@@ -37,8 +37,9 @@ per 10.6 interactions, 175 times fewer: visits stay at 0-3, and the same rule sa
 uniformly. Beyond the paper, ``visit_rate`` > 0 keeps the paper's sampling distribution at any
 update rate: instead of the real draws it counts *expected* visits, crediting at each draw
 ``visit_rate`` draws per interaction since the last one (the paper: 131.6) spread over the valid
-starts by their current probabilities, ``softmax(-expected_visits / T)``. The real visits are still
-counted (``visits``), but not used for the draws.
+starts by their current probabilities, ``softmax(-expected_visits / T)`` (the prefill is credited
+at the first draw as if its steps had come one by one). The real visits are still counted
+(``visits``), but not used for the draws.
 
 Beyond the paper, ``rewarded`` of a batch's starts (``replay.rewarded_share``) can be drawn first
 among the windows that hold a rewarded step (a nonzero reward in steps ``i .. i+seq_len-1``, the
@@ -67,6 +68,8 @@ import numpy as np
 from twm.seeding import numpy_generator
 
 FORMAT_VERSION = 1
+# Per-step arrays added to format 1 later (zeros in a buffer saved before them).
+ADDED_ARRAYS = frozenset({"expected_visits"})
 SAVE_CHUNK = 10_000  # steps per frames file (41 MB of 64x64 frames)
 # Steps per frames file of the run's resume checkpoints (twm.training.checkpoint). Only the partial
 # last chunk is rewritten by each checkpoint, so small chunks keep that rewrite small (4 MB here);
@@ -379,8 +382,8 @@ class ReplayBuffer:
             buf._frames[first : first + expected] = frames
         with np.load(path / "steps.npz") as steps:
             for name, array in buf._arrays().items():
-                if name == "expected_visits" and name not in steps:
-                    continue  # saved before expected visits existed: zeros, as they were
+                if name in ADDED_ARRAYS and name not in steps:
+                    continue  # saved before the array existed: zeros, as it was then
                 if steps[name].shape != (size,):
                     raise ValueError(f"{path}: {name} has shape {steps[name].shape}, expected ({size},)")
                 array[:size] = steps[name]
@@ -434,8 +437,8 @@ class ReplayBuffer:
             )
         buf._frames[frames_from:size] = tail
         for name, array in buf._arrays().items():
-            if name == "expected_visits" and name not in state["arrays"]:
-                continue  # saved before expected visits existed: zeros, as they were
+            if name in ADDED_ARRAYS and name not in state["arrays"]:
+                continue  # saved before the array existed: zeros, as it was then
             saved = np.asarray(state["arrays"][name])
             if saved.shape != (size,):
                 raise ValueError(f"{name} has shape {saved.shape}, expected ({size},)")
