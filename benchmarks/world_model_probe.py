@@ -173,8 +173,13 @@ def imagination_check(
             column(replay.rewards[steps[:, :-1]]),
             column(replay.terminated[steps[:, :-1]] | replay.truncated[steps[:, :-1]]),
         )
-    continues = (forced.discount_logit[:, 1:].sigmoid().double() / gamma).clamp(max=1.0).numpy()
-    imagined, end = expected_reward_and_end(forced.reward_mean[:, 1:].double().numpy(), continues, lengths)
+
+    def expected(rewards: Tensor, discounts: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Per window: the expected reward and end, from predicted rewards and discount probabilities (K, H)."""
+        continues = (discounts.double() / gamma).clamp(max=1.0).numpy()  # P(continue) = discount / gamma
+        return expected_reward_and_end(rewards.double().numpy(), continues, lengths)
+
+    imagined, end = expected(forced.reward_mean[:, 1:], forced.discount_logit[:, 1:].sigmoid())
     out["teacher_reward"], out["teacher_end"] = float(imagined.mean()), float(end.mean())
     actors = {"replayed": ReplayedActions(column(replay.actions[window])), "policy": agent.actor}
     for name, actor in actors.items():
@@ -190,8 +195,7 @@ def imagination_check(
                 generator,
                 policy_reads_h=agent.policy_reads_h,
             )
-        continues = (rollout.discounts.double() / gamma).clamp(max=1.0).numpy()
-        imagined, end = expected_reward_and_end(rollout.rewards.double().numpy(), continues, lengths)
+        imagined, end = expected(rollout.rewards, rollout.discounts)
         out[f"{name}_imagined_reward"] = float(imagined.mean())
         out[f"{name}_imagined_end"] = float(end.mean())
         if name == "replayed":  # the same actions, so the windows pair up
