@@ -16,12 +16,12 @@ with the real actions and rewards. It reports
 - episode ends: the mean predicted chance of an end after a step (1 - the discount head's
   probability over gamma) against the share of those steps that terminated;
 - reconstruction: the mean absolute pixel error of the decoded newest frame, on pixels that changed
-  since the previous frame (what moves: bullets, a ball) and on the rest.
-
-- imagination against the game: from real steps among the newest ``--recent`` of the replay
-  (or the ``--recent`` from step ``--at``; ``--starts`` of them), the world model imagines ``--horizon`` steps (default: the run's
-  imagination horizon), once with the actions the agent really took next ("replayed") and once
-  with the run's final policy ("policy"), and the expected imagined reward over those steps,
+  since the previous frame (what moves: bullets, a ball) and on the rest;
+- imagination against the game: from ``--starts`` real steps among the newest ``--recent`` of the
+  replay (or the ``--recent`` from step ``--at``), the world model imagines ``--horizon`` steps
+  (default: the run's imagination horizon), once with the actions the agent really took next
+  ("replayed") and once with the run's final policy ("policy"), and the expected imagined reward
+  over those steps,
   sum_t P(no imagined end before t) * r_hat_t, is set beside the rewards the game really paid over
   the same steps. Both are cut at the real episode's end. The replayed actions make it a test of
   the world model alone (the same actions, so a faithful model pays the same on average); the
@@ -140,19 +140,16 @@ def imagination_check(
     def latents(steps: np.ndarray) -> Tensor:  # sampled, as imagination's starts are in an update
         return obs_model.sample(obs_model.encode(torch.from_numpy(replay.stacked_obs(steps))), generator)
 
-    def column(values: np.ndarray) -> Tensor:
-        return torch.from_numpy(np.array(values))  # a writable copy of the replay's read-only view
-
     def fresh_latents(n: int) -> Tensor:
         return latents(rng.integers(0, size, n))
 
-    context = k - 1
+    context = k - 1  # the replay's arrays indexed by step arrays are copies, so torch can own them
     with torch.no_grad():
         start = ImaginationStart(
             context_z=latents(context),
-            context_action=column(replay.actions[context]),
-            context_reward=column(replay.rewards[context]),
-            context_done=column(replay.terminated[context] | replay.truncated[context]),
+            context_action=torch.from_numpy(replay.actions[context]),
+            context_reward=torch.from_numpy(replay.rewards[context]),
+            context_done=torch.from_numpy(replay.terminated[context] | replay.truncated[context]),
             start_z=latents(k),
         )
     out: dict[str, float | int] = {
@@ -169,9 +166,9 @@ def imagination_check(
     with torch.no_grad(), wm.autocast():
         forced = wm.dynamics(
             latents(steps.reshape(-1)).reshape(k.size, H + 1, -1),
-            column(replay.actions[steps]),
-            column(replay.rewards[steps[:, :-1]]),
-            column(replay.terminated[steps[:, :-1]] | replay.truncated[steps[:, :-1]]),
+            torch.from_numpy(replay.actions[steps]),
+            torch.from_numpy(replay.rewards[steps[:, :-1]]),
+            torch.from_numpy(replay.terminated[steps[:, :-1]] | replay.truncated[steps[:, :-1]]),
         )
 
     def expected(rewards: Tensor, discounts: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -181,7 +178,7 @@ def imagination_check(
 
     imagined, end = expected(forced.reward_mean[:, 1:], forced.discount_logit[:, 1:].sigmoid())
     out["teacher_reward"], out["teacher_end"] = float(imagined.mean()), float(end.mean())
-    actors = {"replayed": ReplayedActions(column(replay.actions[window])), "policy": agent.actor}
+    actors = {"replayed": ReplayedActions(torch.from_numpy(replay.actions[window])), "policy": agent.actor}
     for name, actor in actors.items():
         with wm.autocast():
             rollout = imagine(

@@ -171,13 +171,6 @@ def test_without_replacement_probabilities_on_a_tiny_case() -> None:
     np.testing.assert_array_equal(buf.visits[starts], visits[starts - 1] + 1)
 
 
-def tiny_buffer(steps: int, **kwargs: object) -> ReplayBuffer:
-    buf = ReplayBuffer(steps, frame_stack=1, frame_shape=(2, 2), **kwargs)  # type: ignore[arg-type]
-    for _ in range(steps):
-        buf.add(np.zeros((2, 2), np.uint8), 0, 0.0, False, False)
-    return buf
-
-
 def test_expected_visits_by_hand() -> None:
     # A temperature so high that every spread is uniform: each added step credits 2 draws evenly
     # over the starts valid once it was there.

@@ -131,7 +131,7 @@ class ReplayBuffer:
         self._truncated = np.zeros(self.capacity, dtype=bool)
         self._episode_start = np.zeros(self.capacity, dtype=np.int64)
         self._visits = np.zeros(self.capacity, dtype=np.int64)
-        self._expected_visits = np.zeros(self.capacity, dtype=np.float64)  # only with visit_rate > 0
+        self._expected_visits = np.zeros(self.capacity, dtype=np.float64)  # used only with visit_rate > 0
         self._credited_size = 0  # the buffer's size when expected visits were last credited
         self._size = 0
 
@@ -245,9 +245,10 @@ class ReplayBuffer:
         among the windows that hold a rewarded step, the others the top keys of the rest.
         """
         count = self._check_batch(batch_size, seq_len)
+        visits: np.ndarray = self._visits
         if self.visit_rate > 0:
             self._credit_expected_visits(count)
-        visits = self._expected_visits if self.visit_rate > 0 else self._visits
+            visits = self._expected_visits
         logits = visits[1 : 1 + count] * (-1.0 / self.visit_temperature)
         keys = logits + self.rng.gumbel(size=count)
         if rewarded > 0:

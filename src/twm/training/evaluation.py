@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 MAX_EPISODE_STEPS = 27_000  # the Atari time limit: a played episode that never ends stops here
 
+
 def check_eval_policy(policy: str) -> EvalPolicy:
     """``policy`` if it is one of EVAL_POLICIES, else ValueError."""
     if policy not in EVAL_POLICIES:
