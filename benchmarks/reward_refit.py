@@ -27,6 +27,13 @@ This script tells the two apart on a run's newest resume checkpoint:
      way (balanced classes, ``--steps`` batches of 256). What it finds is in the observations; a
      world model whose states rank the steps much worse than it has dropped it.
 
+With ``--next-latent``, two more readers, both new reward heads of the run's head's size trained
+``--steps`` batches like ``head``: ``fresh`` on h_t alone and ``outcome`` on h_t beside z_{t+1},
+the encoder's latent of the observation the step led to. TWM predicts r_t from h_t, the
+transformer's output at the action token, before the outcome is seen (Dreamer reads the reward
+from the state after the step); if ``outcome`` ranks the rewarded steps far better than
+``fresh``, the reward is easier to learn from what the step did than to foresee.
+
 Each reports the share of the reward variance explained (1 - MSE / variance; ``linear`` has no
 reward scale and reports none), the mean prediction on rewarded steps, and the AUC: the chance
 that a rewarded test step is scored above an unrewarded one (0.5: no better than chance, 1: every
@@ -42,6 +49,7 @@ import copy
 import json
 import sys
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -49,6 +57,8 @@ from torch import Tensor, nn
 
 from twm.agent import Agent
 from twm.models.batch import TorchSequenceBatch
+from twm.models.distributions import zero_output_layer
+from twm.models.dynamics import mlp_head
 from twm.replay import ReplayBuffer
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
@@ -80,47 +90,56 @@ def auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def replay_features(
-    agent: Agent, replay: ReplayBuffer, batch_size: int = 64
-) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    agent: Agent, replay: ReplayBuffer, batch_size: int = 64, next_latents: bool = False
+) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray, Tensor | None]:
     """h_t (N, d), the run's reward predictions (N,), r_t (N,) and the step indices (N,) of every
-    step in ``tiling_starts`` windows, the world model in eval mode."""
+    step in ``tiling_starts`` windows, the world model in eval mode; with ``next_latents`` also
+    z_{t+1} (N, C*K) as bools, the encoder's sample of the observation after each step."""
     wm = agent.world_model
     wm.eval()
     T = agent.cfg.replay.sequence_length
     starts = tiling_starts(replay.size, T)
     if starts.size == 0:
         raise ValueError(f"the replay holds {replay.size} steps: too few for one window of {T}")
-    hs, preds, rewards = [], [], []
+    hs, preds, rewards, nexts = [], [], [], []
     with torch.no_grad():
         for i in range(0, starts.size, batch_size):
             chunk = starts[i : i + batch_size]
             batch = TorchSequenceBatch.from_numpy(replay.sequences(chunk, T), "cpu")
-            obs = batch.obs[:, :-1]  # (B, T+1, S, H, W): the context step and steps 1..T
-            B, steps = obs.shape[:2]
-            z = wm.obs_model.sample(wm.obs_model.encode(obs.flatten(0, 1)))  # (B*(T+1), C*K)
-            out = wm.dynamics(
-                z.unflatten(0, (B, steps)), batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1]
-            )
+            B, steps = batch.obs.shape[0], batch.obs.shape[1] - 1
+            # (B, T+2, C*K): the context step, steps 1..T and the observation after step T
+            z = wm.obs_model.sample(wm.obs_model.encode(batch.obs.flatten(0, 1))).unflatten(0, (B, steps + 1))
+            out = wm.dynamics(z[:, :-1], batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1])
+            if next_latents:
+                nexts.append(z[:, 2:].flatten(0, 1) > 0.5)  # (B*T, C*K): z_{t+1} of steps 1..T
             hs.append(out.h[:, 1:].flatten(0, 1))  # (B*T, d): the states that predict r_1..r_T
             preds.append(out.reward_mean[:, 1:].flatten().numpy())
             rewards.append(batch.rewards[:, 1:].flatten().numpy())
     index = (starts[:, None] + np.arange(T)[None, :]).reshape(-1)  # (N,) step of each row
-    return torch.cat(hs), np.concatenate(preds), np.concatenate(rewards), index
+    z_next = torch.cat(nexts) if next_latents else None
+    return torch.cat(hs), np.concatenate(preds), np.concatenate(rewards), index, z_next
 
 
 def train_head(
-    agent: Agent, h: Tensor, rewards: np.ndarray, steps: int, batch_size: int, seed: int
+    agent: Agent,
+    h: Tensor,
+    rewards: np.ndarray,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    head: nn.Module | None = None,
 ) -> nn.Module:
-    """A copy of the run's reward head trained ``steps`` batches more on frozen states, with its
-    loss (two-hot cross-entropy or the Gaussian's squared error) and the dynamics learning rate."""
+    """``head`` (default: a copy of the run's reward head) trained ``steps`` batches on the frozen
+    inputs ``h`` (N, in), with the run's reward loss (two-hot cross-entropy or the Gaussian's
+    squared error) and its dynamics learning rate. ``h`` may be bools (latents), read as floats."""
     dyn = agent.world_model.dynamics
-    head = copy.deepcopy(dyn.reward_head).train()
+    head = (copy.deepcopy(dyn.reward_head) if head is None else head).train()
     opt = torch.optim.Adam(head.parameters(), lr=agent.cfg.dynamics.lr, eps=agent.cfg.dynamics.eps)
     target = torch.from_numpy(rewards)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         pick = torch.randint(0, h.shape[0], (batch_size,), generator=gen)
-        out = head(h[pick])
+        out = head(h[pick].float())
         if dyn.reward_bins is None:
             loss = (0.5 * (out.squeeze(-1) - target[pick]) ** 2).mean()
         else:
@@ -135,8 +154,26 @@ def head_predictions(agent: Agent, head: nn.Module, h: Tensor) -> np.ndarray:
     """The decoded reward (N,) of ``head`` on states ``h`` (N, d)."""
     bins = agent.world_model.dynamics.reward_bins
     with torch.no_grad():
-        out = head(h)
+        out = head(h.float())
         return (out.squeeze(-1) if bins is None else bins.decode(out)).numpy()
+
+
+def fresh_head(agent: Agent, in_dim: int, seed: int) -> nn.Module:
+    """A new reward head of the run's size reading ``in_dim`` inputs, initialised as a run's is
+    (its two-hot output layer at zero)."""
+    cfg = agent.cfg.dynamics
+    torch.manual_seed(seed)
+    bins = agent.world_model.dynamics.reward_bins
+    head = mlp_head(
+        in_dim,
+        cfg.reward_head_hidden,
+        cfg.reward_head_layers,
+        1 if bins is None else bins.num_bins,
+        cfg.dropout,
+    )
+    if bins is not None:
+        zero_output_layer(cast(nn.Linear, head[-1]))
+    return head
 
 
 def linear_probe(h: Tensor, positive: np.ndarray, test_h: Tensor, steps: int = 500) -> np.ndarray:
@@ -196,12 +233,12 @@ def observation_probe(
 
 
 def refit(
-    run_dir: str, steps: int, test: float, seed: int, observations: bool = False
+    run_dir: str, steps: int, test: float, seed: int, observations: bool = False, next_latent: bool = False
 ) -> dict[str, float | int | str]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
     torch.manual_seed(seed)
-    h, run_pred, rewards, index = replay_features(agent, replay)
+    h, run_pred, rewards, index, z_next = replay_features(agent, replay, next_latents=next_latent)
     split = int(replay.size * (1.0 - test))
     train, held = index < split, index >= split
     positive = rewards != 0
@@ -227,6 +264,15 @@ def refit(
         "run": run_pred[held],
         "head": head_predictions(agent, head, test_h),
     }
+    if z_next is not None:
+        batch = agent.cfg.replay.batch_size * agent.cfg.replay.sequence_length
+        hz = torch.cat([h, z_next.float()], dim=1)  # (N, d + C*K)
+        train_hz, test_hz = hz[torch.from_numpy(train)], hz[torch.from_numpy(held)]
+        for name, x, test_x in (("fresh", train_h, test_h), ("outcome", train_hz, test_hz)):
+            new = train_head(
+                agent, x, rewards[train], steps, batch, seed, fresh_head(agent, x.shape[1], seed)
+            )
+            readers[name] = head_predictions(agent, new, test_x)
     for name, pred in readers.items():
         stats = reward_stats(pred, rewards[held])
         out[f"{name}_variance_explained"] = stats["variance_explained"]
@@ -256,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--observation-probe", action="store_true", help="also a classifier on the game's grid or vector"
     )
+    parser.add_argument(
+        "--next-latent", action="store_true", help="also new heads on h_t and on h_t beside z_{t+1}"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -264,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     try:
-        r = refit(args.run_dir, args.steps, args.test, args.seed, args.observation_probe)
+        r = refit(args.run_dir, args.steps, args.test, args.seed, args.observation_probe, args.next_latent)
     except (CheckpointError, ValueError) as exc:
         print(f"reward_refit: error: {exc}", file=sys.stderr)
         return 2
@@ -278,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, what in (
         ("run", "the run's head"),
         ("head", f"its copy after {r['refit_steps']} more batches"),
+        ("fresh", f"a new head on h_t, {r['refit_steps']} batches"),
+        ("outcome", f"a new head on h_t and z_t+1, {r['refit_steps']} batches"),
     ):
+        if f"{name}_auc" not in r:
+            continue
         print(
             f"  {what}: variance explained {r[f'{name}_variance_explained']:.1%}, "
             f"{r[f'{name}_pred_on_rewarded']:.3f} predicted on rewarded steps, AUC {r[f'{name}_auc']:.3f}"

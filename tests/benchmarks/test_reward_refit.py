@@ -68,6 +68,24 @@ def test_readers_find_a_planted_reward() -> None:
     assert np.array_equal(again, untrained)
 
 
+def test_a_fresh_head_reads_what_pays() -> None:
+    """A new two-hot head on inputs whose boolean column 3 says "reward" (the outcome of a step)
+    learns it; one on the other columns (noise) cannot."""
+    cfg = load_config("smoke", ["env.game=catch", "dynamics.reward_head=twohot", "dynamics.lr=1e-3"])
+    agent = Agent(cfg, 3)
+    gen = torch.Generator().manual_seed(2)
+    x, test_x = (torch.rand(n, 12, generator=gen) < 0.15 for n in (4000, 2000))
+    r, test_r = (np.where(v[:, 3].numpy(), np.tanh(1.0), 0.0).astype(np.float32) for v in (x, test_x))
+    head = refit_mod.fresh_head(agent, 12, seed=0)
+    assert np.abs(refit_mod.head_predictions(agent, head, test_x)).max() < 1e-6  # starts at 0
+    trained = refit_mod.train_head(agent, x, r, steps=1500, batch_size=64, seed=0, head=head)
+    assert refit_mod.auc(refit_mod.head_predictions(agent, trained, test_x), test_r != 0) > 0.97
+    blind = refit_mod.train_head(
+        agent, x[:, 4:], r, steps=1500, batch_size=64, seed=0, head=refit_mod.fresh_head(agent, 8, seed=0)
+    )
+    assert refit_mod.auc(refit_mod.head_predictions(agent, blind, test_x[:, 4:]), test_r != 0) < 0.6
+
+
 def test_observation_inputs_by_hand() -> None:
     # Vectors of 2 numbers, 2 stacked: step 1 of an episode starting at 0 reads frames 0 and 1,
     # step 0 repeats frame 0 (padding at the episode's start); then the action one-hot of 3.
@@ -104,7 +122,9 @@ def test_refit_reads_a_run_folder(tmp_path: Path) -> None:
     # read from h_t gives the run's prediction (h is what the head reads).
     state, replay, _ = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
-    h, pred, rewards, index = refit_mod.replay_features(agent, replay, batch_size=3)
+    h, pred, rewards, index, z_next = refit_mod.replay_features(
+        agent, replay, batch_size=3, next_latents=True
+    )
     T = cfg.replay.sequence_length
     assert (
         index.tolist()
@@ -113,9 +133,13 @@ def test_refit_reads_a_run_folder(tmp_path: Path) -> None:
     assert np.array_equal(rewards, replay.rewards[index])
     again = refit_mod.head_predictions(agent, agent.world_model.dynamics.reward_head, h)
     np.testing.assert_allclose(again, pred, atol=1e-6)
+    # z_{t+1}: a one-hot sample, one class of each categorical, for every step.
+    C, K = cfg.obs_model.categoricals, cfg.obs_model.classes
+    assert z_next is not None and z_next.shape == (index.size, C * K)
+    assert (z_next.view(-1, C, K).sum(-1) == 1).all()
 
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), str(run_dir), "--steps", "20", "--json"],
+        [sys.executable, str(SCRIPT), str(run_dir), "--steps", "20", "--next-latent", "--json"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -126,7 +150,7 @@ def test_refit_reads_a_run_folder(tmp_path: Path) -> None:
     assert r["train_steps"] + r["test_steps"] == index.size
     # catch pays at the end of each game (every 9 steps or so): rewarded steps on both sides.
     assert r["train_rewarded"] > 0 and r["test_rewarded"] > 0
-    for key in ("run_auc", "head_auc", "linear_auc"):
+    for key in ("run_auc", "head_auc", "linear_auc", "fresh_auc", "outcome_auc"):
         assert 0.0 <= r[key] <= 1.0
     for bad in (["--test", "1.5"], ["--steps", "-1"]):
         err = subprocess.run(
