@@ -32,7 +32,9 @@ with the real actions and rewards. It reports
   against the share of windows whose real episode terminated. "teacher" is the same sum with the
   real latents, actions and rewards fed in (the world model's loss reads them so): the gap between
   it and the replayed line is what imagining the latents costs. ``replayed_gap`` is the mean of
-  imagined minus real over the windows, with its standard error.
+  imagined minus real over the windows, with its standard error. ``per_step_*`` break the three
+  down by step of the window (the mean reward at step j over the windows whose real episode is
+  still going there): a shortfall that grows with j is latents drifting as imagination goes on.
 
 It answers "does the model see the events that pay?" and "does its imagination pay what the game
 pays?" (on MinAtar Space Invaders: see docs/results.md).
@@ -121,7 +123,7 @@ class ReplayedActions(nn.Module):
 
 def imagination_check(
     agent: Agent, replay: ReplayBuffer, starts: int, recent: int, horizon: int, seed: int, at: int = -1
-) -> dict[str, float | int]:
+) -> dict[str, float | int | list[float]]:
     """Imagined against real rewards and ends over ``horizon`` steps from real steps (module
     docstring); windows start among ``recent`` steps from step ``at`` (-1: the newest steps)."""
     size, H = len(replay), horizon
@@ -152,7 +154,7 @@ def imagination_check(
             context_done=torch.from_numpy(replay.terminated[context] | replay.truncated[context]),
             start_z=latents(k),
         )
-    out: dict[str, float | int] = {
+    out: dict[str, float | int | list[float]] = {
         "imagination_windows": int(k.size),
         "imagination_from": int(first),
         "imagination_horizon": H,
@@ -178,6 +180,17 @@ def imagination_check(
 
     imagined, end = expected(forced.reward_mean[:, 1:], forced.discount_logit[:, 1:].sigmoid())
     out["teacher_reward"], out["teacher_end"] = float(imagined.mean()), float(end.mean())
+    # Step by step, over the windows whose real episode is still going at that step: does the
+    # shortfall grow with the depth of imagination (latents drifting) or is it there from the first step?
+    going = np.arange(H)[None, :] < lengths[:, None]  # (K, H)
+
+    def per_step(rewards: np.ndarray) -> list[float]:
+        return [
+            float(rewards[going[:, j], j].mean()) if going[:, j].any() else float("nan") for j in range(H)
+        ]
+
+    out["per_step_real"] = per_step(replay.rewards[window].astype(np.float64))
+    out["per_step_teacher"] = per_step(forced.reward_mean[:, 1:].double().numpy())
     actors = {"replayed": ReplayedActions(torch.from_numpy(replay.actions[window])), "policy": agent.actor}
     for name, actor in actors.items():
         with wm.autocast():
@@ -196,6 +209,7 @@ def imagination_check(
         out[f"{name}_imagined_reward"] = float(imagined.mean())
         out[f"{name}_imagined_end"] = float(end.mean())
         if name == "replayed":  # the same actions, so the windows pair up
+            out["per_step_replayed"] = per_step(rollout.rewards.double().numpy())
             gap = imagined - real_sum
             out["replayed_gap"] = float(gap.mean())
             out["replayed_gap_se"] = (
@@ -217,7 +231,7 @@ def probe(
     recent: int = 5000,
     horizon: int = 0,
     at: int = -1,
-) -> dict[str, float | int | str]:
+) -> dict[str, float | int | str | list[float]]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
     cfg, wm = agent.cfg, agent.world_model
@@ -328,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         f"with the policy {r['policy_imagined_reward']:.3f} "
         f"(end {r['policy_imagined_end']:.1%}); teacher-forced {r['teacher_reward']:.3f} (end {r['teacher_end']:.1%})"
     )
+    for name in ("real", "teacher", "replayed"):
+        values = cast(list, r[f"per_step_{name}"])
+        print(f"  reward per step, {name}: " + " ".join(f"{v:.3f}" for v in values))
     return 0
 
 

@@ -110,6 +110,10 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
         assert 0 <= r[key] <= 1
     for key in ("replayed_imagined_reward", "policy_imagined_reward", "teacher_reward"):
         assert math.isfinite(r[key])
+    # Per step of the window: H means each; the game's are means of catch's rewards (0 or +-tanh(1)).
+    for key in ("per_step_real", "per_step_teacher", "per_step_replayed"):
+        assert len(r[key]) == cfg.actor_critic.horizon and all(math.isfinite(v) for v in r[key])
+    assert all(abs(v) <= np.tanh(1.0) + 1e-6 for v in r["per_step_real"])
     missing = subprocess.run(
         [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
     )
