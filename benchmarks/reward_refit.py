@@ -62,10 +62,10 @@ from twm.models.dynamics import mlp_head
 from twm.replay import ReplayBuffer
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
-# The scripts under benchmarks/ are files, not a package: the probe's reward statistics are read
-# from the script beside this one.
+# The scripts under benchmarks/ are files, not a package: the probe's reward statistics and its
+# teacher-forced pass are read from the script beside this one.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_model_probe import reward_stats  # noqa: E402
+from world_model_probe import reward_stats, teacher_forced  # noqa: E402
 
 
 def tiling_starts(size: int, seq_len: int) -> np.ndarray:
@@ -106,10 +106,8 @@ def replay_features(
         for i in range(0, starts.size, batch_size):
             chunk = starts[i : i + batch_size]
             batch = TorchSequenceBatch.from_numpy(replay.sequences(chunk, T), "cpu")
-            B, steps = batch.obs.shape[0], batch.obs.shape[1] - 1
-            # (B, T+2, C*K): the context step, steps 1..T and the observation after step T
-            z = wm.obs_model.sample(wm.obs_model.encode(batch.obs.flatten(0, 1))).unflatten(0, (B, steps + 1))
-            out = wm.dynamics(z[:, :-1], batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1])
+            # z: (B, T+2, C*K), the context step, steps 1..T and the observation after step T
+            z, out = teacher_forced(wm, batch, next_latent=True)
             if next_latents:
                 nexts.append(z[:, 2:].flatten(0, 1) > 0.5)  # (B*T, C*K): z_{t+1} of steps 1..T
             hs.append(out.h[:, 1:].flatten(0, 1))  # (B*T, d): the states that predict r_1..r_T

@@ -55,7 +55,9 @@ from twm.agent import Agent
 from twm.imagination import ImaginationStart, imagine
 from twm.models.actor_critic import Actor
 from twm.models.batch import TorchSequenceBatch
+from twm.models.dynamics import DynamicsOutput
 from twm.models.observation import frames_to_float
+from twm.models.world_model import WorldModel
 from twm.replay import ReplayBuffer
 from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_from_checkpoint
 
@@ -119,6 +121,20 @@ class ReplayedActions(nn.Module):
         action = self.actions[:, self.t]
         self.t += 1
         return action
+
+
+def teacher_forced(
+    wm: WorldModel, batch: TorchSequenceBatch, next_latent: bool = False
+) -> tuple[Tensor, DynamicsOutput]:
+    """The world model reading a replay batch as its loss does (call it under ``torch.no_grad``):
+    the encoder's sampled latents (B, T+1, C*K) of the context step and steps 1..T, and the
+    dynamics' output on them with the real actions and rewards. With ``next_latent`` the latents
+    are (B, T+2, C*K), the observation after step T encoded too (the dynamics read the first T+1)."""
+    obs = batch.obs if next_latent else batch.obs[:, :-1]  # (B, T+2 or T+1, S, H, W)
+    B, n = obs.shape[:2]
+    z = wm.obs_model.sample(wm.obs_model.encode(obs.flatten(0, 1))).unflatten(0, (B, n))
+    dyn_z = z[:, :-1] if next_latent else z  # (B, T+1, C*K)
+    return z, wm.dynamics(dyn_z, batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1])
 
 
 def imagination_check(
@@ -246,11 +262,8 @@ def probe(
         for _ in range(batches):
             batch = TorchSequenceBatch.from_numpy(replay.sample_sequences_uniform(batch_size, T), "cpu")
             obs = batch.obs[:, :-1]  # (B, T+1, S, 64, 64): context step and steps 1..T
-            B, steps = obs.shape[:2]
-            z = wm.obs_model.sample(wm.obs_model.encode(obs.flatten(0, 1)))  # (B*(T+1), C*K)
-            out = wm.dynamics(
-                z.unflatten(0, (B, steps)), batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1]
-            )
+            z, out = teacher_forced(wm, batch)  # z: (B, T+1, C*K)
+            z = z.flatten(0, 1)  # (B*(T+1), C*K)
             preds.append(out.reward_mean[:, 1:].flatten().numpy())  # r_1..r_T, as the loss reads them
             targets.append(batch.rewards[:, 1:].flatten().numpy())
             # The chance of an episode end after each step, 1 - P(continue), against real terminations.
