@@ -110,6 +110,9 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # states rank its rewarded steps with AUC 0.72, Space Invaders' 0.92). Space Invaders seed 0:
     # AUC 0.994, yet 7.97 (imagined latents, not the reward head, limit what the policy learns).
     "plus-reward-coef-100": ("plus", ["dynamics.reward_coef=100"]),
+    # Reward head and critic read as the mean over bins at symexp of the points (DreamerV3's released
+    # code): the symlog reading shrinks random rewards and returns (1 with chance 0.1 reads 0.072).
+    "plus-symexp-bins": ("plus", ["dynamics.reward_bins=symexp", "actor_critic.critic_bins=symexp"]),
     # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
     "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only

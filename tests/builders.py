@@ -48,13 +48,19 @@ SWITCHES = {
     # 100, and with them the float rounding in which the captured and the eager update differ.
     "actor_critic.return_norm_floor": 0.5,
     "train.eval_policy": "mode",
+    "dynamics.reward_bins": "symexp",
+    "actor_critic.critic_bins": "symexp",
 }
 # Switches that act only beside another: the update with both differs from the update with the other alone.
-NEEDS = {"actor_critic.return_norm_floor": ["actor_critic.return_norm=percentile"]}
+NEEDS = {
+    "actor_critic.return_norm_floor": ["actor_critic.return_norm=percentile"],
+    "dynamics.reward_bins": ["dynamics.reward_head=twohot"],
+    "actor_critic.critic_bins": ["actor_critic.critic=twohot"],
+}
 # The ones the `plus` preset turns on: all but uniform mixing in the latents, which hid Breakout's
 # ball from the world model (docs/results.md, "The plus agent"), the replay value loss (no gain
-# on Space Invaders) and the switches measured since without a gain yet (the rewarded share, the
-# return floor, the evaluation policy, the expected visits).
+# on Space Invaders), the switches measured since without a gain yet (the rewarded share, the
+# return floor, the evaluation policy, the expected visits) and the symexp bins, not yet measured.
 PLUS_SWITCHES = {
     **{
         key: value
@@ -63,6 +69,7 @@ PLUS_SWITCHES = {
         not in (
             "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
             "actor_critic.return_norm_floor", "train.eval_policy", "replay.visit_rate",
+            "dynamics.reward_bins", "actor_critic.critic_bins",
         )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)

@@ -75,6 +75,8 @@ def test_yaml_round_trip(preset: str, tmp_path: Path) -> None:
         ("novalue", "must look like section.key=value"),
         ("env.observation=grid", "env.observation=grid is for minatar/<game> only; Pong is seen as pictures"),
         ("env.observation=grids", "env.observation must be one of picture, grid, vector; got 'grids'"),
+        ("dynamics.reward_bins=symexp", "dynamics.reward_bins reads a two-hot head; it needs dynamics.reward_head=twohot"),
+        ("actor_critic.critic_bins=symexp", "actor_critic.critic_bins reads a two-hot critic; it needs actor_critic.critic=twohot"),
     ],
 )
 def test_bad_overrides_name_the_problem(override: str, message: str) -> None:

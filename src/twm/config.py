@@ -236,6 +236,13 @@ class DynamicsConfig:
         "classifies symlog(r_t) over 255 bins with a zero-initialised output layer (beyond the paper, "
         "DreamerV3)",
     )
+    reward_bins: Literal["symlog", "symexp"] = param(
+        "symlog",
+        "with reward_head 'twohot', how the predicted reward is read from the bins: 'symlog' = symexp of "
+        "the expected bin in symlog space (DreamerV3's paper), which shrinks a reward paid at random "
+        "(1 with chance p reads as 2^p - 1); 'symexp' = bins at symexp of those points, two-hot weights "
+        "and the mean in the reward's own units, so it reads p (DreamerV3's released code)",
+    )
     encoder_grad: float = param(
         0.0,
         "beyond the paper: share of the dynamics losses' gradient that reaches the encoder through the "
@@ -290,6 +297,12 @@ class ActorCriticConfig:
         "gaussian",
         "critic output: 'gaussian' regresses the lambda-return with a unit-variance Gaussian (the paper); "
         "'twohot' classifies symlog(return) over 255 bins, zero-initialised (beyond the paper, DreamerV3)",
+    )
+    critic_bins: Literal["symlog", "symexp"] = param(
+        "symlog",
+        "with critic 'twohot', how the value is read from the bins: 'symlog' = symexp of the expected "
+        "bin in symlog space (DreamerV3's paper; below the mean of uncertain returns), 'symexp' = the "
+        "mean over bins at symexp of those points (DreamerV3's released code)",
     )
     slow_critic_rate: float = param(
         0.0,
@@ -597,6 +610,10 @@ class Config:
                 f"the prefill; train.prefill_steps must be >= {self.replay.batch_size + self.replay.sequence_length + 1}"
             )
         ac = self.actor_critic
+        if self.dynamics.reward_bins != "symlog" and self.dynamics.reward_head != "twohot":
+            raise ConfigError("dynamics.reward_bins reads a two-hot head; it needs dynamics.reward_head=twohot")
+        if ac.critic_bins != "symlog" and ac.critic != "twohot":
+            raise ConfigError("actor_critic.critic_bins reads a two-hot critic; it needs actor_critic.critic=twohot")
         if ac.replay_value_coef > 0 and ac.inputs != "z":
             raise ConfigError("actor_critic.replay_value_coef needs actor_critic.inputs=z (real steps carry no h)")
         pairs = self.replay.batch_size * self.replay.sequence_length

@@ -71,6 +71,74 @@ def test_a_zeroed_two_hot_head_predicts_zero() -> None:
     assert TwoHotSymlog().decode(linear(torch.randn(3, 8))).abs().max() < 1e-5
 
 
+def test_symexp_bins_of_a_small_table_by_hand() -> None:
+    # Points -2, -1, 0, 1, 2 in symlog space: bins at -(e^2 - 1), -(e - 1), 0, e - 1, e^2 - 1, and
+    # the weights are linear in the value itself.
+    e = math.e
+    table = TwoHotSymlog(bins=5, low=-2.0, high=2.0, spacing="symexp").double()
+    torch.testing.assert_close(  # the bins are built in float32
+        table.bins, torch.tensor([-(e**2) + 1, -e + 1, 0.0, e - 1, e**2 - 1], dtype=torch.float64), rtol=1e-7, atol=0
+    )
+    x = torch.tensor([0.5, e - 1, 50.0, -3.0], dtype=torch.float64)
+    above = (0.5 - 0.0) / (e - 1)  # 0.5 between the bins 0 and e - 1
+    below = (-(e - 1) + 3.0) / (-(e - 1) + e**2 - 1)  # -3 between -(e^2 - 1) and -(e - 1): share of the lower
+    expected = torch.tensor(
+        [
+            [0.0, 0.0, 1 - above, above, 0.0],
+            [0.0, 0.0, 0.0, 1.0, 0.0],  # on a bin
+            [0.0, 0.0, 0.0, 0.0, 1.0],  # above the range: the end bin
+            [below, 1 - below, 0.0, 0.0, 0.0],
+        ],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(table.encode(x), expected, rtol=0, atol=1e-7)
+
+
+def test_symexp_bins_are_mirrored_and_encode_then_decode_returns_the_value() -> None:
+    table = TwoHotSymlog(spacing="symexp")
+    assert torch.equal(table.bins, -table.bins.flip(0)) and table.bins[127] == 0
+    assert table.bins[-1] == pytest.approx(math.expm1(20.0), rel=1e-6)
+    double = TwoHotSymlog(spacing="symexp").double()
+    values = torch.tensor([0.0, 0.3, -0.76, 1.0, 7.5, -123.0, 4000.0], dtype=torch.float64)
+    torch.testing.assert_close(double.decode(double.encode(values).log()), values, rtol=1e-9, atol=1e-9)
+
+
+def test_a_random_reward_reads_as_its_mean_only_with_symexp_bins() -> None:
+    """A reward of 1 paid with chance p: the best two-hot prediction is the mixture p target(1) +
+    (1 - p) target(0). Symlog bins read it as symexp(p symlog 1) = 2^p - 1; symexp bins as p."""
+    for spacing, read in (("symlog", lambda p: 2.0**p - 1.0), ("symexp", lambda p: p)):
+        table = TwoHotSymlog(spacing=spacing).double()
+        one, zero = table.encode(torch.tensor([1.0, 0.0], dtype=torch.float64))
+        for p in (0.1, 0.5, 0.9):
+            mixture = p * one + (1 - p) * zero
+            got = float(table.decode(mixture.log()))
+            assert got == pytest.approx(read(p), rel=1e-9), (spacing, p)
+    assert 2.0**0.1 - 1.0 == pytest.approx(0.0718, abs=1e-4)  # 28 % short of 0.1
+
+
+def test_equal_logits_on_mirrored_symexp_bins_read_exactly_zero() -> None:
+    """The outer bins are +-4.9e8: in a plain left-to-right sum the rounding of their terms would be
+    far from 0. A zero-initialised head, and bins that no target reaches (whose logits get equal
+    gradients), have equal logits on mirrored bins."""
+    table = TwoHotSymlog(spacing="symexp")
+    g = torch.Generator().manual_seed(0)
+    half = torch.randn(4, 127, generator=g) * 3
+    logits = torch.cat([half, torch.randn(4, 1, generator=g), half.flip(-1)], dim=-1)  # (4, 255)
+    assert torch.equal(table.decode(logits), torch.zeros(4))
+    linear = torch.nn.Linear(8, 255)
+    zero_output_layer(linear)
+    assert torch.equal(table.decode(linear(torch.randn(3, 8))), torch.zeros(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the sum is in float32 whatever the autocast
+        assert torch.equal(table.decode(logits.bfloat16()).float(), torch.zeros(4))
+
+
+def test_symexp_spacing_needs_a_symmetric_range() -> None:
+    with pytest.raises(ValueError, match="low = -high"):
+        TwoHotSymlog(bins=5, low=-1.0, high=2.0, spacing="symexp")
+    with pytest.raises(ValueError, match="spacing"):
+        TwoHotSymlog(spacing="linear")
+
+
 @pytest.mark.parametrize("unimix", [0.01, 0.3])
 def test_uniform_mixing_gives_the_stated_minimum_probability(unimix: float) -> None:
     K = 6

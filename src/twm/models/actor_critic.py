@@ -94,7 +94,7 @@ class Critic(nn.Module):
     def __init__(self, cfg: ActorCriticConfig, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = latent_dim
-        self.bins = TwoHotSymlog() if cfg.critic == "twohot" else None
+        self.bins = TwoHotSymlog(spacing=cfg.critic_bins) if cfg.critic == "twohot" else None
         self.net = orthogonal_mlp(latent_dim, cfg.hidden, cfg.layers, 1 if self.bins is None else self.bins.num_bins)
         if self.bins is not None:
             zero_output_layer(cast(nn.Linear, self.net[-1]))

@@ -11,6 +11,11 @@ These are the robustness tools of DreamerV3 (Hafner et al. 2023) that the ``plus
   whole to the end bin); the loss is the cross-entropy to that two-hot vector and the prediction
   is symexp(sum_i p_i b_i). The gradient of a classification loss does not grow with the size of
   the target, so heads learn rare large rewards and returns of any scale with one learning rate.
+  With ``spacing='symexp'`` the bins sit at symexp of those points and both the two-hot weights and
+  the prediction sum_i p_i b_i are in the value's own units (DreamerV3's released code). The
+  symlog reading averages in symlog space, which shrinks a random target towards 0 (Jensen's
+  inequality): a reward of 1 paid with chance p is predicted as 2^p - 1 (0.072 for p = 0.1), not p;
+  the symexp reading predicts p.
 - ``mix_uniform``: (1 - u) softmax(logits) + u / K as logits (log-probabilities), so every class
   keeps a probability of at least u / K: latents and policies never become deterministic, and
   the log-probabilities in the losses stay finite.
@@ -69,22 +74,38 @@ def mix_uniform(logits: Tensor, unimix: float) -> Tensor:
 class TwoHotSymlog(nn.Module):
     """A scalar as a categorical over ``bins`` points evenly spaced in symlog space on [low, high].
 
+    ``spacing`` 'symlog': the bins are those points and the two-hot weights and the expected bin
+    are taken in symlog space (the prediction is symexp of the expected bin; DreamerV3's paper).
+    'symexp': the bins are symexp of those points, and weights and expectation are in the value's
+    own units, so the prediction is the distribution's mean (DreamerV3's released code); it needs a
+    symmetric range (low = -high), so that a uniform distribution predicts exactly 0.
     ``encode`` and ``decode`` work on any leading shape: values (...) <-> probabilities (..., bins).
     The bin positions are a non-persistent buffer, so they are not part of state dicts.
     """
 
     bins: Tensor
 
-    def __init__(self, bins: int = 255, low: float = -20.0, high: float = 20.0) -> None:
+    def __init__(
+        self, bins: int = 255, low: float = -20.0, high: float = 20.0, spacing: str = "symlog"
+    ) -> None:
         super().__init__()
         if bins < 2 or not low < high:
             raise ValueError(f"need bins >= 2 and low < high, got {bins}, {low}, {high}")
-        self.num_bins = bins
-        self.register_buffer("bins", torch.linspace(low, high, bins), persistent=False)
+        if spacing not in ("symlog", "symexp"):
+            raise ValueError(f"spacing must be 'symlog' or 'symexp', got {spacing!r}")
+        if spacing == "symexp" and low != -high:
+            raise ValueError(f"spacing 'symexp' needs low = -high, got {low}, {high}")
+        self.num_bins, self.in_symlog = bins, spacing == "symlog"
+        points = torch.linspace(low, high, bins)
+        if not self.in_symlog:  # mirrored to the last bit (linspace's rounding is not): b_i = -b_{n-1-i}
+            points = symexp((points - points.flip(0)) / 2)
+        self.register_buffer("bins", points, persistent=False)
 
     def encode(self, values: Tensor) -> Tensor:
-        """The two-hot target (..., bins) of ``values`` (...): weights on the two bins around symlog(x)."""
-        y = symlog(values.detach().to(self.bins.dtype)).clamp(self.bins[0], self.bins[-1])  # (...)
+        """The two-hot target (..., bins) of ``values`` (...): weights on the two bins around x
+        (around symlog(x) with spacing 'symlog')."""
+        y = values.detach().to(self.bins.dtype)
+        y = (symlog(y) if self.in_symlog else y).clamp(self.bins[0], self.bins[-1])  # (...)
         # k: the bin at or below y (the last-but-one bin for y at the top end).
         k = (torch.bucketize(y, self.bins, right=True) - 1).clamp(0, self.num_bins - 2)  # (...)
         low, high = self.bins[k], self.bins[k + 1]
@@ -95,8 +116,19 @@ class TwoHotSymlog(nn.Module):
         return target
 
     def decode(self, logits: Tensor) -> Tensor:
-        """The predicted value (...) of logits (..., bins): symexp of the expected bin position."""
-        return symexp((logits.softmax(dim=-1) * self.bins.to(logits.dtype)).sum(dim=-1))
+        """The predicted value (...) of logits (..., bins): symexp of the expected bin position
+        (spacing 'symlog') or the expected bin (spacing 'symexp')."""
+        if self.in_symlog:
+            return symexp((logits.softmax(dim=-1) * self.bins.to(logits.dtype)).sum(dim=-1))
+        # In float32 at least, whatever the autocast: the outer bins are +-4.9e8. Bin i is summed
+        # with its mirror n-1-i first, so equal probabilities on mirrored bins (a zero-initialised
+        # head, and the bins no target reaches, whose logits get equal gradients) cancel exactly.
+        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (..., n)
+        terms = probs * self.bins  # (..., n)
+        half = self.num_bins // 2
+        paired = terms[..., :half].flip(-1) + terms[..., self.num_bins - half :]  # (..., n // 2)
+        middle = terms[..., half] if self.num_bins % 2 else terms.new_zeros(terms.shape[:-1])
+        return (middle + paired.sum(dim=-1)).to(logits.dtype)
 
     def loss(self, logits: Tensor, values: Tensor) -> Tensor:
         """Cross-entropy (...) from the two-hot encoding of ``values`` (...) to ``logits`` (..., bins)."""

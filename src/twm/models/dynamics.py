@@ -303,7 +303,7 @@ class DynamicsModel(nn.Module):
 
         self.z_head = mlp_head(d, cfg.z_head_hidden, cfg.z_head_layers, latent_dim, cfg.dropout)
         # reward_head 'twohot': logits over the bins of ``reward_bins``, starting uniform (predicting 0).
-        self.reward_bins = TwoHotSymlog() if cfg.reward_head == "twohot" else None
+        self.reward_bins = TwoHotSymlog(spacing=cfg.reward_bins) if cfg.reward_head == "twohot" else None
         reward_out = 1 if self.reward_bins is None else self.reward_bins.num_bins
         self.reward_head = mlp_head(d, cfg.reward_head_hidden, cfg.reward_head_layers, reward_out, cfg.dropout, 0.0)
         if self.reward_bins is not None:
