@@ -35,6 +35,8 @@ with the real actions and rewards. It reports
   imagined minus real over the windows, with its standard error. ``per_step_*`` break the three
   down by step of the window (the mean reward at step j over the windows whose real episode is
   still going there): a shortfall that grows with j is latents drifting as imagination goes on.
+  ``--read-mean`` reads a two-hot reward head as its distribution's mean (``TwoHotSymlog.mean``)
+  instead of symexp of its expected bin, which reads a reward paid at random low.
 
 It answers "does the model see the events that pay?" and "does its imagination pay what the game
 pays?" (on MinAtar Space Invaders: see docs/results.md).
@@ -247,10 +249,16 @@ def probe(
     recent: int = 5000,
     horizon: int = 0,
     at: int = -1,
+    read_mean: bool = False,
 ) -> dict[str, float | int | str | list[float]]:
     state, replay, path = CheckpointManager(run_dir).load_latest()
     agent = agent_from_checkpoint(state)
     cfg, wm = agent.cfg, agent.world_model
+    if read_mean:  # every reward prediction below (teacher-forced and imagined) reads the head's mean
+        bins = wm.dynamics.reward_bins
+        if bins is None:
+            raise CheckpointError("--read-mean reads a two-hot reward head; this run's is Gaussian")
+        bins.decode = bins.mean  # type: ignore[method-assign]
     wm.eval()
     torch.manual_seed(seed)
     c = cfg.frame_channels
@@ -315,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--horizon", type=int, default=0, help="steps per window (default: the run's horizon)"
     )
+    parser.add_argument(
+        "--read-mean",
+        action="store_true",
+        help="read the two-hot reward head as its distribution's mean, sum_i p_i symexp(b_i), instead of "
+        "symexp of the expected bin (what dynamics.reward_bins=symexp would predict)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -329,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             args.recent,
             args.horizon,
             args.at,
+            args.read_mean,
         )
     except CheckpointError as exc:
         print(f"world_model_probe: error: {exc}", file=sys.stderr)

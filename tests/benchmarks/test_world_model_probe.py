@@ -118,3 +118,20 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    gaussian = subprocess.run(  # smoke's reward head is the paper's Gaussian: nothing to read as a mean
+        [sys.executable, str(SCRIPT), str(run_dir), "--read-mean"], capture_output=True, text=True
+    )
+    assert gaussian.returncode == 2 and "two-hot" in gaussian.stderr and "Traceback" not in gaussian.stderr
+
+
+def test_read_mean_changes_only_the_reward_predictions(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    settings = ["train.total_steps=150", "train.budget=5000", "train.checkpoint_interval=50"]
+    cfg = load_config("smoke", ["env.game=catch", "dynamics.reward_head=twohot", *settings])
+    Trainer(cfg, run_dir, device="cpu", progress=False).run()
+    kwargs = dict(batches=2, batch_size=4, seed=0, starts=8, recent=100)
+    plain = probe_mod.probe(str(run_dir), **kwargs)
+    mean = probe_mod.probe(str(run_dir), **kwargs, read_mean=True)
+    for key in ("real_reward", "per_step_real", "end_pred", "recon_err_moved", "rewarded_share"):
+        assert plain[key] == mean[key], key
+    assert plain["teacher_reward"] != mean["teacher_reward"]

@@ -115,6 +115,23 @@ def test_a_random_reward_reads_as_its_mean_only_with_symexp_bins() -> None:
             assert got == pytest.approx(read(p), rel=1e-9), (spacing, p)
 
 
+def test_mean_is_the_distributions_mean_in_the_values_units() -> None:
+    """``mean``: sum_i p_i symexp(b_i) for symlog bins (by hand here), ``decode`` itself for symexp bins."""
+    table = TwoHotSymlog().double()
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 255, generator=g, dtype=torch.float64) * 4
+    by_hand = (logits.softmax(-1) * symexp(table.bins)).sum(-1)
+    torch.testing.assert_close(table.mean(logits), by_hand, rtol=1e-12, atol=1e-6)
+    # A reward of 1 with chance 0.1: symlog bins read 2^0.1 - 1, their mean is 0.1 up to the bins'
+    # curvature (the two-hot weights of 1 are linear in symlog, not in the value).
+    one, zero = table.encode(torch.tensor([1.0, 0.0], dtype=torch.float64))
+    mixture = (0.1 * one + 0.9 * zero).log()
+    assert float(table.decode(mixture)) == pytest.approx(2**0.1 - 1, rel=1e-9)
+    assert float(table.mean(mixture)) == pytest.approx(0.1, rel=0.01)
+    symexp_table = TwoHotSymlog(spacing="symexp").double()
+    assert torch.equal(symexp_table.mean(logits), symexp_table.decode(logits))
+
+
 def test_equal_logits_on_mirrored_symexp_bins_read_exactly_zero() -> None:
     """The outer bins are +-4.9e8: in a plain left-to-right sum the rounding of their terms would be
     far from 0. A zero-initialised head, and bins that no target reaches (whose logits get equal

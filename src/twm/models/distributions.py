@@ -120,11 +120,21 @@ class TwoHotSymlog(nn.Module):
         (spacing 'symlog') or the expected bin (spacing 'symexp')."""
         if self.in_symlog:
             return symexp((logits.softmax(dim=-1) * self.bins.to(logits.dtype)).sum(dim=-1))
-        # In float32 at least, whatever the autocast: the outer bins are +-4.9e8. Bin i is summed
+        return self._mirrored_mean(logits, self.bins)
+
+    def mean(self, logits: Tensor) -> Tensor:
+        """The mean (...) of the distribution of logits (..., bins) in the value's own units:
+        ``decode`` for spacing 'symexp'; for 'symlog' sum_i p_i symexp(b_i), which is not what the
+        head predicts (benchmarks/world_model_probe.py --read-mean compares the two)."""
+        return self._mirrored_mean(logits, self.bins if not self.in_symlog else symexp(self.bins))
+
+    def _mirrored_mean(self, logits: Tensor, values: Tensor) -> Tensor:
+        """sum_i p_i values_i for values mirrored around the middle bin (values_i = -values_{n-1-i})."""
+        # In float32 at least, whatever the autocast: the outer values are +-4.9e8. Bin i is summed
         # with its mirror n-1-i first, so equal probabilities on mirrored bins (a zero-initialised
         # head, and the bins no target reaches, whose logits get equal gradients) cancel exactly.
         probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=-1)  # (..., n)
-        terms = probs * self.bins  # (..., n)
+        terms = probs * values  # (..., n)
         half = self.num_bins // 2
         paired = terms[..., :half].flip(-1) + terms[..., self.num_bins - half :]  # (..., n // 2)
         middle = terms[..., half] if self.num_bins % 2 else terms.new_zeros(terms.shape[:-1])
