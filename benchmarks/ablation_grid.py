@@ -113,6 +113,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # Reward head and critic read as the mean over bins at symexp of the points (DreamerV3's released
     # code): the symlog reading shrinks random rewards and returns (1 with chance 0.1 reads 0.072).
     "plus-symexp-bins": ("plus", ["dynamics.reward_bins=symexp", "actor_critic.critic_bins=symexp"]),
+    # Half of the latents the dynamics model reads in training replaced by samples of its own one-step
+    # prediction (scheduled sampling): imagination's shortfall on Space Invaders is there from the
+    # first imagined latent (world_model_probe's per-step lines), which the teacher-forced model never reads.
+    "plus-imagined-inputs-0.5": ("plus", ["dynamics.imagined_inputs=0.5"]),
     # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
     "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only

@@ -50,6 +50,7 @@ SWITCHES = {
     "train.eval_policy": "mode",
     "dynamics.reward_bins": "symexp",
     "actor_critic.critic_bins": "symexp",
+    "dynamics.imagined_inputs": 0.5,
 }
 # Switches that act only beside another: the update with both differs from the update with the other alone.
 NEEDS = {
@@ -60,7 +61,8 @@ NEEDS = {
 # The ones the `plus` preset turns on: all but uniform mixing in the latents, which hid Breakout's
 # ball from the world model (docs/results.md, "The plus agent"), the replay value loss (no gain
 # on Space Invaders), the switches measured since without a gain yet (the rewarded share, the
-# return floor, the evaluation policy, the expected visits) and the symexp bins, not yet measured.
+# return floor, the evaluation policy, the expected visits) and those not yet measured (the symexp
+# bins, the imagined inputs).
 PLUS_SWITCHES = {
     **{
         key: value
@@ -69,7 +71,7 @@ PLUS_SWITCHES = {
         not in (
             "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
             "actor_critic.return_norm_floor", "train.eval_policy", "replay.visit_rate",
-            "dynamics.reward_bins", "actor_critic.critic_bins",
+            "dynamics.reward_bins", "actor_critic.critic_bins", "dynamics.imagined_inputs",
         )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)

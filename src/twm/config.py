@@ -243,6 +243,16 @@ class DynamicsConfig:
         "(1 with chance p reads as 2^p - 1); 'symexp' = bins at symexp of those points, two-hot weights "
         "and the mean in the reward's own units, so it reads p (DreamerV3's released code)",
     )
+    imagined_inputs: float = param(
+        0.0,
+        "beyond the paper: in each world-model update, this share of the latents z_1..z_T that the dynamics "
+        "model reads is replaced by a sample of its own one-step prediction from a first pass (eval mode) over the "
+        "real latents (scheduled sampling; no replacement right after an episode end), so the heads learn "
+        "to read latents like those imagination feeds them; the targets stay the real ones (0 = the "
+        "paper: it reads the encoder's latents only)",
+        lo=0,
+        hi=1,
+    )
     encoder_grad: float = param(
         0.0,
         "beyond the paper: share of the dynamics losses' gradient that reaches the encoder through the "

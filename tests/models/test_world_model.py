@@ -240,3 +240,58 @@ def test_latent_loss_switch_off_is_the_released_behaviour(replay: ReplayBuffer) 
     assert Config().dynamics.latent_loss  # the paper config trains the head
     grads = _z_head_gradients(smoke_config(latent_loss="false"), replay)
     assert all(g.abs().sum() == 0 for g in grads)
+
+
+def test_imagined_inputs_replace_latents_by_one_step_predictions(replay: ReplayBuffer) -> None:
+    """``dynamics.imagined_inputs``: the loss pass reads, at each replaced step t >= 1, a sample of
+    the prediction made at step t-1 by a first pass over the real latents; the context latent, the
+    steps right after an episode end and the returned imagination starts stay real."""
+    share = 0.6
+    cfg = smoke_config(dropout=0.0, imagined_inputs=share)
+    torch.manual_seed(0)
+    model = WorldModel.from_config(cfg, NUM_ACTIONS)
+    batch = make_batch(replay, cfg)
+    batch.terminated[:, 1] = True  # every z_2 starts another episode
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    modes: list[bool] = []
+    states: list[torch.Tensor] = []
+    forward, imagined_inputs = model.dynamics.forward, model._with_imagined_inputs
+
+    def recording_forward(z, *args, **kwargs):
+        out = forward(z, *args, **kwargs)
+        calls.append((z.detach().clone(), out.z_logits.detach().clone()))
+        modes.append(model.dynamics.training)
+        return out
+
+    def recording_imagined_inputs(z_in, batch, generator):
+        states.append(generator.get_state())  # the draws of the replacement start here
+        return imagined_inputs(z_in, batch, generator)
+
+    model.dynamics.forward = recording_forward  # type: ignore[method-assign]
+    model._with_imagined_inputs = recording_imagined_inputs  # type: ignore[method-assign]
+    losses = model.compute_loss(batch, generator=torch.Generator().manual_seed(3))
+    (real, real_logits), (read, _) = calls  # the first pass, then the loss pass
+    assert modes == [False, True]  # the first pass as imagination runs it: no dropout
+    B, T1, _ = real.shape
+    # The same draws by hand: a sample of the predictions of z_1..z_T made at steps 0..T-1, then
+    # one uniform per step against the share.
+    g = torch.Generator()
+    g.set_state(states[0])
+    imagined = model.obs_model.sample(real_logits[:, :-1], g)  # (B, T, C*K)
+    draw = torch.rand(B, T1 - 1, generator=g)
+    for b in range(B):
+        assert torch.equal(read[b, 0], real[b, 0])  # the context step
+        for t in range(1, T1):
+            after_end = bool(batch.dones[b, t - 1])
+            expected = real[b, t] if after_end or draw[b, t - 1] >= share else imagined[b, t - 1]
+            assert torch.equal(read[b, t], expected), (b, t)
+    replaced = ~(read == real).all(dim=-1)  # (B, T+1)
+    assert not replaced[:, 2].any() and replaced.any() and (~replaced[:, 1:]).any()
+    assert torch.equal(losses.z, real)  # imagination starts from the real latents
+    # The consistency term reads the first pass's predictions: the observation loss is that of
+    # the paper's update on the same draws, whatever the loss pass read.
+    torch.manual_seed(0)
+    paper = WorldModel.from_config(smoke_config(dropout=0.0), NUM_ACTIONS)
+    paper_losses = paper.compute_loss(batch, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(losses.obs_loss, paper_losses.obs_loss)
+    assert not torch.equal(losses.dyn_loss, paper_losses.dyn_loss)

@@ -15,6 +15,11 @@ observation after the last step (``SequenceBatch`` of the replay buffer, step ax
 4. the observation model's loss gets the consistency term, the cross-entropy from the dynamics
    model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T.
 
+With ``dynamics.imagined_inputs`` > 0 (beyond the paper) a first pass of the dynamics model, in
+eval mode and without gradient, predicts z_1..z_T from the real latents; in step 3 it reads a sample of those predictions
+instead of that share of z_1..z_T (scheduled sampling), with the same targets, and the consistency
+term reads the first pass's predictions.
+
 This is the alignment of the released code (``WorldModel.optimize``), whose dynamics optimiser steps
 before the observation loss is computed; that changes nothing, since the observation loss reads
 only detached dynamics predictions and the two losses share no parameter. The returned
@@ -148,6 +153,32 @@ class WorldModel(nn.Module):
             return z
         return z.detach() + share * (z - z.detach())  # values exactly z; gradient scaled by share
 
+    def _with_imagined_inputs(
+        self, z_in: Tensor, batch: TorchSequenceBatch, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """``dynamics.imagined_inputs``: z_in (B, T+1, C*K) = [z_0..z_T] with a share of z_1..z_T
+        replaced by samples of the dynamics' own prediction of them from a pass over the real
+        latents (in eval mode, no gradient), as imagination feeds it its predictions. Returns the new inputs and that pass's
+        predicted logits of z_1..z_T (B, T, C, K).
+
+        A replaced z_t carries no gradient to the encoder. z_t right after an episode end (d_{t-1})
+        is never replaced: it starts another episode, which the step before cannot predict.
+        """
+        # In eval mode, as imagination runs it (and so without dropout draws in the unused heads,
+        # which a compiled region would drop and an eager update would make).
+        was_training = self.dynamics.training
+        self.dynamics.eval()
+        with torch.no_grad():
+            real = self.dynamics(z_in.detach(), batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1])
+        self.dynamics.train(was_training)
+        with torch.no_grad():
+            pred_logits = real.z_logits[:, :-1]  # (B, T, C, K): position t-1 predicts z_t
+            imagined = self.obs_model.sample(pred_logits, generator).to(z_in.dtype)  # (B, T, C*K)
+            draw = torch.rand(imagined.shape[:2], generator=generator, device=z_in.device)  # (B, T)
+            replace = (draw < self.dyn_cfg.imagined_inputs) & ~batch.dones[:, :-1]  # (B, T): d_0..d_{T-1}
+        later = torch.where(replace[..., None], imagined, z_in[:, 1:])  # (B, T, C*K)
+        return torch.cat([z_in[:, :1], later], dim=1), pred_logits
+
     # ------------------------------------------------------------------ losses
 
     def compute_loss(self, batch: TorchSequenceBatch, generator: torch.Generator | None = None) -> WorldModelLosses:
@@ -166,7 +197,12 @@ class WorldModel(nn.Module):
             z_in = torch.cat([context_z, self._dynamics_input(z)], dim=1)  # (B, T+1, C*K)
             # (B, T, C, K): z_2..z_{T+1}
             target_logits = torch.cat([logits[:, 1:].detach(), next_logits], dim=1)
-            dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(z_in, batch, target_logits.softmax(-1))
+            dyn_in, real_pred_logits = z_in, None
+            if self.dyn_cfg.imagined_inputs > 0:
+                dyn_in, real_pred_logits = self._with_imagined_inputs(z_in, batch, generator)
+            dyn_loss, z_pred_logits, dyn_metrics = self._dynamics_loss(dyn_in, batch, target_logits.softmax(-1))
+            if real_pred_logits is not None:  # the consistency target: predictions from the real latents
+                z_pred_logits = real_pred_logits
             obs_loss, obs_metrics = self.obs_model.compute_loss(
                 frames, z, logits, dynamics_logits=z_pred_logits.detach()
             )
