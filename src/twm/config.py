@@ -245,11 +245,11 @@ class DynamicsConfig:
     )
     imagined_inputs: float = param(
         0.0,
-        "beyond the paper: in each world-model update, this share of the latents z_1..z_T that the dynamics "
-        "model reads is replaced by a sample of its own one-step prediction from a first pass (eval mode) over the "
-        "real latents (scheduled sampling; no replacement right after an episode end), so the heads learn "
-        "to read latents like those imagination feeds them; the targets stay the real ones (0 = the "
-        "paper: it reads the encoder's latents only)",
+        "beyond the paper: in each world-model update, this share of the latents z_1..z_T that the "
+        "dynamics model reads is replaced by a sample of its own one-step prediction from a first pass "
+        "(eval mode) over the real latents (scheduled sampling; no replacement right after an episode "
+        "end), so the heads learn to read latents like those imagination feeds them; the targets stay "
+        "the real ones (0 = the paper: it reads the encoder's latents only)",
         lo=0,
         hi=1,
     )

@@ -16,9 +16,9 @@ observation after the last step (``SequenceBatch`` of the replay buffer, step ax
    model's detached predictions of z_1..z_T (made at steps 0..T-1) to the encoder's z_1..z_T.
 
 With ``dynamics.imagined_inputs`` > 0 (beyond the paper) a first pass of the dynamics model, in
-eval mode and without gradient, predicts z_1..z_T from the real latents; in step 3 it reads a sample of those predictions
-instead of that share of z_1..z_T (scheduled sampling), with the same targets, and the consistency
-term reads the first pass's predictions.
+eval mode and without gradient, predicts z_1..z_T from the real latents; in step 3 it reads a
+sample of those predictions instead of that share of z_1..z_T (scheduled sampling), with the same
+targets, and the consistency term reads the first pass's predictions.
 
 This is the alignment of the released code (``WorldModel.optimize``), whose dynamics optimiser steps
 before the observation loss is computed; that changes nothing, since the observation loss reads
@@ -158,8 +158,8 @@ class WorldModel(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """``dynamics.imagined_inputs``: z_in (B, T+1, C*K) = [z_0..z_T] with a share of z_1..z_T
         replaced by samples of the dynamics' own prediction of them from a pass over the real
-        latents (in eval mode, no gradient), as imagination feeds it its predictions. Returns the new inputs and that pass's
-        predicted logits of z_1..z_T (B, T, C, K).
+        latents (in eval mode, no gradient), as imagination feeds it its predictions. Returns the
+        new inputs and that pass's predicted logits of z_1..z_T (B, T, C, K).
 
         A replaced z_t carries no gradient to the encoder. z_t right after an episode end (d_{t-1})
         is never replaced: it starts another episode, which the step before cannot predict.
