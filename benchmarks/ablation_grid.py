@@ -117,6 +117,12 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     # prediction (scheduled sampling): imagination's shortfall on Space Invaders is there from the
     # first imagined latent (world_model_probe's per-step lines), which the teacher-forced model never reads.
     "plus-imagined-inputs-0.5": ("plus", ["dynamics.imagined_inputs=0.5"]),
+    # Both fixes of imagination's shortfall on Space Invaders: the symexp reading (the teacher-forced
+    # model's symlog shrinkage) and the imagined inputs (the drop at the first imagined latent).
+    "plus-imagined-symexp": (
+        "plus",
+        ["dynamics.imagined_inputs=0.5", "dynamics.reward_bins=symexp", "actor_critic.critic_bins=symexp"],
+    ),
     # A quarter of each world-model batch (2 of 8 sequences) drawn among windows that hold a reward.
     "plus-rewarded-share": ("plus", ["replay.rewarded_share=0.25"]),
     # Actor and critic start again from new weights every 25k interactions, then 500 policy-only
