@@ -6,13 +6,16 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from twm.config_files import describe_keys
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "config_keys_doc.py"
 
 
-def load():
+def load() -> ModuleType:
     spec = importlib.util.spec_from_file_location("config_keys_doc", SCRIPT)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -30,7 +33,7 @@ def test_the_method_page_lists_every_key_with_its_default_and_meaning() -> None:
     assert "| `dynamics.reward_bins` | `symlog` | with reward_head 'twohot'" in page
 
 
-def test_a_stale_page_is_found_and_rewritten(tmp_path: Path, monkeypatch) -> None:
+def test_a_stale_page_is_found_and_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     doc = load()
     stale = doc.PAGE.read_text().replace("| `replay.visit_rate` |", "| `replay.visit_rates` |")
     page = tmp_path / "method.md"
