@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "--read-mean",
         action="store_true",
         help="read the two-hot reward head as its distribution's mean, sum_i p_i symexp(b_i), instead of "
-        "symexp of the expected bin (what dynamics.reward_bins=symexp would predict)",
+        "symexp of the expected bin (the reading that dynamics.reward_bins=symexp makes, on this head's bins)",
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
