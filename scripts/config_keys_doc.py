@@ -5,7 +5,8 @@
 
 The tables run from the "### `env`" heading to the end of the page: one per config section, each
 key with its paper default and its help text (``twm.config_files.describe_keys``, the rows of
-``twm config --keys``). tests/test_docs.py runs the check, so a new key cannot be left out.
+``twm config --keys``). tests/test_config_keys_doc.py runs the check, so a new key cannot be
+left out.
 """
 
 from __future__ import annotations

@@ -3,12 +3,11 @@ config without its row, or a default or help text changed, fails here."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from tests.benchmarks.scripts import load_file
 
 from twm.config_files import describe_keys
 
@@ -16,12 +15,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "config_keys_doc.py"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("config_keys_doc", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["config_keys_doc"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file(SCRIPT)
 
 
 def test_the_method_page_lists_every_key_with_its_default_and_meaning() -> None:

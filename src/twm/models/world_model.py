@@ -170,12 +170,11 @@ class WorldModel(nn.Module):
         self.dynamics.eval()
         with torch.no_grad():
             real = self.dynamics(z_in.detach(), batch.actions, batch.rewards[:, :-1], batch.dones[:, :-1])
-        self.dynamics.train(was_training)
-        with torch.no_grad():
             pred_logits = real.z_logits[:, :-1]  # (B, T, C, K): position t-1 predicts z_t
             imagined = self.obs_model.sample(pred_logits, generator).to(z_in.dtype)  # (B, T, C*K)
             draw = torch.rand(imagined.shape[:2], generator=generator, device=z_in.device)  # (B, T)
             replace = (draw < self.dyn_cfg.imagined_inputs) & ~batch.dones[:, :-1]  # (B, T): d_0..d_{T-1}
+        self.dynamics.train(was_training)
         later = torch.where(replace[..., None], imagined, z_in[:, 1:])  # (B, T, C*K)
         return torch.cat([z_in[:, :1], later], dim=1), pred_logits
 
