@@ -65,7 +65,7 @@ from twm.training.checkpoint import CheckpointError, CheckpointManager, agent_fr
 # The scripts under benchmarks/ are files, not a package: the probe's reward statistics and its
 # teacher-forced pass are read from the script beside this one.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from world_model_probe import reward_stats, teacher_forced  # noqa: E402
+from world_model_probe import auc, reward_stats, teacher_forced  # noqa: E402
 
 
 def tiling_starts(size: int, seq_len: int) -> np.ndarray:
@@ -74,19 +74,6 @@ def tiling_starts(size: int, seq_len: int) -> np.ndarray:
     next observation, ``ReplayBuffer.sequences``) fit."""
     last = size - seq_len - 1  # the last valid start
     return np.arange(1, last + 1, seq_len, dtype=np.int64)
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """P(score of a positive > score of a negative), ties counted half (the Mann-Whitney U / n1 n0)."""
-    positive = positive.astype(bool)
-    n1, n0 = int(positive.sum()), int((~positive).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    last = np.cumsum(counts)  # 1-based rank of each distinct value's last occurrence
-    mean_rank = last - (counts - 1) / 2.0  # ties share their mean rank
-    ranks = mean_rank[inverse]
-    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 
 
 def replay_features(

@@ -14,7 +14,11 @@ with the real actions and rewards. It reports
   unit-variance Gaussian NLL is 0.919 + MSE / 2, so on sparse rewards its whole range is a few
   hundredths;
 - episode ends: the mean predicted chance of an end after a step (1 - the discount head's
-  probability over gamma) against the share of those steps that terminated;
+  probability over gamma) against the share of those steps that terminated; the mean chance on
+  the steps that terminated and on the rest; and how well the chance ranks them (``end_auc``: the
+  probability that a terminating step gets a higher chance than a step that does not, 0.5 for a
+  head that cannot tell them apart). An average that matches the game's says nothing about
+  whether the model sees which steps end an episode: the ranking does;
 - reconstruction: the mean absolute pixel error of the decoded newest frame, on pixels that changed
   since the previous frame (what moves: bullets, a ball) and on the rest;
 - imagination against the game: from ``--starts`` real steps among the newest ``--recent`` of the
@@ -80,6 +84,32 @@ def reward_stats(pred: np.ndarray, target: np.ndarray) -> dict[str, float | int]
         "pred_on_unrewarded": float(pred[~rewarded].mean()) if (~rewarded).any() else nan,
         "correlation": float(np.corrcoef(pred, target)[0, 1]) if varies and pred.std() > 0 else nan,
         "variance_explained": 1.0 - mse / mse_mean if varies else nan,
+    }
+
+
+def auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counted half (the Mann-Whitney U / n1 n0)."""
+    positive = positive.astype(bool)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    last = np.cumsum(counts)  # 1-based rank of each distinct value's last occurrence
+    mean_rank = last - (counts - 1) / 2.0  # ties share their mean rank
+    ranks = mean_rank[inverse]
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
+def end_stats(pred: np.ndarray, terminated: np.ndarray) -> dict[str, float]:
+    """Predicted chances of an episode end after each step against the steps that terminated."""
+    ended = terminated.astype(bool)
+    nan = float("nan")
+    return {
+        "end_pred": float(pred.mean()),
+        "end_real": float(ended.mean()),
+        "end_pred_on_terminal": float(pred[ended].mean()) if ended.any() else nan,
+        "end_pred_elsewhere": float(pred[~ended].mean()) if (~ended).any() else nan,
+        "end_auc": auc(pred, ended),
     }
 
 
@@ -293,8 +323,7 @@ def probe(
         "checkpoint": path.name,
         "interactions": int(state["interactions"]),
         **reward_stats(np.concatenate(preds), np.concatenate(targets)),
-        "end_pred": float(np.concatenate(ends_pred).mean()),
-        "end_real": float(np.concatenate(ends_real).mean()),
+        **end_stats(np.concatenate(ends_pred), np.concatenate(ends_real)),
         "recon_err_moved": float(np.nanmean(moved_err)) if moved_err else float("nan"),
         "recon_err_still": float(np.mean(still_err)) if still_err else float("nan"),
         "moved_pixel_share": float(np.mean(moved_share)) if moved_share else float("nan"),

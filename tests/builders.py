@@ -51,6 +51,7 @@ SWITCHES = {
     "dynamics.reward_bins": "symexp",
     "actor_critic.critic_bins": "symexp",
     "dynamics.imagined_inputs": 0.5,
+    "obs_model.moved_weight": 4.0,
 }
 # Switches that act only beside another: the update with both differs from the update with the other alone.
 NEEDS = {
@@ -62,7 +63,7 @@ NEEDS = {
 # ball from the world model (docs/results.md, "The plus agent"), the replay value loss (no gain
 # on Space Invaders), the switches measured since without a gain yet (the rewarded share, the
 # return floor, the evaluation policy, the expected visits) and those not yet measured (the symexp
-# bins, the imagined inputs).
+# bins, the imagined inputs, the moved-pixel weight).
 PLUS_SWITCHES = {
     **{
         key: value
@@ -72,6 +73,7 @@ PLUS_SWITCHES = {
             "obs_model.unimix", "actor_critic.replay_value_coef", "dynamics.encoder_grad", "replay.rewarded_share",
             "actor_critic.return_norm_floor", "train.eval_policy", "replay.visit_rate",
             "dynamics.reward_bins", "actor_critic.critic_bins", "dynamics.imagined_inputs",
+            "obs_model.moved_weight",
         )
     },
     "dynamics.encoder_grad": 1.0,  # the whole gradient (the tests' SWITCHES use a share, 0.5)

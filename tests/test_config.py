@@ -98,6 +98,17 @@ def test_grid_observations_have_the_games_channels_on_a_10x10_grid() -> None:
         apply_overrides(Config(), ["env.game=minatar/breakout", "env.observation=grid", "env.color=true"])
 
 
+def test_moved_weight_needs_a_stack_of_pictures_or_grids() -> None:
+    with pytest.raises(ConfigError, match="it needs env.frame_stack >= 2"):
+        apply_overrides(Config(), ["obs_model.moved_weight=4", "env.frame_stack=1"])
+    with pytest.raises(ConfigError, match="env.observation=vector has neither"):
+        apply_overrides(Config(), ["env.game=gym:CartPole-v1", "env.observation=vector", "obs_model.moved_weight=4"])
+    with pytest.raises(ConfigError, match=r"obs_model.moved_weight must be in \[1, inf\]"):
+        apply_overrides(Config(), ["obs_model.moved_weight=0.5"])
+    grid = apply_overrides(Config(), ["env.game=minatar/breakout", "env.observation=grid", "obs_model.moved_weight=4"])
+    assert grid.obs_model.moved_weight == 4.0
+
+
 def test_bad_yaml_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("env: [unclosed\n")

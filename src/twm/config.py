@@ -190,6 +190,14 @@ class ObservationModelConfig:
         lo=0,
         hi=1,
     )
+    moved_weight: float = param(
+        1.0,
+        "beyond the paper: the decoder's loss counts this many times on the pixels (grid cells) that "
+        "change anywhere within the frame stack, in every frame of it, so small moving objects "
+        "(bullets, a ball) weigh in the latent as much as large still ones; needs a stack of at least "
+        "two frames (1 = the paper: every pixel alike)",
+        lo=1,
+    )
     lr: float = param(1e-4, "Adam learning rate", lo=0, lo_open=True)
     eps: float = param(1e-5, "Adam epsilon", lo=0, lo_open=True)
     weight_decay: float = param(1e-6, "Adam weight decay", lo=0)
@@ -605,6 +613,11 @@ class Config:
                 raise ConfigError(f"{what} is about pictures; env.observation=vector reads the observation's numbers")
         elif self.env.vector_size:
             raise ConfigError("env.vector_size is for env.observation=vector only")
+        if self.obs_model.moved_weight != 1:
+            if self.env.observation == "vector":
+                raise ConfigError("obs_model.moved_weight weighs pixels or grid cells; env.observation=vector has neither")
+            if self.env.frame_stack < 2:
+                raise ConfigError("obs_model.moved_weight finds what moved between stacked frames; it needs env.frame_stack >= 2")
         t = self.train
         if t.prefill_steps >= t.total_steps:
             raise ConfigError(

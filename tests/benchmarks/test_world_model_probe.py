@@ -1,4 +1,5 @@
-"""benchmarks/world_model_probe.py: its reward statistics by hand, and a run through it."""
+"""benchmarks/world_model_probe.py: its reward and episode-end statistics and the AUC by hand, and a
+run through it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,35 @@ from twm.replay import ReplayBuffer
 from twm.training.trainer import Trainer
 
 SCRIPT, probe_mod = load_script("world_model_probe.py")
+
+
+def test_auc_by_hand() -> None:
+    # Positives 0.35 and 0.8 against negatives 0.1 and 0.4: 0.35 > 0.1, 0.35 < 0.4, 0.8 > both: 3 of 4 pairs.
+    assert probe_mod.auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == 0.75
+    # A tie counts half; every positive first is 1, last is 0.
+    assert probe_mod.auc(np.array([0.5, 0.5]), np.array([0, 1])) == 0.5
+    assert probe_mod.auc(np.array([3.0, 2.0, 1.0]), np.array([1, 1, 0])) == 1.0
+    assert probe_mod.auc(np.array([3.0, 2.0, 1.0]), np.array([0, 0, 1])) == 0.0
+    # Ties inside each class change nothing: positives {2, 2} over negatives {1, 1, 3}: 4 of 6 pairs.
+    assert probe_mod.auc(np.array([2.0, 2.0, 1.0, 1.0, 3.0]), np.array([1, 1, 0, 0, 0])) == pytest.approx(
+        4 / 6
+    )
+    assert math.isnan(probe_mod.auc(np.array([1.0, 2.0]), np.array([0, 0])))
+
+
+def test_end_stats_by_hand() -> None:
+    # Chances 0.1 / 0.2 / 0.6 / 0.1, the third step terminated: 0.6 on it, 0.4 / 3 on the others, and
+    # it outranks all three: AUC 1.
+    r = probe_mod.end_stats(np.array([0.1, 0.2, 0.6, 0.1]), np.array([0, 0, 1, 0]))
+    assert r["end_pred"] == pytest.approx(0.25) and r["end_real"] == 0.25
+    assert r["end_pred_on_terminal"] == pytest.approx(0.6) and r["end_pred_elsewhere"] == pytest.approx(0.4 / 3)
+    assert r["end_auc"] == 1.0
+    # A calibrated average that cannot tell which step ends: the same chance everywhere reads AUC 0.5.
+    flat = probe_mod.end_stats(np.full(4, 0.25), np.array([0, 0, 1, 0]))
+    assert flat["end_pred"] == pytest.approx(flat["end_real"]) and flat["end_auc"] == 0.5
+    # No terminations in the sample: nothing to rank, nothing on terminal steps.
+    none = probe_mod.end_stats(np.array([0.1, 0.2]), np.array([0, 0]))
+    assert math.isnan(none["end_auc"]) and math.isnan(none["end_pred_on_terminal"])
 
 
 def test_reward_stats_by_hand() -> None:
@@ -101,6 +131,7 @@ def test_probe_reads_a_run_folder(tmp_path: Path) -> None:
     assert r["steps"] == 3 * 4 * T and r["interactions"] == 150
     assert 0 < r["moved_pixel_share"] < 1 and 0 <= r["recon_err_still"] < 1
     assert 0 <= r["end_real"] <= 1 and 0 <= r["end_pred"] <= 1
+    assert 0 <= r["end_pred_elsewhere"] <= 1 and (math.isnan(r["end_auc"]) or 0 <= r["end_auc"] <= 1)
     # Windows of the run's horizon among the last 100 of its 150 steps; a window is cut at its
     # episode's end, and catch pays once a game, so the game paid at most tanh(1) a window.
     assert r["imagination_windows"] == 8 and r["imagination_horizon"] == cfg.actor_critic.horizon

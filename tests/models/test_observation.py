@@ -18,6 +18,8 @@ from twm.models.observation import (
     entropy_hinge,
     latent_entropy,
     mode_one_hot,
+    moved_mask,
+    moved_weights,
     sample_one_hot,
 )
 
@@ -194,6 +196,80 @@ def test_decoder_nll_on_a_hand_computed_case() -> None:
     frame0 = 4 * 0.5 + 4 * 0.5 * LOG_2PI
     frame1 = 0.5 * 0.25 + 4 * 0.5 * LOG_2PI
     assert decoder_nll(recon, target).item() == pytest.approx((frame0 + frame1) / 2)
+
+
+def test_decoder_nll_weights_each_pixel_by_hand() -> None:
+    recon = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])  # (B=1, S=1, 2, 2)
+    target = torch.zeros(1, 1, 2, 2)
+    weights = torch.tensor([[[[3.0, 1.0], [1.0, 2.0]]]])
+    # Pixel (0, 0): squared error 1, weight 3; the others 0 error: only the constant, weighted 1, 1, 2.
+    expected = 3 * (0.5 + 0.5 * LOG_2PI) + (1 + 1 + 2) * 0.5 * LOG_2PI
+    assert decoder_nll(recon, target, weights).item() == pytest.approx(expected)
+    logits = torch.tensor([0.0, math.log(3.0)]).reshape(1, 1, 1, 2)  # p = 1/2 and 3/4
+    cells = torch.tensor([1.0, 0.0]).reshape(1, 1, 1, 2)
+    # -log(1/2) weighted 2, -log(1/4) weighted 1
+    weighted = decoder_bernoulli_nll(logits, cells, torch.tensor([2.0, 1.0]).reshape(1, 1, 1, 2))
+    assert weighted.item() == pytest.approx(2 * math.log(2.0) + math.log(4.0))
+
+
+def test_moved_mask_by_hand_gray_and_colour() -> None:
+    # Three gray 2x2 frames, oldest first: (0, 0) changes from the first to the second frame, (1, 1)
+    # from the second to the third, (0, 1) by less than half a gray level, (1, 0) never.
+    frames = torch.zeros(3, 2, 2)
+    frames[1:, 0, 0] = 1.0
+    frames[2, 1, 1] = 0.5
+    frames[1:, 0, 1] = 0.1 / 255
+    mask = moved_mask(frames, frame_channels=1)
+    assert mask.shape == (1, 2, 2)
+    assert mask[0].tolist() == [[True, False], [False, True]]
+    # Two RGB frames (S = 6): a pixel whose colours differ from each other but not over time has not
+    # moved; one whose green alone changes has. A mask taken across channels would mark both.
+    rgb = torch.zeros(2, 3, 2, 2)  # (stack, c, H, W)
+    rgb[:, 0, 0, 0] = 1.0  # red in both frames at (0, 0)
+    rgb[1, 1, 1, 1] = 1.0  # green appears at (1, 1)
+    mask = moved_mask(rgb.flatten(0, 1)[None], frame_channels=3)  # (1, 1, 2, 2) with a batch dimension
+    assert mask.shape == (1, 1, 2, 2)
+    assert mask[0, 0].tolist() == [[False, False], [False, True]]
+    weights = moved_weights(rgb.flatten(0, 1), frame_channels=3, weight=5.0)
+    assert weights[0].tolist() == [[1.0, 1.0], [1.0, 5.0]]
+
+
+@pytest.mark.parametrize("observation", ["picture", "grid"])
+def test_compute_loss_with_moved_weight_weighs_what_changes(observation: str) -> None:
+    torch.manual_seed(0)
+    if observation == "grid":
+        model = grid_model(moved_weight=4.0).double()
+        frames = (torch.rand(2, 3, 6, 10, 10) < 0.2).double()  # (B, T, S = 2 frames x 3 kinds, 10, 10)
+    else:
+        model = ObservationModel(tiny_cfg(moved_weight=4.0), frame_stack=4, frame_channels=1).double()
+        frames = torch.randint(0, 256, (2, 3, 4, 64, 64), dtype=torch.uint8)
+        frames[..., :32, :] = frames[..., :1, :32, :]  # the top half still: every frame as the first
+        frames = frames.double() / 255  # floats in [0, 1], as the model reads them (double for the comparison)
+    logits = model.encode(frames)
+    z = model.sample(logits, torch.Generator().manual_seed(0))
+    _, m = model.compute_loss(frames, z, logits)
+    target = frames
+    out = model.decode(z)
+    # Brute force: a pixel moved if any frame of the stack differs from the one before it there.
+    c, stack = model.frame_channels, model.frame_stack
+    moved = torch.zeros(*frames.shape[:2], *frames.shape[-2:], dtype=torch.bool)
+    for k in range(1, stack):
+        now, before = target[:, :, k * c : (k + 1) * c], target[:, :, (k - 1) * c : k * c]
+        moved |= ((now - before).abs() > 0.5 / 255).any(dim=2)
+    weights = (1 + 3 * moved.double())[:, :, None]  # (B, T, 1, H, W)
+    if observation == "grid":
+        per = -(target * out.log() + (1 - target) * (1 - out).log())
+    else:
+        per = 0.5 * (target - out) ** 2 + 0.5 * LOG_2PI
+    expected = (per * weights).sum((-3, -2, -1)).mean()
+    assert m["obs/decoder_loss"].item() == pytest.approx(expected.item(), rel=1e-9)
+    if observation == "picture":
+        assert not moved[..., :32, :].any() and moved[..., 32:, :].float().mean() > 0.9
+    plain = dataclasses.replace(model.cfg, moved_weight=1.0)
+    model.cfg = plain
+    _, m1 = model.compute_loss(frames, z, logits)
+    assert m1["obs/decoder_loss"].item() == pytest.approx((per.sum((-3, -2, -1)).mean()).item(), rel=1e-9)
+    assert m1["obs/decoder_loss"] < m["obs/decoder_loss"]
 
 
 def test_latent_entropy_and_hinge_on_two_by_two() -> None:

@@ -67,12 +67,14 @@ def full_precision(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
 
 
-def decoder_nll(recon: Tensor, target: Tensor) -> Tensor:
+def decoder_nll(recon: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """NLL of ``target`` under N(recon, 1) per pixel, summed over (S, H, W), averaged over the rest.
 
     Args:
         recon: (..., S, H, W) decoder means.
         target: (..., S, H, W) frames in [0, 1] (floats; no gradient is taken through them).
+        weights: optional per-pixel weights broadcast against them (``moved_weights``); each pixel's
+            NLL counts that many times.
 
     The constant 0.5 log(2 pi) per pixel is included, as the released code's
     ``Independent(Normal(mean, 1), 3).log_prob``: the value is a true NLL in nats (4*64*64 pixels
@@ -80,17 +82,37 @@ def decoder_nll(recon: Tensor, target: Tensor) -> Tensor:
     ``0.5 * log(2 pi) * S*H*W`` for the pure squared-error part.
     """
     per_pixel = 0.5 * (target.detach() - recon).square() + 0.5 * math.log(2 * math.pi)
+    if weights is not None:
+        per_pixel = per_pixel * weights
     return per_pixel.sum(dim=(-3, -2, -1)).mean()
 
 
-def decoder_bernoulli_nll(logits: Tensor, target: Tensor) -> Tensor:
+def moved_mask(frames: Tensor, frame_channels: int) -> Tensor:
+    """Where anything changes within a frame stack: frames (..., S, H, W) in [0, 1], S = stack *
+    frame_channels (oldest first) -> (..., 1, H, W) bool, True where some channel of some frame
+    differs from the frame before it by more than half a gray level (the same place in every frame)."""
+    stack = frames.unflatten(-3, (-1, frame_channels))  # (..., stack, c, H, W)
+    changed = (stack[..., 1:, :, :, :] - stack[..., :-1, :, :, :]).abs() > 0.5 / 255  # (..., stack-1, c, H, W)
+    return changed.flatten(-4, -3).any(dim=-3, keepdim=True)  # (..., 1, H, W)
+
+
+def moved_weights(frames: Tensor, frame_channels: int, weight: float) -> Tensor:
+    """Per-pixel weights of the decoder loss (``obs_model.moved_weight``): ``weight`` where the frame
+    stack changes (``moved_mask``), 1 elsewhere; (..., 1, H, W), broadcast over the S frames."""
+    return 1.0 + (weight - 1.0) * moved_mask(frames, frame_channels).to(frames.dtype)
+
+
+def decoder_bernoulli_nll(logits: Tensor, target: Tensor, weights: Tensor | None = None) -> Tensor:
     """NLL of ``target`` under Bernoulli(sigmoid(logits)) per cell, summed over (S, H, W), averaged over the rest.
 
     Args:
         logits: (..., S, H, W) decoder logits.
         target: (..., S, H, W) cells in [0, 1] (0 or 1 for a grid; no gradient through them).
+        weights: optional per-cell weights broadcast against them (``moved_weights``).
     """
     per_cell = F.binary_cross_entropy_with_logits(logits, target.detach(), reduction="none")
+    if weights is not None:
+        per_cell = per_cell * weights
     return per_cell.sum(dim=(-3, -2, -1)).mean()
 
 
@@ -358,7 +380,8 @@ class ObservationModel(nn.Module):
             - "obs/decoder_loss": Gaussian NLL of the frames, summed over S*64*64 pixels (with the
               0.5 log 2 pi constant, see ``decoder_nll``), averaged over latents; for grids the
               Bernoulli NLL summed over S*10*10 cells (``decoder_bernoulli_nll``); for vectors the
-              Gaussian NLL of symlog(o) summed over the S numbers;
+              Gaussian NLL of symlog(o) summed over the S numbers; with ``cfg.moved_weight`` the
+              pixels (cells) that change within the stack count that many times;
             - "obs/entropy_loss": entropy_coef * relu(entropy_threshold - mean H(z)/(C ln K));
             - "obs/consistency_loss": consistency_coef * "obs/consistency_ce" (only when given);
             - "obs/entropy" (mean H(z) in nats), "obs/norm_entropy", "obs/recon_mae", "obs/loss".
@@ -366,14 +389,17 @@ class ObservationModel(nn.Module):
         cfg = self.cfg
         target = frames_to_float(frames)
         out = self._decode(z)  # (..., S, H, W) pixel means or cell logits
+        weights = None  # the paper: every pixel alike
+        if cfg.moved_weight != 1 and self.observation != "vector":
+            weights = moved_weights(target, self.frame_channels, cfg.moved_weight)  # (..., 1, H, W)
         if self.observation == "grid":
-            dec_loss = decoder_bernoulli_nll(out, target)
+            dec_loss = decoder_bernoulli_nll(out, target, weights)
             recon = out.sigmoid()
         elif self.observation == "vector":
             dec_loss = decoder_nll(out, symlog(target))  # unit-variance Gaussian in symlog space
             recon = symexp(out)
         else:
-            dec_loss = decoder_nll(out, target)
+            dec_loss = decoder_nll(out, target, weights)
             recon = out
         ent_loss, entropy = entropy_hinge(logits, cfg.entropy_coef, cfg.entropy_threshold)
         loss = dec_loss + ent_loss
