@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from tests.benchmarks.scripts import load_script
 
 from twm.config_files import load_config
@@ -72,7 +74,15 @@ def test_a_minatar_run_read_end_to_end(tmp_path: Path) -> None:
     for o in r["objects"].values():
         assert o["cells"] == 0 or 0 <= o["shown"] <= 1
     assert sum(r["ends"].values()) == 2
-    catch = tmp_path / "catch"
-    Trainer(load_config("smoke", ["train.total_steps=150", "train.budget=5000"]), catch, device="cpu", progress=False).run()
-    wrong = subprocess.run([sys.executable, str(SCRIPT), str(catch)], capture_output=True, text=True, timeout=60)
-    assert wrong.returncode == 2 and "not a MinAtar game" in wrong.stderr and "Traceback" not in wrong.stderr
+    missing = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "none")], capture_output=True, text=True)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+
+
+def test_a_run_of_another_game_is_one_line_and_exit_code_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catch = SimpleNamespace(agent=None, cfg=load_config("smoke", ["env.game=catch"]), checkpoint=Path("final.pt"), state={})
+    monkeypatch.setattr(objects_mod, "load_run", lambda *args: catch)
+    assert objects_mod.main(["runs/catch"]) == 2
+    err = capsys.readouterr().err
+    assert err == "minatar_objects: catch is not a MinAtar game; this reads MinAtar's object channels\n"
