@@ -386,7 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(target {r['target_on_rewarded']:.3f}) and {r['pred_on_unrewarded']:.3f} elsewhere; "
         f"correlation {r['correlation']:.3f}, variance explained {r['variance_explained']:.1%}"
     )
-    print(f"episode ends: predicted {r['end_pred']:.2%} a step, real {r['end_real']:.2%}")
+    print(
+        f"episode ends: predicted {r['end_pred']:.2%} a step, real {r['end_real']:.2%}; "
+        f"{r['end_pred_on_terminal']:.3f} on the ending steps, {r['end_pred_elsewhere']:.4f} elsewhere, "
+        f"AUC {r['end_auc']:.3f}"
+    )
     print(
         f"reconstruction |error|: {r['recon_err_moved']:.3f} on pixels that moved "
         f"({r['moved_pixel_share']:.1%} of them), {r['recon_err_still']:.3f} on the rest"
